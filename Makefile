@@ -1,0 +1,42 @@
+# The two entry points of a fresh machine: `make demo` and `make test`.
+# Both install what they need: Debian packages (hack/install-deps.sh), the testbed's
+# Go-built binaries (hack/testbed.sh build, cached outside the repo) and the Python venv.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: setup deps testbed lint unit test demo crd clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+deps:
+	bash hack/install-deps.sh
+
+testbed: deps
+	bash hack/testbed.sh build
+
+lint: setup
+	$(VENV)/bin/ruff check operator tests bench
+	$(VENV)/bin/ruff format --check operator tests bench
+	$(VENV)/bin/mypy
+
+unit: setup
+	$(VENV)/bin/pytest -m "not integration" $(PYTEST_ARGS)
+
+test: setup testbed lint
+	. hack/testbed-env.sh && $(VENV)/bin/pytest $(PYTEST_ARGS)
+
+demo: setup testbed
+	. hack/testbed-env.sh && $(VENV)/bin/checkout-gates demo
+
+crd: setup
+	$(VENV)/bin/checkout-gates crd > crds/checkoutrollouts.gates.checkout.dev.yaml
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,400 @@
+"""The ``CheckoutRollout`` spec: what a release engineer declares.
+
+Every rule here that involves more than one field is also written as a CEL rule
+(``x-kubernetes-validations``) so that kube-apiserver refuses the same objects that ``lint`` does.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from checkout_gates.api.base import ApiModel, cel_exactly_one, exactly_one_of, field_error
+from checkout_gates.api.quantities import Duration, ToleranceText, parse_duration, parse_tolerance
+
+GROUP = "gates.checkout.dev"
+VERSION = "v1alpha1"
+KIND = "CheckoutRollout"
+PLURAL = "checkoutrollouts"
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+LABEL_NAME = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
+LABEL_VALUE = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+Name = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)]
+PromQL = Annotated[str, Field(min_length=1, max_length=4096)]
+URL_PATTERN = r"^https?://[^\s]+$"
+Url = Annotated[str, Field(min_length=1, max_length=2048, pattern=URL_PATTERN)]
+Weight = Annotated[int, Field(ge=0, le=100)]
+
+MAX_GATES = 32
+MAX_STEPS = 64
+MAX_TARGETS = 8
+
+
+class SecretKeyRef(ApiModel):
+    """A key of a Secret in the rollout's namespace."""
+
+    name: Name
+    key: Annotated[str, Field(min_length=1, max_length=253)]
+
+
+class Variant(ApiModel):
+    """One side of the rollout: the Service that serves it and the label value its metrics carry."""
+
+    service: Name
+    variant: Annotated[str | None, Field(max_length=63, pattern=LABEL_VALUE)] = None
+
+
+# --- routing ------------------------------------------------------------------------------------
+
+
+class GatewayApiRoute(ApiModel):
+    http_route: Name
+    rule_index: Annotated[int, Field(ge=0, le=63)] = 0
+
+
+class IstioRoute(ApiModel):
+    virtual_service: Name
+    route_name: Name | None = None
+
+
+class IngressNginxRoute(ApiModel):
+    canary_ingress: Name
+
+
+class ReplicaRatio(ApiModel):
+    stable_deployment: Name
+    canary_deployment: Name
+    total_replicas: Annotated[int, Field(ge=1, le=1000)]
+
+
+ROUTERS = ("gateway_api", "istio", "ingress_nginx", "replicas")
+
+
+class Routing(ApiModel):
+    gateway_api: Annotated[GatewayApiRoute | None, Field(alias="gatewayAPI")] = None
+    istio: IstioRoute | None = None
+    ingress_nginx: IngressNginxRoute | None = None
+    replicas: ReplicaRatio | None = None
+
+    @model_validator(mode="after")
+    def _one_router(self) -> Routing:
+        exactly_one_of(self, ROUTERS, "routing")
+        return self
+
+
+# --- Prometheus ---------------------------------------------------------------------------------
+
+
+class BasicAuth(ApiModel):
+    secret_name: Name
+    username_key: str = "username"
+    password_key: str = "password"
+
+
+class PrometheusSource(ApiModel):
+    address: Url
+    timeout: Duration = "5s"
+    bearer_token_secret: SecretKeyRef | None = None
+    basic_auth: BasicAuth | None = None
+
+    @model_validator(mode="after")
+    def _one_auth(self) -> PrometheusSource:
+        if self.bearer_token_secret is not None and self.basic_auth is not None:
+            raise ValueError("prometheus takes bearerTokenSecret or basicAuth, not both")
+        return self
+
+
+# --- paging -------------------------------------------------------------------------------------
+
+PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
+
+
+class PagerDutyTarget(ApiModel):
+    routing_key_secret: SecretKeyRef
+    url: Url = PAGERDUTY_EVENTS_URL
+    severity: Literal["critical", "error", "warning", "info"] = "critical"
+
+
+class AlertmanagerTarget(ApiModel):
+    url: Url
+
+
+class SlackTarget(ApiModel):
+    webhook_secret: SecretKeyRef
+
+
+class WebhookTarget(ApiModel):
+    url: Url | None = None
+    url_secret: SecretKeyRef | None = None
+
+    @model_validator(mode="after")
+    def _one_url(self) -> WebhookTarget:
+        exactly_one_of(self, ("url", "url_secret"), "webhook")
+        return self
+
+
+PAGE_TARGETS = ("pager_duty", "alertmanager", "slack", "webhook")
+
+
+class PageTarget(ApiModel):
+    pager_duty: PagerDutyTarget | None = None
+    alertmanager: AlertmanagerTarget | None = None
+    slack: SlackTarget | None = None
+    webhook: WebhookTarget | None = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> PageTarget:
+        exactly_one_of(self, PAGE_TARGETS, "a page target")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(name for name in PAGE_TARGETS if getattr(self, name) is not None)
+
+
+class Owner(ApiModel):
+    name: Annotated[str, Field(min_length=1, max_length=253)]
+    page: Annotated[list[PageTarget], Field(min_length=1, max_length=MAX_TARGETS)]
+    escalate_after: Duration | None = None
+    escalate_to: Annotated[list[PageTarget], Field(max_length=MAX_TARGETS)] = []
+
+    @model_validator(mode="after")
+    def _escalation_complete(self) -> Owner:
+        if (self.escalate_after is None) != (not self.escalate_to):
+            raise ValueError("escalateAfter and escalateTo go together: set both or neither")
+        return self
+
+
+# --- gates --------------------------------------------------------------------------------------
+
+
+class RatioSignal(ApiModel):
+    """good / total, e.g. approved authorizations / all authorizations. Higher is better."""
+
+    good: PromQL
+    total: PromQL
+
+
+class Compare(ApiModel):
+    """Bounds relative to the stable version, judged per segment."""
+
+    max_drop: ToleranceText | None = None
+    max_rise: ToleranceText | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> Compare:
+        if self.max_drop is None and self.max_rise is None:
+            raise ValueError("compare needs maxDrop or maxRise")
+        return self
+
+
+SIGNALS = ("ratio", "count", "quantile", "gauge")
+Method = Literal["threshold", "sequential"]
+MissingData = Literal["inconclusive", "pass", "fail"]
+
+
+class Gate(ApiModel):
+    """A signal plus its rule. Queries are templates: {{variant}}, {{namespace}}, {{window}}, ..."""
+
+    name: Name
+    ratio: RatioSignal | None = None
+    count: PromQL | None = None
+    quantile: PromQL | None = None
+    gauge: PromQL | None = None
+    samples: Annotated[
+        PromQL | None,
+        Field(description="Query for the number of samples behind the value (ratio: its total)."),
+    ] = None
+    exposure: Annotated[
+        PromQL | None,
+        Field(description="Requests served, for a sequential count gate; default: the traffic weights."),
+    ] = None
+    segment_by: Annotated[list[Annotated[str, Field(pattern=LABEL_NAME)]], Field(max_length=8)] = []
+    min: float | None = None
+    max: float | None = None
+    compare: Compare | None = None
+    min_samples: Annotated[int, Field(ge=0)] = 0
+    method: Method = "threshold"
+    alpha: Annotated[float, Field(gt=0, le=0.5)] = 0.01
+    critical: bool = False
+    window: Annotated[
+        Duration | None, Field(description="Query window of a threshold gate; default: analysis.interval.")
+    ] = None
+    on_missing_data: MissingData = "inconclusive"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Gate:
+        exactly_one_of(self, SIGNALS, f"gate {self.name!r}")
+        if self.min is None and self.max is None and self.compare is None:
+            raise ValueError(f"gate {self.name!r} has no rule: set min, max or compare")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"gate {self.name!r}: min {self.min} is above max {self.max}")
+        if self.method == "sequential" and self.ratio is None and self.count is None:
+            raise ValueError(
+                f"gate {self.name!r}: method sequential compares event rates, so it needs a ratio or "
+                "count signal (use method threshold for quantile and gauge)"
+            )
+        if self.compare is not None:
+            for text in (self.compare.max_drop, self.compare.max_rise):
+                if text is not None and parse_tolerance(text).kind == "points" and self.ratio is None:
+                    raise ValueError(
+                        f"gate {self.name!r}: percentage points (pp) only apply to ratio signals "
+                        "(use a percent like 20% or a plain number)"
+                    )
+        return self
+
+    @property
+    def signal_kind(self) -> str:
+        return next(name for name in SIGNALS if getattr(self, name) is not None)
+
+
+# --- steps --------------------------------------------------------------------------------------
+
+
+class GateStep(ApiModel):
+    pass_: Annotated[list[Name], Field(alias="pass", min_length=1, max_length=MAX_GATES)]
+    window: Duration
+
+
+class ApprovalStep(ApiModel):
+    reason: Annotated[str, Field(max_length=512)] = ""
+
+
+class PauseStep(ApiModel):
+    duration: Duration
+
+
+STEP_KINDS = ("set_weight", "gate", "approval", "pause")
+
+
+class Step(ApiModel):
+    set_weight: Weight | None = None
+    gate: GateStep | None = None
+    approval: ApprovalStep | None = None
+    pause: PauseStep | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Step:
+        exactly_one_of(self, STEP_KINDS, "a step")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(name for name in STEP_KINDS if getattr(self, name) is not None)
+
+
+class Analysis(ApiModel):
+    interval: Duration = "30s"
+    failure_limit: Annotated[int, Field(ge=1, le=1000)] = 2
+    inconclusive_limit: Annotated[int, Field(ge=1, le=100000)] = 10
+
+
+class CheckoutRolloutSpec(ApiModel):
+    stable: Variant
+    canary: Variant
+    routing: Routing
+    prometheus: PrometheusSource
+    owner: Owner
+    gates: Annotated[list[Gate], Field(max_length=MAX_GATES)] = []
+    steps: Annotated[list[Step], Field(min_length=1, max_length=MAX_STEPS)]
+    analysis: Analysis = Analysis()
+    on_halt: Literal["hold", "abort"] = "hold"
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> CheckoutRolloutSpec:
+        if self.stable.service == self.canary.service:
+            raise field_error(
+                "canary.service", f"names the same service as stable ({self.stable.service!r}); use the canary's"
+            )
+        names = [gate.name for gate in self.gates]
+        for index, name in enumerate(names):
+            if name in names[:index]:
+                raise field_error(f"gates[{index}].name", f"{name!r} is declared twice (gate names are unique)")
+        last_weight = 0
+        for index, step in enumerate(self.steps):
+            if step.set_weight is not None:
+                if step.set_weight < last_weight:
+                    raise field_error(
+                        f"steps[{index}].setWeight",
+                        f"{step.set_weight} is below the earlier {last_weight}: exposure only grows "
+                        f"(use {last_weight} or more; an abort is what takes it back to 0)",
+                    )
+                last_weight = step.set_weight
+            if step.gate is not None:
+                unknown = [name for name in step.gate.pass_ if name not in names]
+                if unknown:
+                    raise field_error(
+                        f"steps[{index}].gate.pass",
+                        f"names undeclared gates {unknown} (declared in spec.gates: {names or 'none'})",
+                    )
+        return self
+
+    def variant_label(self, side: Literal["stable", "canary"]) -> str:
+        target = self.stable if side == "stable" else self.canary
+        return target.variant or side
+
+    def gate(self, name: str) -> Gate:
+        return next(gate for gate in self.gates if gate.name == name)
+
+    def interval_seconds(self) -> float:
+        return parse_duration(self.analysis.interval)
+
+
+# CEL rules mirrored into the CRD, keyed by the model they apply to.
+CEL_RULES: dict[type[ApiModel], list[tuple[str, str]]] = {
+    Routing: [
+        (cel_exactly_one(Routing, ROUTERS), "routing needs exactly one of gatewayAPI, istio, ingressNginx, replicas")
+    ],
+    PageTarget: [
+        (
+            cel_exactly_one(PageTarget, PAGE_TARGETS),
+            "a page target needs exactly one of pagerDuty, alertmanager, slack, webhook",
+        )
+    ],
+    WebhookTarget: [
+        (cel_exactly_one(WebhookTarget, ("url", "url_secret")), "webhook needs exactly one of url, urlSecret")
+    ],
+    PrometheusSource: [
+        (
+            "!(has(self.bearerTokenSecret) && has(self.basicAuth))",
+            "prometheus takes bearerTokenSecret or basicAuth, not both",
+        )
+    ],
+    Owner: [
+        (
+            "has(self.escalateAfter) == (has(self.escalateTo) && size(self.escalateTo) > 0)",
+            "escalateAfter and escalateTo go together: set both or neither",
+        )
+    ],
+    Compare: [("has(self.maxDrop) || has(self.maxRise)", "compare needs maxDrop or maxRise")],
+    Gate: [
+        (cel_exactly_one(Gate, SIGNALS), "a gate needs exactly one signal: ratio, count, quantile or gauge"),
+        ("has(self.min) || has(self.max) || has(self.compare)", "a gate needs a rule: min, max or compare"),
+        ("!has(self.min) || !has(self.max) || self.min <= self.max", "min must not be above max"),
+        (
+            "!has(self.method) || self.method != 'sequential' || has(self.ratio) || has(self.count)",
+            "method sequential needs a ratio or count signal (use threshold for quantile and gauge)",
+        ),
+        (
+            "has(self.ratio) || !has(self.compare) || "
+            "((!has(self.compare.maxDrop) || !self.compare.maxDrop.endsWith('pp')) && "
+            "(!has(self.compare.maxRise) || !self.compare.maxRise.endsWith('pp')))",
+            "percentage points (pp) only apply to ratio signals",
+        ),
+    ],
+    Step: [(cel_exactly_one(Step, STEP_KINDS), "a step needs exactly one of setWeight, gate, approval, pause")],
+    CheckoutRolloutSpec: [
+        ("self.stable.service != self.canary.service", "stable and canary must name different services"),
+        (
+            "self.steps.filter(s, has(s.setWeight)).map(s, s.setWeight).isSorted()",
+            "setWeight steps must never decrease: exposure only grows",
+        ),
+        (
+            "self.steps.all(s, !has(s.gate) || "
+            "s.gate.pass.all(n, has(self.gates) && self.gates.exists(g, g.name == n)))",
+            "gate steps may only name gates declared in spec.gates",
+        ),
+    ],
+}
