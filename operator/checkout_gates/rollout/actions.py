@@ -1,0 +1,66 @@
+"""Actions: what a decision asks the controller to do, as data.
+
+Every action states a target, never a delta, and carries a key, so carrying one out twice
+(after a crash, a conflict, a re-decision) changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from checkout_gates.api.status import CheckoutRolloutStatus, Weights
+
+
+@dataclass(frozen=True)
+class SetWeights:
+    weights: Weights
+    reason: str
+
+
+@dataclass(frozen=True)
+class PageOwner:
+    """Trigger (or re-send) the page of a halt to the targets not yet delivered to.
+
+    ``targets`` are indexes into ``owner.page`` (``escalation=False``) or ``owner.escalateTo``.
+    """
+
+    dedup_key: str
+    summary: str
+    severity: Literal["critical", "error", "warning", "info"]
+    details: Mapping[str, str]
+    targets: tuple[int, ...]
+    escalation: bool = False
+
+
+@dataclass(frozen=True)
+class ResolvePage:
+    dedup_key: str
+    reason: str
+    targets: tuple[int, ...] = ()
+    escalation_targets: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class EmitEvent:
+    reason: str
+    message: str
+    type: Literal["Normal", "Warning"] = "Normal"
+
+
+@dataclass(frozen=True)
+class ConsumeAnnotation:
+    """Remove an on-call annotation once it is recorded; only if it still holds ``value``."""
+
+    key: str
+    value: str
+
+
+Action = SetWeights | PageOwner | ResolvePage | EmitEvent | ConsumeAnnotation
+
+
+@dataclass(frozen=True)
+class Decision:
+    status: CheckoutRolloutStatus
+    actions: tuple[Action, ...] = field(default_factory=tuple)
