@@ -131,8 +131,9 @@ class SequentialEvidence:
 
     ``e_value`` is the mixture likelihood ratio (saturating at ``exp(700)``), ``log_e_value``
     its exact logarithm.  ``relative_risk_estimate`` is the maximum-likelihood ``q_c / q_s``
-    (``None`` when there are no stable bad events).  ``valid`` is False when the inputs could
-    not be used; then the e-value is a neutral 1 and ``reason`` says why.
+    (``None`` when there are no stable bad events; also saturating at ``exp(700)``).
+    ``valid`` is False when the inputs could not be used; then the e-value is a neutral 1
+    and ``reason`` says why.
     """
 
     log_e_value: float
@@ -287,7 +288,8 @@ def sequential_evidence(
     if stable_bad > 0:
         rho_hat = 0.0
         if canary_bad > 0:
-            rho_hat = math.exp(math.log(canary_bad) - math.log(stable_bad) - log_odds_share)
+            log_rho_hat = math.log(canary_bad) - math.log(stable_bad) - log_odds_share
+            rho_hat = math.exp(min(log_rho_hat, _MAX_LOG_E))
 
     return SequentialEvidence(
         log_e_value=log_e,
@@ -352,8 +354,15 @@ def null_relative_risk_for_margin(stable_bad_rate: float, margin: float) -> floa
     """Null relative risk for "canary bad rate may exceed stable's by ``margin``" (absolute).
 
     ``maxDrop: 0.5pp`` on a success ratio is ``margin = 0.005`` on the failure rate:
-    ``rho0 = (q_s + margin) / q_s``, e.g. 1.1667 for ``q_s = 0.03``.  The stable rate is a
-    plug-in estimate (e.g. stable bad / stable exposure so far).
+    ``rho0 = (q_s + margin) / q_s``, e.g. 1.1667 for ``q_s = 0.03``.  A relative tolerance
+    (``maxRise: 20%`` on a count) needs no helper: ``rho0 = 1.2``.
+
+    The stable rate is a plug-in estimate (stable bad / stable exposure so far), so the null
+    moves a little with the data and Ville's bound is no longer exact; the stable arm has
+    ~9x the canary's traffic at a 10% step, and simulation of a canary sitting exactly at
+    the tolerance (tests/unit/test_sequential.py) shows false-rejection rates well below
+    alpha.  With no stable bad events yet the relative bound is undefined (see below): the
+    gate stays inconclusive until stable has at least one.
 
     Never raises on data: returns ``math.inf`` when ``stable_bad_rate`` is 0 and
     ``margin > 0`` (no finite relative bound), and ``math.nan`` for a non-finite or
