@@ -1,0 +1,218 @@
+#!/usr/bin/env bash
+# The local testbed's Go-built binaries: kube-apiserver, kube-controller-manager, kubectl,
+# etcd and helm, plus the Gateway API CRDs, all at the versions pinned in hack/versions.env.
+#
+#   hack/testbed.sh build   build (only) what is missing into the cache
+#   hack/testbed.sh env     print export lines for the testbed (eval "$(hack/testbed.sh env)")
+#   hack/testbed.sh status  list what is present and what is missing
+#
+# Cache: ${CHECKOUT_GATES_CACHE:-$HOME/.cache/checkout-gates}/bin/<KUBE_VERSION>/ and
+#        .../crds/gateway-api/<GATEWAY_API_VERSION>/. Nothing is written inside the repo.
+# Every binary is built from Go modules through the Go module proxy: a throwaway wrapper
+# module in a temp dir requires the upstream module at the pinned version.
+set -euo pipefail
+
+HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=versions.env
+set -a; . "$HACK_DIR/versions.env"; set +a
+
+CACHE="${CHECKOUT_GATES_CACHE:-$HOME/.cache/checkout-gates}"
+BIN_DIR="$CACHE/bin/$KUBE_VERSION"
+CRD_DIR="$CACHE/crds/gateway-api/$GATEWAY_API_VERSION"
+KUBE_BINS=(kube-apiserver kube-controller-manager kubectl)
+
+if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
+  export PATH="/usr/local/go/bin:$PATH"
+fi
+export CGO_ENABLED=0
+export GOFLAGS="-mod=mod -buildvcs=false"
+# 2 cores: two compile jobs at once; more only costs memory and context switches.
+BUILD_P="${TESTBED_BUILD_JOBS:-$(nproc 2>/dev/null || echo 2)}"
+
+log() { printf '[testbed %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+have_go() { command -v go >/dev/null 2>&1 || die "go not found (expected on PATH or at /usr/local/go/bin/go)"; }
+
+# Directory of a downloaded module in the module cache: `go mod download -json` prints it.
+module_dir() {
+  local json
+  json="$(cd "$1" && go mod download -json "$2")" || die "go mod download $2 failed"
+  python3 -c 'import json,sys; d=json.load(sys.stdin); print(d.get("Dir") or ""); sys.exit(0 if d.get("Dir") else 1)' <<<"$json" \
+    || die "no Dir for $2: $json"
+}
+
+WORK_ROOT=""
+cleanup() { [ -n "$WORK_ROOT" ] && rm -rf "$WORK_ROOT"; return 0; }
+trap cleanup EXIT
+
+new_wrapper() { # $1 = module name, $2 = go version; prints a fresh temp dir with a go.mod
+  local dir
+  dir="$(mktemp -d "$WORK_ROOT/wrapper.XXXXXX")"
+  printf 'module %s\n\ngo %s\n' "$1" "$2" >"$dir/go.mod"
+  echo "$dir"
+}
+
+install_bin() { # $1 = built file, $2 = name
+  install -m 0755 "$1" "$BIN_DIR/.$2.tmp"
+  mv -f "$BIN_DIR/.$2.tmp" "$BIN_DIR/$2"
+}
+
+build_kube() {
+  local missing=() b
+  for b in "${KUBE_BINS[@]}"; do [ -x "$BIN_DIR/$b" ] || missing+=("$b"); done
+  [ "${#missing[@]}" -eq 0 ] && { log "kubernetes $KUBE_VERSION: present"; return 0; }
+  log "kubernetes $KUBE_VERSION: building ${missing[*]}"
+
+  local work kdir gomod_go minor staging_ver
+  work="$(new_wrapper checkout-gates.local/testbed/kube 1.21)"
+  kdir="$(module_dir "$work" "k8s.io/kubernetes@$KUBE_VERSION")"
+  # The wrapper takes kubernetes' own go line and godebug defaults.
+  gomod_go="$(awk '$1=="go"{print $2; exit}' "$kdir/go.mod")"
+  minor="$(echo "$KUBE_VERSION" | sed -E 's/^v1\.([0-9]+)\..*/\1/')"
+  staging_ver="$(echo "$KUBE_VERSION" | sed -E 's/^v1\./v0./')"
+  {
+    printf 'module checkout-gates.local/testbed/kube\n\ngo %s\n\n' "$gomod_go"
+    grep -E '^godebug ' "$kdir/go.mod" || true
+    printf '\nrequire k8s.io/kubernetes %s\n\n' "$KUBE_VERSION"
+    # Every staging module that kubernetes requires (at v0.0.0, replaced by ./staging/...)
+    # is replaced by its published tag k8s.io/X v0.N.M.
+    awk -v ver="$staging_ver" '
+      /^replace \($/ {inrep=1; next}
+      inrep && /^\)/ {inrep=0; next}
+      inrep && $2=="=>" && $3 ~ /^\.\/staging\// {print "replace " $1 " => " $1 " " ver}
+    ' "$kdir/go.mod"
+  } >"$work/go.mod"
+  # Staging modules that kubernetes does not require (sample-*) are not published at every
+  # tag: keep only replaces of modules kubernetes requires.
+  local req
+  req="$(awk '/^require \($/ {r=1; next} r && /^\)/ {r=0} r && $2=="v0.0.0" {print $1}' "$kdir/go.mod")"
+  awk -v req="$req" 'BEGIN{n=split(req,a,"\n"); for(i=1;i<=n;i++) keep[a[i]]=1}
+    /^replace / { if (!($2 in keep)) next } {print}' "$work/go.mod" >"$work/go.mod.new"
+  mv "$work/go.mod.new" "$work/go.mod"
+  log "wrapper go.mod: go $gomod_go, $(grep -c '^replace ' "$work/go.mod") staging replaces"
+
+  local pkgs=() b
+  for b in "${missing[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$b@$KUBE_VERSION"); done
+  log "resolving modules (go get ${pkgs[*]}) ..."
+  (cd "$work" && go get "${pkgs[@]}") || die "go get of kubernetes packages failed"
+
+  local date ldflags p
+  date="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  ldflags="-s -w"
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags+=" -X $p.gitVersion=$KUBE_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor"
+    ldflags+=" -X $p.gitCommit=0000000000000000000000000000000000000000 -X $p.gitTreeState=clean"
+    ldflags+=" -X $p.buildDate=$date"
+  done
+  mkdir -p "$BIN_DIR" "$work/out"
+  for b in "${missing[@]}"; do
+    local t0=$SECONDS
+    log "go build $b (-p $BUILD_P) ..."
+    (cd "$work" && go build -trimpath -p "$BUILD_P" -ldflags "$ldflags" -o "out/$b" "k8s.io/kubernetes/cmd/$b") \
+      || die "go build $b failed"
+    install_bin "$work/out/$b" "$b"
+    log "built $b in $((SECONDS - t0))s"
+  done
+}
+
+build_etcd() {
+  [ -x "$BIN_DIR/etcd" ] && { log "etcd $ETCD_VERSION: present"; return 0; }
+  log "etcd $ETCD_VERSION: building"
+  local work sdir gomod_go t0=$SECONDS
+  work="$(new_wrapper checkout-gates.local/testbed/etcd 1.21)"
+  sdir="$(module_dir "$work" "go.etcd.io/etcd/server/v3@$ETCD_VERSION")"
+  gomod_go="$(awk '$1=="go"{print $2; exit}' "$sdir/go.mod")"
+  printf 'module checkout-gates.local/testbed/etcd\n\ngo %s\n' "$gomod_go" >"$work/go.mod"
+  cat >"$work/main.go" <<'GO'
+// Command etcd: the upstream etcd server entry point, built from its Go module.
+package main
+
+import (
+	"os"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() { etcdmain.Main(os.Args) }
+GO
+  (cd "$work" && go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" && go mod tidy) || die "resolving etcd failed"
+  mkdir -p "$BIN_DIR"
+  (cd "$work" && go build -trimpath -p "$BUILD_P" \
+      -ldflags "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=${ETCD_VERSION}" -o out/etcd .) \
+    || die "go build etcd failed"
+  install_bin "$work/out/etcd" etcd
+  log "built etcd in $((SECONDS - t0))s"
+}
+
+build_helm() {
+  [ -x "$BIN_DIR/helm" ] && { log "helm $HELM_VERSION: present"; return 0; }
+  log "helm $HELM_VERSION: building"
+  local work hdir gomod_go t0=$SECONDS major
+  work="$(new_wrapper checkout-gates.local/testbed/helm 1.21)"
+  hdir="$(module_dir "$work" "helm.sh/helm/v3@$HELM_VERSION")"
+  gomod_go="$(awk '$1=="go"{print $2; exit}' "$hdir/go.mod")"
+  printf 'module checkout-gates.local/testbed/helm\n\ngo %s\n' "$gomod_go" >"$work/go.mod"
+  (cd "$work" && go get "helm.sh/helm/v3/cmd/helm@$HELM_VERSION") || die "resolving helm failed"
+  major="$(echo "$HELM_VERSION" | sed -E 's/^v([0-9]+)\..*/\1/')"
+  mkdir -p "$BIN_DIR"
+  (cd "$work" && go build -trimpath -p "$BUILD_P" \
+      -ldflags "-s -w -X helm.sh/helm/v${major}/internal/version.version=${HELM_VERSION} -X helm.sh/helm/v${major}/internal/version.gitTreeState=clean" \
+      -o out/helm "helm.sh/helm/v${major}/cmd/helm") || die "go build helm failed"
+  install_bin "$work/out/helm" helm
+  log "built helm in $((SECONDS - t0))s"
+}
+
+fetch_gateway_crds() {
+  if [ -f "$CRD_DIR/.complete" ]; then log "Gateway API CRDs $GATEWAY_API_VERSION: present"; return 0; fi
+  log "Gateway API CRDs $GATEWAY_API_VERSION: downloading"
+  local work gdir
+  work="$(new_wrapper checkout-gates.local/testbed/gwapi 1.21)"
+  gdir="$(module_dir "$work" "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION")"
+  [ -d "$gdir/config/crd/standard" ] || die "no config/crd/standard in $gdir"
+  rm -rf "$CRD_DIR"; mkdir -p "$CRD_DIR"
+  cp "$gdir"/config/crd/standard/*.yaml "$CRD_DIR/"
+  chmod u+w "$CRD_DIR"/*.yaml
+  touch "$CRD_DIR/.complete"
+  log "copied $(ls "$CRD_DIR"/*.yaml | wc -l) CRD files to $CRD_DIR"
+}
+
+cmd_build() {
+  have_go
+  WORK_ROOT="$(mktemp -d "${TMPDIR:-/tmp}/checkout-gates-build.XXXXXX")"
+  local t0=$SECONDS
+  log "go: $(go version); cache: $CACHE; jobs: $BUILD_P"
+  mkdir -p "$BIN_DIR"
+  fetch_gateway_crds
+  build_etcd
+  build_kube
+  build_helm
+  log "done in $((SECONDS - t0))s; binaries in $BIN_DIR"
+  "$BIN_DIR/kubectl" version --client 2>/dev/null | head -1 >&2 || true
+}
+
+cmd_env() {
+  printf 'export CHECKOUT_GATES_CACHE=%q\n' "$CACHE"
+  printf 'export CHECKOUT_GATES_BIN=%q\n' "$BIN_DIR"
+  printf 'export CHECKOUT_GATES_GATEWAY_CRDS=%q\n' "$CRD_DIR"
+  printf 'export CHECKOUT_GATES_PROMETHEUS=%q\n' "${CHECKOUT_GATES_PROMETHEUS:-/usr/bin/prometheus}"
+  printf 'export CHECKOUT_GATES_PROMTOOL=%q\n' "${CHECKOUT_GATES_PROMTOOL:-/usr/bin/promtool}"
+  printf 'export CHECKOUT_GATES_ALERTMANAGER=%q\n' "${CHECKOUT_GATES_ALERTMANAGER:-/usr/bin/prometheus-alertmanager}"
+  printf 'export PATH=%q:"$PATH"\n' "$BIN_DIR"
+}
+
+cmd_status() {
+  local b rc=0
+  for b in etcd "${KUBE_BINS[@]}" helm; do
+    if [ -x "$BIN_DIR/$b" ]; then echo "present  $BIN_DIR/$b"; else echo "MISSING  $BIN_DIR/$b"; rc=1; fi
+  done
+  if [ -f "$CRD_DIR/.complete" ]; then echo "present  $CRD_DIR"; else echo "MISSING  $CRD_DIR"; rc=1; fi
+  return $rc
+}
+
+case "${1:-}" in
+  build) cmd_build ;;
+  env) cmd_env ;;
+  status) cmd_status ;;
+  *) echo "usage: $0 build|env|status" >&2; exit 2 ;;
+esac
