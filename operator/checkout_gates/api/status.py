@@ -124,6 +124,8 @@ class CheckoutRolloutStatus(StatusModel):
     observed_generation: int = 0
     current_step: int = 0
     step_started_at: datetime | None = None
+    last_evaluated_at: datetime | None = None
+    paused_from: Phase | None = None
     weights: Weights = Weights()
     router_weights: Weights | None = None
     message: str = ""

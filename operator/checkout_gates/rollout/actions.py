@@ -19,6 +19,9 @@ class SetWeights:
     reason: str
 
 
+Severity = Literal["critical", "error", "warning", "info"]
+
+
 @dataclass(frozen=True)
 class PageOwner:
     """Trigger (or re-send) the page of a halt to the targets not yet delivered to.
@@ -28,7 +31,7 @@ class PageOwner:
 
     dedup_key: str
     summary: str
-    severity: Literal["critical", "error", "warning", "info"]
+    severity: Severity
     details: Mapping[str, str]
     targets: tuple[int, ...]
     escalation: bool = False

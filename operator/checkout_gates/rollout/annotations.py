@@ -1,0 +1,59 @@
+"""The on-call interface: ``gates.checkout.dev/{approve,abort,retry,pause}=<actor>``.
+
+An annotation is consumed once: its effect and actor go into history, then the controller removes
+it. If the controller dies between the two, the annotation is still there on restart; the status
+remembers (key, value, epoch) of what it consumed, and the epoch moves on every transition, so a
+leftover is recognised as already done instead of being applied twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from checkout_gates.api.spec import GROUP
+from checkout_gates.api.status import CheckoutRolloutStatus
+
+Command = Literal["abort", "retry", "pause", "approve"]
+# Abort wins over everything, so it is read first.
+COMMANDS: tuple[Command, ...] = ("abort", "retry", "pause", "approve")
+REASON_KEY = f"{GROUP}/reason"
+
+
+def annotation_key(command: Command) -> str:
+    return f"{GROUP}/{command}"
+
+
+@dataclass(frozen=True)
+class Request:
+    command: Command
+    actor: str
+    key: str
+
+    @property
+    def value(self) -> str:
+        return self.actor
+
+
+def pending_requests(annotations: Mapping[str, str]) -> list[Request]:
+    """The on-call requests present on the object, abort first."""
+    found = []
+    for command in COMMANDS:
+        key = annotation_key(command)
+        actor = annotations.get(key)
+        if actor is not None:
+            found.append(Request(command, actor.strip() or "unknown", key))
+    return found
+
+
+def already_consumed(status: CheckoutRolloutStatus, request: Request) -> bool:
+    """True for a leftover of a request this status already took into account."""
+    return any(
+        record.key == request.key and record.value == request.value and record.epoch == status.epoch
+        for record in status.consumed
+    )
+
+
+def request_reason(annotations: Mapping[str, str], request: Request) -> str:
+    return annotations.get(REASON_KEY, "").strip() or f"{request.command} requested by {request.actor}"

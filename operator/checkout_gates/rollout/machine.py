@@ -1,0 +1,532 @@
+"""The rollout state machine: ``decide(rollout, observations, now) -> Decision``.
+
+Pure: the spec, the status (the only state there is), fresh observations and the time come in;
+a new status and actions as data go out. The operator and the CLI's dry run both run it.
+
+Phases: Pending -> Progressing <-> AwaitingApproval / Paused -> Promoted, or -> Halted (hold at the
+current weight, page) / Aborted (weight 0, page). Rules the property tests hold it to:
+
+- the same inputs give the same outputs, and feeding a decision's status back with nothing new
+  changes nothing (so a re-decision after a crash or a conflict is harmless);
+- canary weight only grows, except to 0 on abort or on a restart for a new generation;
+- Inconclusive never advances a step; a failing critical gate aborts at once;
+- a halt opens one page with one dedup key; nothing else opens one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from checkout_gates.api.quantities import parse_duration
+from checkout_gates.api.resource import CheckoutRollout
+from checkout_gates.api.spec import CheckoutRolloutSpec
+from checkout_gates.api.status import (
+    HISTORY_LIMIT,
+    SEGMENT_LIMIT,
+    TERMINAL_PHASES,
+    CheckoutRolloutStatus,
+    ConsumedAnnotation,
+    GateStatus,
+    HistoryEntry,
+    Phase,
+    SegmentVerdict,
+    Weights,
+)
+from checkout_gates.gates.evaluate import evaluate_gates
+from checkout_gates.gates.observations import SignalReading
+from checkout_gates.gates.verdicts import GateVerdict
+from checkout_gates.rollout import pages
+from checkout_gates.rollout.actions import (
+    Action,
+    ConsumeAnnotation,
+    Decision,
+    EmitEvent,
+    SetWeights,
+    Severity,
+)
+from checkout_gates.rollout.annotations import Request, already_consumed, pending_requests, request_reason
+from checkout_gates.rollout.conditions import set_condition
+from checkout_gates.rollout.plan import evaluation_due, watched_gate_names
+
+OPERATOR = "checkout-gates"
+
+
+@dataclass(frozen=True)
+class Observations:
+    """What the controller saw before deciding: gate readings (only when an evaluation was due)
+    and the weights the router reports (None when it could not be read)."""
+
+    readings: Mapping[str, SignalReading] = field(default_factory=dict)
+    router_weights: Weights | None = None
+
+
+class _Draft:
+    """The decision being built: status replaced copy by copy, actions appended in order."""
+
+    def __init__(self, rollout: CheckoutRollout, now: datetime) -> None:
+        self.rollout = rollout
+        self.spec: CheckoutRolloutSpec = rollout.spec
+        self.now = now
+        self.status: CheckoutRolloutStatus = rollout.status
+        self.actions: list[Action] = []
+
+    def update(self, **fields: Any) -> None:
+        self.status = self.status.model_copy(update=fields)
+
+    def record(self, action: str, reason: str, actor: str = OPERATOR) -> None:
+        """A transition: history entry plus a new epoch (which retires consumed annotations)."""
+        entry = HistoryEntry(
+            time=self.now,
+            actor=actor,
+            action=action,
+            reason=reason[:1024],
+            step=self.status.current_step,
+            canary_weight=self.status.weights.canary,
+            generation=self.rollout.metadata.generation,
+        )
+        history = [*self.status.history, entry][-HISTORY_LIMIT:]
+        self.update(history=history, epoch=self.status.epoch + 1)
+
+    def emit(self, reason: str, message: str, warning: bool = False) -> None:
+        self.actions.append(EmitEvent(reason, message, "Warning" if warning else "Normal"))
+
+    def set_weight(self, canary: int, reason: str) -> None:
+        weights = Weights.canary_at(canary)
+        self.update(weights=weights)
+        self.actions.append(SetWeights(weights, reason))
+
+    def start_step(self, index: int) -> None:
+        self.update(
+            current_step=index,
+            step_started_at=self.now,
+            failures=0,
+            inconclusives=0,
+            last_evaluated_at=None,
+            gates=[gate.model_copy(update={"passing_since": None}) for gate in self.status.gates],
+        )
+
+    def resolve_page(self) -> None:
+        if self.status.page is not None and self.status.page.resolved_at is None:
+            self.update(page=pages.resolve(self.status.page, self.now))
+
+
+def decide(rollout: CheckoutRollout, observations: Observations, now: datetime) -> Decision:
+    draft = _Draft(rollout, now)
+    leftovers = [r for r in pending_requests(rollout.metadata.annotations) if already_consumed(draft.status, r)]
+    if leftovers:
+        # Finish consuming before anything else moves the epoch and makes the leftover look new.
+        return Decision(draft.status, tuple(ConsumeAnnotation(r.key, r.value) for r in leftovers))
+
+    if draft.status.phase == "Pending" or draft.status.observed_generation != rollout.metadata.generation:
+        _start(draft)
+    else:
+        _handle_requests(draft)
+        _watch(draft, observations)
+        _check_router(draft, observations)
+    _run_steps(draft)
+    _page(draft)
+    _summarize(draft)
+    _remember_consumed(draft)
+    return Decision(draft.status, tuple(draft.actions))
+
+
+# --- start and restart --------------------------------------------------------------------------
+
+
+def _start(draft: _Draft) -> None:
+    generation = draft.rollout.metadata.generation
+    restarted = draft.status.observed_generation not in (0, generation) and draft.status.phase != "Pending"
+    if restarted:
+        draft.resolve_page()
+        if draft.status.weights.canary > 0:
+            draft.set_weight(0, f"spec changed to generation {generation}: exposure starts again from 0")
+        draft.record("Restarted", f"spec changed (generation {draft.status.observed_generation} -> {generation})")
+        draft.emit("Restarted", f"generation {generation}: the rollout starts again from step 0")
+    draft.update(phase="Progressing", observed_generation=generation, halt_reason="", paused_from=None, gates=[])
+    draft.start_step(0)
+    if not restarted:
+        draft.record("Started", f"rollout of {draft.spec.canary.service} started ({len(draft.spec.steps)} steps)")
+        draft.emit("Progressing", f"rollout started with {len(draft.spec.steps)} steps")
+    # Annotations set before the start still count (an abort before the first step must win).
+    _handle_requests(draft)
+
+
+# --- on-call requests ---------------------------------------------------------------------------
+
+
+def _handle_requests(draft: _Draft) -> None:
+    requests = pending_requests(draft.rollout.metadata.annotations)
+    if not requests:
+        return
+    chosen, *superseded = requests
+    _apply_request(draft, chosen)
+    for request in superseded:
+        draft.record("Ignored", f"{request.command} by {request.actor} superseded by {chosen.command}", request.actor)
+    draft.actions.extend(ConsumeAnnotation(r.key, r.value) for r in requests)
+
+
+def _remember_consumed(draft: _Draft) -> None:
+    """Record consumed annotations at the decision's final epoch, so a leftover is known as one."""
+    requests = [a for a in draft.actions if isinstance(a, ConsumeAnnotation)]
+    if not requests:
+        return
+    consumed = [ConsumedAnnotation(key=r.key, value=r.value, epoch=draft.status.epoch) for r in requests]
+    kept = [c for c in draft.status.consumed if c.key not in {r.key for r in requests}]
+    draft.update(consumed=kept + consumed)
+
+
+def _apply_request(draft: _Draft, request: Request) -> None:
+    phase = draft.status.phase
+    reason = request_reason(draft.rollout.metadata.annotations, request)
+    actor = request.actor
+
+    def ignore(why: str) -> None:
+        draft.record("Ignored", f"{request.command} by {actor}: {why}", actor)
+
+    if request.command == "abort":
+        if phase == "Promoted":
+            ignore("already promoted (apply a new spec to roll back)")
+            return
+        if phase == "Aborted":
+            if draft.status.page is not None and draft.status.page.resolved_at is None:
+                draft.resolve_page()
+                draft.record("Acknowledged", reason, actor)
+            else:
+                ignore("already aborted")
+            return
+        _abort(draft, reason, actor, page=False)
+    elif request.command == "retry":
+        if phase == "Halted":
+            draft.resolve_page()
+            draft.update(phase="Progressing", halt_reason="")
+            draft.start_step(draft.status.current_step)
+            # Re-stating the weights also undoes a hand edit of the route that caused the halt.
+            draft.actions.append(SetWeights(draft.status.weights, f"retry by {actor}: weights re-applied"))
+            draft.record("Retried", reason, actor)
+            draft.emit("Retried", f"{actor}: step {draft.status.current_step} runs again")
+        elif phase == "Aborted":
+            draft.resolve_page()
+            draft.update(phase="Progressing", halt_reason="", gates=[])
+            draft.start_step(0)
+            draft.record("Retried", f"{reason} (from step 0)", actor)
+            draft.emit("Retried", f"{actor}: the rollout starts again from step 0")
+        else:
+            ignore(f"nothing to retry in phase {phase}")
+    elif request.command == "pause":
+        if phase in ("Progressing", "AwaitingApproval"):
+            draft.update(phase="Paused", paused_from=phase)
+            draft.record("Paused", reason, actor)
+            draft.emit("Paused", f"{actor} paused the rollout at step {draft.status.current_step}")
+        else:
+            ignore(f"cannot pause in phase {phase}")
+    elif request.command == "approve":
+        if phase == "AwaitingApproval":
+            draft.record("Approved", reason, actor)
+            draft.emit("Approved", f"{actor} approved step {draft.status.current_step}")
+            draft.update(phase="Progressing")
+            draft.start_step(draft.status.current_step + 1)
+        elif phase == "Paused":
+            draft.update(phase="Progressing", paused_from=None)
+            draft.start_step(draft.status.current_step)
+            draft.record("Resumed", reason, actor)
+            draft.emit("Resumed", f"{actor} resumed the rollout at step {draft.status.current_step}")
+        else:
+            ignore(f"nothing awaits approval in phase {phase}")
+
+
+# --- halts --------------------------------------------------------------------------------------
+
+
+def _abort(draft: _Draft, reason: str, actor: str, *, page: bool, slug: str = "") -> None:
+    draft.update(phase="Aborted", halt_reason=reason, paused_from=None)
+    draft.set_weight(0, f"aborted: {reason}")
+    draft.record("Aborted", reason, actor)
+    draft.emit("Aborted", f"{actor}: {reason}", warning=True)
+    if page:
+        _open_page(draft, slug, reason)
+    else:
+        draft.resolve_page()
+
+
+def _halt(draft: _Draft, reason: str, slug: str, *, critical: bool = False) -> None:
+    if critical or draft.spec.on_halt == "abort":
+        _abort(draft, reason, OPERATOR, page=True, slug=slug)
+        return
+    draft.update(phase="Halted", halt_reason=reason, paused_from=None)
+    draft.record("Halted", reason)
+    draft.emit("Halted", f"exposure held at {draft.status.weights.canary}%: {reason}", warning=True)
+    _open_page(draft, slug, reason)
+
+
+def _open_page(draft: _Draft, slug: str, reason: str) -> None:
+    meta = draft.rollout.metadata
+    summary = (
+        f"checkout-gates {meta.namespace}/{meta.name}: {draft.status.phase.lower()} at "
+        f"{draft.status.weights.canary}% canary (step {draft.status.current_step}): {reason}"
+    )
+    draft.update(
+        page=pages.open_page(
+            draft.rollout, step=draft.status.current_step, reason_slug=slug, summary=summary, now=draft.now
+        )
+    )
+
+
+# --- gates --------------------------------------------------------------------------------------
+
+
+def _watch(draft: _Draft, observations: Observations) -> None:
+    """Judge the watched gates when an evaluation is due and readings came with it."""
+    if not observations.readings or not evaluation_due(draft.rollout, draft.now):
+        return
+    if draft.status.phase in TERMINAL_PHASES or draft.status.step_started_at != draft.rollout.status.step_started_at:
+        return  # a request above moved the rollout on: these readings were for the step before
+    names = watched_gate_names(draft.spec, draft.status.current_step)
+    gates = [draft.spec.gate(name) for name in names]
+    verdicts = evaluate_gates(gates, observations.readings, canary_share=draft.status.weights.canary / 100.0)
+    _record_verdicts(draft, verdicts)
+    draft.update(last_evaluated_at=draft.now)
+
+    critical = [v for v in verdicts.values() if v.verdict == "Fail" and v.critical]
+    failed = [v for v in verdicts.values() if v.verdict == "Fail"]
+    inconclusive = [v for v in verdicts.values() if v.verdict == "Inconclusive"]
+    phase = draft.status.phase
+    if critical:
+        worst = critical[0]
+        _halt(draft, f"critical gate {worst.gate} failed: {worst.reason}", f"critical-{worst.gate}", critical=True)
+    elif failed and phase != "Halted":
+        worst = failed[0]
+        limit = draft.spec.analysis.failure_limit
+        # An anytime-valid test that rejects has already controlled its error: one rejection is enough.
+        sequential = any(draft.spec.gate(v.gate).method == "sequential" for v in failed)
+        failures = limit if sequential else draft.status.failures + 1
+        draft.update(failures=failures)
+        draft.emit("GateFailed", f"{worst.gate}: {worst.reason} ({failures}/{limit})", True)
+        if failures >= limit:
+            _halt(draft, f"gate {worst.gate} failed {failures} times: {worst.reason}", f"gate-{worst.gate}")
+    elif inconclusive and phase == "Progressing" and _current_kind(draft) == "gate":
+        count = draft.status.inconclusives + 1
+        draft.update(inconclusives=count)
+        if count >= draft.spec.analysis.inconclusive_limit:
+            worst = inconclusive[0]
+            _halt(
+                draft, f"no conclusive evidence after {count} evaluations: {worst.gate}: {worst.reason}", "inconclusive"
+            )
+
+
+def _record_verdicts(draft: _Draft, verdicts: Mapping[str, GateVerdict]) -> None:
+    previous = {gate.name: gate for gate in draft.status.gates}
+    recorded = []
+    for name, verdict in verdicts.items():
+        before = previous.get(name)
+        passing_since = None
+        if verdict.verdict == "Pass":
+            passing_since = before.passing_since if before and before.passing_since else draft.now
+        recorded.append(
+            GateStatus(
+                name=name,
+                verdict=verdict.verdict,
+                reason=verdict.reason[:1024],
+                segment=verdict.segment,
+                value=verdict.value,
+                baseline=verdict.baseline,
+                samples=verdict.samples,
+                evaluated_at=draft.now,
+                passing_since=passing_since,
+                segments=[
+                    SegmentVerdict(
+                        segment=s.segment,
+                        verdict=s.verdict,
+                        value=s.value,
+                        baseline=s.baseline,
+                        samples=s.samples,
+                        reason=s.reason[:512],
+                    )
+                    for s in verdict.segments[:SEGMENT_LIMIT]
+                ],
+            )
+        )
+    draft.update(gates=recorded)
+
+
+# --- router drift -------------------------------------------------------------------------------
+
+
+def _check_router(draft: _Draft, observations: Observations) -> None:
+    observed = observations.router_weights
+    status = draft.status
+    if observed is None or status.phase in TERMINAL_PHASES or status.phase == "Halted":
+        return
+    if any(isinstance(action, SetWeights) for action in draft.actions):
+        return
+    if observed.canary != status.weights.canary:
+        _halt(
+            draft,
+            f"router weights were changed by hand: canary {observed.canary}% where the rollout set "
+            f"{status.weights.canary}% (annotate retry to re-apply {status.weights.canary}%)",
+            "router-drift",
+        )
+
+
+# --- steps --------------------------------------------------------------------------------------
+
+
+def _current_kind(draft: _Draft) -> str:
+    index = draft.status.current_step
+    return draft.spec.steps[index].kind if index < len(draft.spec.steps) else "done"
+
+
+def _run_steps(draft: _Draft) -> None:
+    """Move through every step that can complete now; stop at the first that must wait."""
+    for _ in range(len(draft.spec.steps) + 1):
+        if draft.status.phase not in ("Progressing", "AwaitingApproval"):
+            return
+        index = draft.status.current_step
+        if index >= len(draft.spec.steps):
+            _promote(draft)
+            return
+        step = draft.spec.steps[index]
+        if step.set_weight is not None:
+            if step.set_weight != draft.status.weights.canary:
+                draft.set_weight(step.set_weight, f"step {index}: setWeight {step.set_weight}")
+            draft.record("StepAdvanced", f"step {index}: canary weight {step.set_weight}%")
+            draft.emit("StepAdvanced", f"step {index}: canary weight {step.set_weight}%")
+            draft.start_step(index + 1)
+        elif step.gate is not None:
+            if not _gate_step_passed(draft, step.gate.pass_, parse_duration(step.gate.window)):
+                return
+            draft.record(
+                "StepAdvanced", f"step {index}: gates {', '.join(step.gate.pass_)} held for {step.gate.window}"
+            )
+            draft.emit("StepAdvanced", f"step {index}: gates held for {step.gate.window}")
+            draft.start_step(index + 1)
+        elif step.approval is not None:
+            if draft.status.phase != "AwaitingApproval":
+                draft.update(phase="AwaitingApproval")
+                draft.record("AwaitingApproval", step.approval.reason or f"step {index} needs an approval")
+                draft.emit("AwaitingApproval", f"step {index}: annotate gates.checkout.dev/approve=<you> to go on")
+            return
+        elif step.pause is not None:
+            started = draft.status.step_started_at or draft.now
+            if draft.now < started + timedelta(seconds=parse_duration(step.pause.duration)):
+                return
+            draft.record("StepAdvanced", f"step {index}: paused for {step.pause.duration}")
+            draft.start_step(index + 1)
+
+
+def _gate_step_passed(draft: _Draft, names: list[str], window_seconds: float) -> bool:
+    if draft.status.last_evaluated_at != draft.now:
+        return False  # only a fresh evaluation in this decision can open the next step
+    by_name = {gate.name: gate for gate in draft.status.gates}
+    for name in names:
+        gate = by_name.get(name)
+        if gate is None or gate.verdict != "Pass" or gate.passing_since is None:
+            return False
+        if (draft.now - gate.passing_since).total_seconds() < window_seconds:
+            return False
+    return True
+
+
+def _promote(draft: _Draft) -> None:
+    if draft.status.weights.canary != 100:
+        draft.set_weight(100, "all steps passed: promoted")
+    draft.update(phase="Promoted", halt_reason="")
+    draft.resolve_page()
+    draft.record("Promoted", f"all {len(draft.spec.steps)} steps passed")
+    draft.emit("Promoted", f"{draft.spec.canary.service} takes all traffic")
+
+
+# --- paging and summary -------------------------------------------------------------------------
+
+
+def _page(draft: _Draft) -> None:
+    page = draft.status.page
+    if page is None:
+        return
+    if page.resolved_at is None and draft.status.phase in ("Halted", "Aborted"):
+        escalated = pages.escalate_if_due(draft.rollout, page, draft.now)
+        if escalated is not page:
+            draft.update(page=escalated)
+            draft.record("Escalated", f"not acknowledged within {draft.spec.owner.escalate_after}")
+            draft.emit("Escalated", "page escalated", warning=True)
+    severity: Severity = "critical" if draft.status.phase == "Aborted" else "error"
+    draft.actions.extend(pages.page_actions(draft.status.page, _page_details(draft), severity))
+
+
+def _page_details(draft: _Draft) -> dict[str, str]:
+    meta, status = draft.rollout.metadata, draft.status
+    failing = next((g for g in status.gates if g.verdict != "Pass"), None)
+    target = f"cro/{meta.name} -n {meta.namespace}"
+    details = {
+        "rollout": f"{meta.namespace}/{meta.name}",
+        "owner": draft.spec.owner.name,
+        "phase": status.phase,
+        "step": str(status.current_step),
+        "weights": f"stable {status.weights.stable}% / canary {status.weights.canary}%",
+        "reason": status.halt_reason,
+        "abort": f"kubectl annotate {target} gates.checkout.dev/abort=$USER",
+        "retry": f"kubectl annotate {target} gates.checkout.dev/retry=$USER",
+    }
+    if failing is not None:
+        details |= {
+            "gate": failing.name,
+            "segment": failing.segment,
+            "value": "" if failing.value is None else f"{failing.value:.6g}",
+            "baseline": "" if failing.baseline is None else f"{failing.baseline:.6g}",
+        }
+    return details
+
+
+def _summarize(draft: _Draft) -> None:
+    status = draft.status
+    generation = draft.rollout.metadata.generation
+    moving = status.phase in ("Progressing", "AwaitingApproval")
+    conditions = set_condition(
+        status.conditions,
+        "Progressing",
+        "True" if moving else "False",
+        status.phase,
+        status.halt_reason or _step_message(draft),
+        now=draft.now,
+        generation=generation,
+    )
+    verdicts = [gate.verdict for gate in status.gates]
+    if verdicts:
+        worst = "Fail" if "Fail" in verdicts else "Inconclusive" if "Inconclusive" in verdicts else "Pass"
+        gate_state = {"Pass": "True", "Fail": "False", "Inconclusive": "Unknown"}[worst]
+        failing = next((g for g in status.gates if g.verdict == worst), status.gates[0])
+        summary = "Pass" if worst == "Pass" else f"{worst}: {failing.name} {failing.segment}".strip()
+        conditions = set_condition(
+            conditions,
+            "GatesPassing",
+            gate_state,  # type: ignore[arg-type]
+            worst,
+            failing.reason if worst != "Pass" else "all watched gates pass",
+            now=draft.now,
+            generation=generation,
+        )
+    else:
+        summary = ""
+    draft.update(conditions=conditions, verdict=summary, message=status.halt_reason or _step_message(draft))
+
+
+def _step_message(draft: _Draft) -> str:
+    status = draft.status
+    phase: Phase = status.phase
+    if phase == "Promoted":
+        return "promoted: canary takes all traffic"
+    index = status.current_step
+    if index >= len(draft.spec.steps):
+        return ""
+    step = draft.spec.steps[index]
+    if phase == "Paused":
+        return f"paused at step {index}; annotate gates.checkout.dev/approve=<you> to resume"
+    if step.gate is not None:
+        return f"step {index}: gates {', '.join(step.gate.pass_)} must hold for {step.gate.window}"
+    if step.approval is not None:
+        return f"step {index}: awaiting approval"
+    if step.pause is not None:
+        return f"step {index}: pausing for {step.pause.duration}"
+    return f"step {index}"
