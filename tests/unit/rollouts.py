@@ -8,7 +8,7 @@ from typing import Any
 from checkout_gates.api.resource import CheckoutRollout
 from checkout_gates.api.status import CheckoutRolloutStatus
 from checkout_gates.gates.observations import Sample, SignalReading
-from checkout_gates.rollout.actions import ConsumeAnnotation
+from checkout_gates.rollout.actions import ConsumeAnnotation, SetWeights
 from checkout_gates.rollout.machine import Observations, decide
 
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
@@ -121,8 +121,9 @@ HEALTHY = readings()
 class Driver:
     """Runs decide on a clock, applying its status back like the controller does."""
 
-    def __init__(self, rollout: CheckoutRollout, start: datetime = T0) -> None:
+    def __init__(self, rollout: CheckoutRollout, start: datetime = T0, *, router_confirms: bool = True) -> None:
         self.rollout = rollout
+        self.router_confirms = router_confirms
         self.now = start
         self.actions: list[Any] = []
 
@@ -130,6 +131,11 @@ class Driver:
         decision = decide(self.rollout, Observations(readings=obs or {}), self.now)
         self.actions.extend(decision.actions)
         self.rollout = with_status(self.rollout, decision.status)
+        if self.router_confirms:
+            applied = [a.weights for a in decision.actions if isinstance(a, SetWeights)]
+            if applied:
+                confirmed = {"router_target": applied[-1], "router_weights": applied[-1]}
+                self.rollout = with_status(self.rollout, self.status.model_copy(update=confirmed))
         consumed = {a.key for a in decision.actions if isinstance(a, ConsumeAnnotation)}
         if consumed:
             kept = {k: v for k, v in self.rollout.metadata.annotations.items() if k not in consumed}

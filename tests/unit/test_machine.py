@@ -261,6 +261,24 @@ def test_pause_and_resume() -> None:
     assert driver.status.phase == "Progressing"
 
 
+def confirm_weights(driver: Driver) -> None:
+    """What the controller records once the router applied the status' weights."""
+    status = driver.status
+    confirmed = status.model_copy(update={"router_target": status.weights, "router_weights": status.weights})
+    driver.rollout = with_status(driver.rollout, confirmed)
+
+
+def test_unconfirmed_weights_are_stated_again_until_the_router_confirms() -> None:
+    driver = Driver(make_rollout(), router_confirms=False)
+    run_to_gate(driver)
+    again = decide(driver.rollout, Observations(router_weights=Weights.canary_at(0)), driver.now)
+    assert again.status.phase == "Progressing", "a router still at the old weights is a pending patch, not drift"
+    assert [a.weights.canary for a in again.actions if isinstance(a, SetWeights)] == [5]
+    confirm_weights(driver)
+    settled = decide(driver.rollout, Observations(router_weights=Weights.canary_at(5)), driver.now)
+    assert not [a for a in settled.actions if isinstance(a, SetWeights)]
+
+
 def test_router_drift_halts_instead_of_overwriting() -> None:
     driver = Driver(make_rollout())
     run_to_gate(driver)

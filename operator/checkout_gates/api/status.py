@@ -127,7 +127,12 @@ class CheckoutRolloutStatus(StatusModel):
     last_evaluated_at: datetime | None = None
     paused_from: Phase | None = None
     weights: Weights = Weights()
-    router_weights: Weights | None = None
+    router_target: Annotated[
+        Weights | None, Field(description="The last weights confirmed applied to the router.")
+    ] = None
+    router_weights: Annotated[
+        Weights | None, Field(description="What the router reported back after that (replicas round).")
+    ] = None
     message: str = ""
     verdict: Annotated[str, Field(description="The last evaluation in one line, for kubectl get.")] = ""
     halt_reason: str = ""

@@ -127,6 +127,7 @@ def decide(rollout: CheckoutRollout, observations: Observations, now: datetime) 
         _watch(draft, observations)
         _check_router(draft, observations)
     _run_steps(draft)
+    _reassert_weights(draft)
     _page(draft)
     _summarize(draft)
     _remember_consumed(draft)
@@ -355,19 +356,32 @@ def _record_verdicts(draft: _Draft, verdicts: Mapping[str, GateVerdict]) -> None
 
 
 def _check_router(draft: _Draft, observations: Observations) -> None:
-    observed = observations.router_weights
-    status = draft.status
-    if observed is None or status.phase in TERMINAL_PHASES or status.phase == "Halted":
+    """Halt when the router no longer shows what the rollout last applied: someone edited it."""
+    observed, status = observations.router_weights, draft.status
+    if observed is None or status.router_weights is None or _weights_pending(status):
         return
-    if any(isinstance(action, SetWeights) for action in draft.actions):
+    if status.phase in TERMINAL_PHASES or status.phase == "Halted":
         return
-    if observed.canary != status.weights.canary:
+    if observed != status.router_weights:
         _halt(
             draft,
             f"router weights were changed by hand: canary {observed.canary}% where the rollout set "
-            f"{status.weights.canary}% (annotate retry to re-apply {status.weights.canary}%)",
+            f"{status.router_weights.canary}% (annotate retry to re-apply {status.weights.canary}%)",
             "router-drift",
         )
+
+
+def _weights_pending(status: CheckoutRolloutStatus) -> bool:
+    return status.router_target != status.weights
+
+
+def _reassert_weights(draft: _Draft) -> None:
+    """Status records the intended weights first; until the router confirms them, state them again.
+
+    So a crash between the status write and the router patch only delays the patch.
+    """
+    if _weights_pending(draft.status) and not any(isinstance(a, SetWeights) for a in draft.actions):
+        draft.actions.append(SetWeights(draft.status.weights, "weights not yet confirmed by the router"))
 
 
 # --- steps --------------------------------------------------------------------------------------
