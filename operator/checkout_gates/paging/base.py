@@ -1,0 +1,116 @@
+"""What every page target shares: the :class:`Pager` protocol, its context, its errors.
+
+A pager sends one page (:class:`PageOwner`) or its resolution (:class:`ResolvePage`) to one
+target and raises :class:`DeliveryError` when the target did not accept it. Secret values (a
+PagerDuty routing key, a Slack webhook URL, a webhook URL) arrive already resolved: reading
+Secrets is the controller's job; :func:`make_pager` only looks them up by (Secret name, key).
+
+Error messages name the target kind, the URL's host (never its path or query: a Slack or
+webhook URL is itself a secret), the HTTP status and a shortened response body.
+
+:class:`PageContext` and the errors are defined in :mod:`checkout_gates.paging.common` (so that
+this module can import the target modules for :func:`make_pager`) and re-exported here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Protocol
+
+import httpx
+
+from checkout_gates.api.spec import Owner, PageTarget, SecretKeyRef
+from checkout_gates.paging.alertmanager import AlertmanagerPager
+from checkout_gates.paging.common import DeliveryError, MissingSecretError, PageContext, PagingError
+from checkout_gates.paging.pagerduty import PagerDutyPager
+from checkout_gates.paging.slack import SlackPager
+from checkout_gates.paging.webhook import WebhookPager
+from checkout_gates.rollout.actions import PageOwner, ResolvePage
+
+__all__ = [
+    "DeliveryError",
+    "MissingSecretError",
+    "PageContext",
+    "Pager",
+    "PagingError",
+    "SecretValues",
+    "make_pager",
+    "owner_secrets",
+    "required_secrets",
+]
+
+SecretValues = Mapping[tuple[str, str], str]
+
+
+class Pager(Protocol):
+    """One page target."""
+
+    kind: str
+
+    async def trigger(self, page: PageOwner, context: PageContext) -> None:
+        """Send (or re-send: idempotent by ``page.dedup_key``) the page; raise DeliveryError."""
+        ...
+
+    async def resolve(self, page: ResolvePage, context: PageContext) -> None:
+        """Resolve the page with ``page.dedup_key``; raise DeliveryError."""
+        ...
+
+
+# --- secrets ------------------------------------------------------------------------------------
+
+
+def required_secrets(target: PageTarget) -> list[SecretKeyRef]:
+    """The Secret keys a target needs the controller to read."""
+    refs: list[SecretKeyRef | None] = []
+    if target.pager_duty is not None:
+        refs.append(target.pager_duty.routing_key_secret)
+    if target.slack is not None:
+        refs.append(target.slack.webhook_secret)
+    if target.webhook is not None:
+        refs.append(target.webhook.url_secret)
+    return [ref for ref in refs if ref is not None]
+
+
+def owner_secrets(owner: Owner) -> set[tuple[str, str]]:
+    """Every (Secret name, key) the owner's targets need, primary and escalation."""
+    return {(ref.name, ref.key) for target in [*owner.page, *owner.escalate_to] for ref in required_secrets(target)}
+
+
+def secret_value(secrets: SecretValues, ref: SecretKeyRef, what: str) -> str:
+    value = secrets.get((ref.name, ref.key), "").strip()
+    if not value:
+        raise MissingSecretError(
+            f"{what} needs key {ref.key!r} of Secret {ref.name!r} in the rollout's namespace, which is missing or empty"
+        )
+    return value
+
+
+def secret_url(secrets: SecretValues, ref: SecretKeyRef, what: str) -> str:
+    value = secret_value(secrets, ref, what)
+    if not re.match(r"^https?://[^\s/]+", value):
+        raise MissingSecretError(f"{what}: key {ref.key!r} of Secret {ref.name!r} does not hold an http(s) URL")
+    return value
+
+
+def make_pager(target: PageTarget, secrets: SecretValues, client: httpx.AsyncClient) -> Pager:
+    """The pager of one target; raises MissingSecretError when a Secret value it needs is absent."""
+    if target.pager_duty is not None:
+        spec = target.pager_duty
+        routing_key = secret_value(secrets, spec.routing_key_secret, "pagerDuty routingKeySecret")
+        severity = spec.severity if "severity" in spec.model_fields_set else None
+        return PagerDutyPager(routing_key, client, url=spec.url, severity=severity)
+    if target.alertmanager is not None:
+        return AlertmanagerPager(target.alertmanager.url, client)
+    if target.slack is not None:
+        return SlackPager(secret_url(secrets, target.slack.webhook_secret, "slack webhookSecret"), client)
+    if target.webhook is not None:
+        spec_w = target.webhook
+        if spec_w.url_secret is not None:
+            url = secret_url(secrets, spec_w.url_secret, "webhook urlSecret")
+        elif spec_w.url is not None:
+            url = spec_w.url
+        else:  # the model refuses this; kept for the type checker
+            raise MissingSecretError("webhook target has neither url nor urlSecret")
+        return WebhookPager(url, client)
+    raise ValueError(f"unknown page target kind {target.kind!r}")
