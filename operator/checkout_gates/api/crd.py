@@ -20,7 +20,10 @@ _DROPPED_KEYS = {"title", "default", "additionalProperties", "$defs"}
 
 def _cel_rules_by_name() -> dict[str, list[dict[str, str]]]:
     return {
-        model.__name__: [{"rule": rule, "message": message} for rule, message in rules]
+        model.__name__: [
+            {"rule": cel.rule, "message": cel.message, **({"fieldPath": cel.field_path} if cel.field_path else {})}
+            for cel in rules
+        ]
         for model, rules in CEL_RULES.items()
     }
 

@@ -9,15 +9,18 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, Field
 
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+DURATION_MAX_LENGTH = 32
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 TOLERANCE_PATTERN = r"^[0-9]+(\.[0-9]+)?(pp|%)?$"
+TOLERANCE_MAX_LENGTH = 32
 
 
 def parse_duration(text: str) -> float:
@@ -42,7 +45,20 @@ def _check_duration(text: str) -> str:
     return text
 
 
-Duration = Annotated[str, AfterValidator(_check_duration)]
+# The pattern, the length bound and the CEL rule go into the CRD, so that kube-apiserver refuses
+# what lint refuses (an AfterValidator alone leaves no trace in the JSON schema).
+Duration = Annotated[
+    str,
+    Field(
+        max_length=DURATION_MAX_LENGTH,
+        pattern=DURATION_PATTERN,
+        # Given the pattern, a duration is longer than zero when one of its digits is not 0.
+        json_schema_extra={
+            "x-kubernetes-validations": [{"rule": "self.matches('[1-9]')", "message": "must be longer than zero"}]
+        },
+    ),
+    AfterValidator(_check_duration),
+]
 
 
 @dataclass(frozen=True)
@@ -68,8 +84,12 @@ class Tolerance:
         return self.value
 
     def __str__(self) -> str:
+        """The text :func:`parse_tolerance` reads back: plain decimals, never an exponent."""
         suffix = {"points": "pp", "relative": "%", "absolute": ""}[self.kind]
-        return f"{self.value:g}{suffix}"
+        text = format(Decimal(repr(self.value)), "f")
+        if "." in text:
+            text = text.rstrip("0").rstrip(".")
+        return f"{text}{suffix}"
 
 
 def parse_tolerance(text: str) -> Tolerance:
@@ -90,4 +110,6 @@ def _check_tolerance(text: str) -> str:
     return text
 
 
-ToleranceText = Annotated[str, AfterValidator(_check_tolerance)]
+ToleranceText = Annotated[
+    str, Field(max_length=TOLERANCE_MAX_LENGTH, pattern=TOLERANCE_PATTERN), AfterValidator(_check_tolerance)
+]

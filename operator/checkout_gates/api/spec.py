@@ -6,11 +6,11 @@ Every rule here that involves more than one field is also written as a CEL rule
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NamedTuple
 
 from pydantic import Field, model_validator
 
-from checkout_gates.api.base import ApiModel, cel_exactly_one, exactly_one_of, field_error
+from checkout_gates.api.base import ApiModel, cel_exactly_one, exactly_one_of, field_error, wire_name
 from checkout_gates.api.quantities import Duration, ToleranceText, parse_duration, parse_tolerance
 
 GROUP = "gates.checkout.dev"
@@ -162,9 +162,15 @@ class Owner(ApiModel):
 
     @model_validator(mode="after")
     def _escalation_complete(self) -> Owner:
-        if (self.escalate_after is None) != (not self.escalate_to):
-            raise ValueError("escalateAfter and escalateTo go together: set both or neither")
+        if self.escalate_after is not None and not self.escalate_to:
+            raise field_error("escalateTo", ESCALATE_TO_MISSING)
+        if self.escalate_after is None and self.escalate_to:
+            raise field_error("escalateAfter", ESCALATE_AFTER_MISSING)
         return self
+
+
+ESCALATE_TO_MISSING = "escalateAfter and escalateTo go together: escalateAfter is set, so name whom to escalate to"
+ESCALATE_AFTER_MISSING = "escalateAfter and escalateTo go together: escalateTo is set, so say when (e.g. 10m)"
 
 
 # --- gates --------------------------------------------------------------------------------------
@@ -230,18 +236,21 @@ class Gate(ApiModel):
         if self.min is None and self.max is None and self.compare is None:
             raise ValueError(f"gate {self.name!r} has no rule: set min, max or compare")
         if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError(f"gate {self.name!r}: min {self.min} is above max {self.max}")
+            raise field_error("min", f"gate {self.name!r}: min {self.min} is above max {self.max}")
         if self.method == "sequential" and self.ratio is None and self.count is None:
-            raise ValueError(
+            raise field_error(
+                "method",
                 f"gate {self.name!r}: method sequential compares event rates, so it needs a ratio or "
-                "count signal (use method threshold for quantile and gauge)"
+                "count signal (use method threshold for quantile and gauge)",
             )
-        if self.compare is not None:
-            for text in (self.compare.max_drop, self.compare.max_rise):
-                if text is not None and parse_tolerance(text).kind == "points" and self.ratio is None:
-                    raise ValueError(
+        if self.compare is not None and self.ratio is None:
+            for field in ("max_drop", "max_rise"):
+                text = getattr(self.compare, field)
+                if text is not None and parse_tolerance(text).kind == "points":
+                    raise field_error(
+                        f"compare.{wire_name(Compare, field)}",
                         f"gate {self.name!r}: percentage points (pp) only apply to ratio signals "
-                        "(use a percent like 20% or a plain number)"
+                        "(use a percent like 20% or a plain number)",
                     )
         return self
 
@@ -297,7 +306,14 @@ class CheckoutRolloutSpec(ApiModel):
     routing: Routing
     prometheus: PrometheusSource
     owner: Owner
-    gates: Annotated[list[Gate], Field(max_length=MAX_GATES)] = []
+    gates: Annotated[
+        list[Gate],
+        # A list-map keyed by name: kube-apiserver refuses duplicate names, server-side apply merges by name.
+        Field(
+            max_length=MAX_GATES,
+            json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+        ),
+    ] = []
     steps: Annotated[list[Step], Field(min_length=1, max_length=MAX_STEPS)]
     analysis: Analysis = Analysis()
     on_halt: Literal["hold", "abort"] = "hold"
@@ -307,6 +323,12 @@ class CheckoutRolloutSpec(ApiModel):
         if self.stable.service == self.canary.service:
             raise field_error(
                 "canary.service", f"names the same service as stable ({self.stable.service!r}); use the canary's"
+            )
+        if self.variant_label("stable") == self.variant_label("canary"):
+            raise field_error(
+                "canary.variant" if self.canary.variant is not None else "stable.variant",
+                f"carries the same variant label as {'stable' if self.canary.variant is not None else 'canary'} "
+                f"({self.variant_label('canary')!r}): the gates' queries could not tell the two apart",
             )
         names = [gate.name for gate in self.gates]
         for index, name in enumerate(names):
@@ -342,59 +364,88 @@ class CheckoutRolloutSpec(ApiModel):
         return parse_duration(self.analysis.interval)
 
 
+class Cel(NamedTuple):
+    """One ``x-kubernetes-validations`` rule; ``field_path`` (e.g. ``.method``) is where kube-apiserver
+    reports a failure, so that its error names the field a person must edit, as lint does."""
+
+    rule: str
+    message: str
+    field_path: str = ""
+
+
 # CEL rules mirrored into the CRD, keyed by the model they apply to.
-CEL_RULES: dict[type[ApiModel], list[tuple[str, str]]] = {
+CEL_RULES: dict[type[ApiModel], list[Cel]] = {
     Routing: [
-        (cel_exactly_one(Routing, ROUTERS), "routing needs exactly one of gatewayAPI, istio, ingressNginx, replicas")
+        Cel(cel_exactly_one(Routing, ROUTERS), "routing needs exactly one of gatewayAPI, istio, ingressNginx, replicas")
     ],
     PageTarget: [
-        (
+        Cel(
             cel_exactly_one(PageTarget, PAGE_TARGETS),
             "a page target needs exactly one of pagerDuty, alertmanager, slack, webhook",
         )
     ],
     WebhookTarget: [
-        (cel_exactly_one(WebhookTarget, ("url", "url_secret")), "webhook needs exactly one of url, urlSecret")
+        Cel(cel_exactly_one(WebhookTarget, ("url", "url_secret")), "webhook needs exactly one of url, urlSecret")
     ],
     PrometheusSource: [
-        (
+        Cel(
             "!(has(self.bearerTokenSecret) && has(self.basicAuth))",
             "prometheus takes bearerTokenSecret or basicAuth, not both",
         )
     ],
     Owner: [
-        (
-            "has(self.escalateAfter) == (has(self.escalateTo) && size(self.escalateTo) > 0)",
-            "escalateAfter and escalateTo go together: set both or neither",
-        )
+        Cel(
+            "!has(self.escalateAfter) || (has(self.escalateTo) && size(self.escalateTo) > 0)",
+            ESCALATE_TO_MISSING,
+            ".escalateTo",
+        ),
+        Cel(
+            "has(self.escalateAfter) || !has(self.escalateTo) || size(self.escalateTo) == 0",
+            ESCALATE_AFTER_MISSING,
+            ".escalateAfter",
+        ),
     ],
-    Compare: [("has(self.maxDrop) || has(self.maxRise)", "compare needs maxDrop or maxRise")],
+    Compare: [Cel("has(self.maxDrop) || has(self.maxRise)", "compare needs maxDrop or maxRise")],
     Gate: [
-        (cel_exactly_one(Gate, SIGNALS), "a gate needs exactly one signal: ratio, count, quantile or gauge"),
-        ("has(self.min) || has(self.max) || has(self.compare)", "a gate needs a rule: min, max or compare"),
-        ("!has(self.min) || !has(self.max) || self.min <= self.max", "min must not be above max"),
-        (
+        Cel(cel_exactly_one(Gate, SIGNALS), "a gate needs exactly one signal: ratio, count, quantile or gauge"),
+        Cel("has(self.min) || has(self.max) || has(self.compare)", "a gate needs a rule: min, max or compare"),
+        Cel("!has(self.min) || !has(self.max) || self.min <= self.max", "min must not be above max", ".min"),
+        Cel(
             "!has(self.method) || self.method != 'sequential' || has(self.ratio) || has(self.count)",
             "method sequential needs a ratio or count signal (use threshold for quantile and gauge)",
+            ".method",
         ),
-        (
+        Cel(
             "has(self.ratio) || !has(self.compare) || "
             "((!has(self.compare.maxDrop) || !self.compare.maxDrop.endsWith('pp')) && "
             "(!has(self.compare.maxRise) || !self.compare.maxRise.endsWith('pp')))",
             "percentage points (pp) only apply to ratio signals",
+            ".compare",
         ),
     ],
-    Step: [(cel_exactly_one(Step, STEP_KINDS), "a step needs exactly one of setWeight, gate, approval, pause")],
+    Step: [Cel(cel_exactly_one(Step, STEP_KINDS), "a step needs exactly one of setWeight, gate, approval, pause")],
     CheckoutRolloutSpec: [
-        ("self.stable.service != self.canary.service", "stable and canary must name different services"),
-        (
+        Cel(
+            "self.stable.service != self.canary.service",
+            "stable and canary must name different services",
+            ".canary.service",
+        ),
+        Cel(
+            "(has(self.stable.variant) ? self.stable.variant : 'stable') != "
+            "(has(self.canary.variant) ? self.canary.variant : 'canary')",
+            "stable and canary must carry different variant labels (unset, they are 'stable' and 'canary')",
+            ".canary.variant",
+        ),
+        Cel(
             "self.steps.filter(s, has(s.setWeight)).map(s, s.setWeight).isSorted()",
             "setWeight steps must never decrease: exposure only grows",
+            ".steps",
         ),
-        (
+        Cel(
             "self.steps.all(s, !has(s.gate) || "
             "s.gate.pass.all(n, has(self.gates) && self.gates.exists(g, g.name == n)))",
             "gate steps may only name gates declared in spec.gates",
+            ".steps",
         ),
     ],
 }

@@ -9,6 +9,7 @@ import argparse
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -31,24 +32,32 @@ def _files(paths: list[Path]) -> Iterator[Path]:
             yield path
 
 
-def lint_text(text: str) -> list[tuple[int, Problem]]:
-    """Problems of every document in a YAML stream, with the 1-based document number."""
-    found: list[tuple[int, Problem]] = []
-    documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+def _documents(text: str) -> list[tuple[int, Any]]:
+    """The non-empty documents of a YAML stream, each with its 1-based position in the stream."""
+    return [(number, doc) for number, doc in enumerate(yaml.safe_load_all(text), start=1) if doc is not None]
+
+
+def _problems(documents: list[tuple[int, Any]]) -> list[tuple[int, Problem]]:
     if not documents:
         return [(1, Problem("", "holds no YAML document"))]
-    for number, document in enumerate(documents, start=1):
+    found: list[tuple[int, Problem]] = []
+    for number, document in documents:
         outcome = parse_rollout(document)
         if isinstance(outcome, list):
             found.extend((number, problem) for problem in outcome)
     return found
 
 
+def lint_text(text: str) -> list[tuple[int, Problem]]:
+    """Problems of every document in a YAML stream, with the document's 1-based position in it."""
+    return _problems(_documents(text))
+
+
 def run(arguments: argparse.Namespace) -> int:
     worst = EXIT_CLEAN
     for path in _files(arguments.paths):
         try:
-            problems = lint_text(path.read_text(encoding="utf-8"))
+            documents = _documents(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError) as error:
             print(f"{path}: cannot read: {error}", file=sys.stderr)
             worst = EXIT_UNREADABLE
@@ -57,10 +66,12 @@ def run(arguments: argparse.Namespace) -> int:
             print(f"{path}: not valid YAML: {error}".replace("\n", " "), file=sys.stderr)
             worst = EXIT_UNREADABLE
             continue
-        many = len({number for number, _ in problems}) > 1 or any(number > 1 for number, _ in problems)
+        problems = _problems(documents)
+        # In a file of several documents, every problem names its document (file#2), the first one too.
+        many = len(documents) > 1
         for number, problem in problems:
             where = f"{path}#{number}" if many else str(path)
-            print(f"{where}:{problem}")
+            print(f"{where}:{problem}" if problem.path else f"{where}: {problem}")
         if problems:
             worst = max(worst, EXIT_PROBLEMS)
         else:
