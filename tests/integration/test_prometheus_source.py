@@ -146,6 +146,14 @@ async def test_ratio_per_segment(source: PrometheusSource, spec: CheckoutRollout
             assert sample.good == pytest.approx(sample.total * approved / (approved + declined))
 
 
+async def test_subsecond_timeout(prometheus: Prometheus, spec: CheckoutRolloutSpec, recording: Recording) -> None:
+    # Prometheus' own timeout parameter takes no fractions: 1500ms must not go out as 1.5s.
+    async with PrometheusSource(PrometheusSpec(address=prometheus.url, timeout="1500ms")) as source:
+        reading = await read(source, spec, auth_gate(recording.run), recording.at)
+    assert reading.error is None, reading.error
+    assert len(reading.canary) == 2
+
+
 async def test_count_with_exposure(source: PrometheusSource, spec: CheckoutRolloutSpec, recording: Recording) -> None:
     selector = f'run="{recording.run}", variant="{{{{variant}}}}"'
     duplicates = gate(

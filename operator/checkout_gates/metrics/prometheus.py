@@ -39,7 +39,7 @@ from checkout_gates.api.quantities import parse_duration
 from checkout_gates.api.spec import CheckoutRolloutSpec, Gate
 from checkout_gates.api.spec import PrometheusSource as PrometheusSpec
 from checkout_gates.gates.observations import SCALAR, Sample, Segment, SignalReading, segment_name, segment_of
-from checkout_gates.metrics.templates import TemplateError, query_variables, render
+from checkout_gates.metrics.templates import TemplateError, promql_duration, query_variables, render
 
 Side = Literal["stable", "canary"]
 SIDES: tuple[Side, Side] = ("stable", "canary")
@@ -71,7 +71,11 @@ class Series:
 
 
 def gate_queries(gate: Gate) -> dict[Role, str]:
-    """The query templates a gate needs, by role (the same for both variants)."""
+    """The query templates a gate needs, by role (the same for both variants).
+
+    A count gate's samples are its ``exposure`` when given, else its ``samples`` query; a ratio's
+    samples are its total, so a ratio gate's ``samples`` query is not run.
+    """
     queries: dict[Role, str] = {}
     if gate.ratio is not None:
         queries["good"] = gate.ratio.good
@@ -166,7 +170,7 @@ class PrometheusSource:
             attempt += 1
 
     async def _query_once(self, promql: str, at: datetime | None) -> list[Series]:
-        params = {"timeout": f"{self.timeout_seconds:g}s"}
+        params = {"timeout": promql_duration(self.timeout_seconds)}  # Prometheus stops evaluating then too
         if at is not None:
             moment = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
             params["time"] = f"{moment.timestamp():.3f}"
