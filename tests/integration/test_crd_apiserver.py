@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.unit.bad_specs import EXAMPLE_FILES, REPO, SERVER_BAD_SPECS, BadSpec, load_example
 
 from checkout_gates.api.resource import CheckoutRollout, parse_rollout
 from checkout_gates.api.spec import GROUP, PLURAL
@@ -28,6 +27,7 @@ from checkout_gates.api.status import (
     Weights,
 )
 from checkout_gates.testbed import Kubectl
+from tests.unit.bad_specs import EXAMPLE_FILES, REPO, SERVER_BAD_SPECS, BadSpec, load_example
 
 pytestmark = pytest.mark.integration
 
@@ -97,8 +97,9 @@ def test_example_files_apply_as_they_are(kubectl: Kubectl, crd: str) -> None:
     try:
         out = kubectl.apply(REPO / "examples" / "gates", "--validate=strict", "--dry-run=server")
     finally:
+        # Wait until they are gone: other tests may create namespaces of the same names.
         for ns in created:
-            kubectl("delete", "namespace", ns, "--wait=false", check=False)
+            kubectl("delete", "namespace", ns, "--timeout=90s", check=False)
     assert out.count(f"checkoutrollout.{GROUP}/") == len(EXAMPLE_FILES), out
 
 
