@@ -1,0 +1,73 @@
+"""kopf wiring: watch CheckoutRollouts and hand every change to the scheduler.
+
+Only ``on.event`` handlers are used: kopf then keeps no progress or diff-base of its own on our
+objects (our status is the only state) and adds no finalizer (nothing needs undoing on delete,
+and a finalizer would block ``kubectl delete`` whenever the operator is down).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+import structlog
+
+from checkout_gates.api.spec import GROUP, PLURAL, VERSION
+from checkout_gates.controller.kube import KubeApi
+from checkout_gates.controller.reconcile import Reconciler
+from checkout_gates.controller.scheduler import Scheduler
+
+log = structlog.get_logger("checkout_gates.handlers")
+
+# What a change must touch to deserve an immediate pass: not our own status writes.
+ANNOTATION_PREFIX = f"{GROUP}/"
+
+
+def _fingerprint(body: Any) -> tuple[Any, ...]:
+    meta = body.get("metadata", {})
+    ours = tuple(sorted((k, v) for k, v in (meta.get("annotations") or {}).items() if k.startswith(ANNOTATION_PREFIX)))
+    return (meta.get("generation"), ours, meta.get("deletionTimestamp"))
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    settings.posting.enabled = False  # our Events are our own; kopf's would repeat them
+    settings.watching.server_timeout = 300
+    api_client = memo["api_client"]
+    reconciler = Reconciler(KubeApi(api_client))
+    memo["reconciler"] = reconciler
+    memo["scheduler"] = Scheduler(reconciler.reconcile, concurrency=memo.get("concurrency", 16))
+    memo["fingerprints"] = {}
+    log.info("operator started")
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    await memo["scheduler"].stop()
+    await memo["reconciler"].close()
+    log.info("operator stopped")
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def on_rollout_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+    body: Any = event.get("object") or {}
+    meta = body.get("metadata", {})
+    namespace, name = meta.get("namespace", ""), meta.get("name", "")
+    if not name:
+        return
+    key = (namespace, name)
+    scheduler: Scheduler = memo["scheduler"]
+    if event.get("type") == "DELETED":
+        memo["fingerprints"].pop(key, None)
+        scheduler.forget(namespace, name)
+        return
+    fingerprint = _fingerprint(body)
+    if memo["fingerprints"].get(key) != fingerprint or key not in scheduler.keys:
+        memo["fingerprints"][key] = fingerprint
+        scheduler.poke(namespace, name)
+
+
+@kopf.on.probe(id="rollouts")
+async def rollouts_probe(memo: kopf.Memo, **_: Any) -> int:
+    scheduler: Scheduler | None = memo.get("scheduler")
+    return len(scheduler.keys) if scheduler else 0

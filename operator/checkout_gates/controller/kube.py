@@ -1,0 +1,160 @@
+"""The controller's few calls to the Kubernetes API, off the event loop.
+
+The official client is synchronous; every call runs on a bounded thread pool so that kopf's
+event loop never waits on a socket, and a slow API server cannot pile up unbounded threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any, TypeVar, cast
+
+from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi, EventsV1Api
+from kubernetes.client.exceptions import ApiException
+
+from checkout_gates.api.spec import GROUP, PLURAL, VERSION
+
+T = TypeVar("T")
+Raw = dict[str, Any]
+REPORTING_CONTROLLER = "gates.checkout.dev/checkout-gates"
+
+
+def describe(error: BaseException) -> str:
+    """A one-line account of an error; for an API error, its status and the server's message."""
+    if isinstance(error, ApiException):
+        message = error.reason or ""
+        with contextlib.suppress(TypeError, ValueError):
+            message = json.loads(error.body or "{}").get("message", message)
+        return f"HTTP {error.status}: {message}"
+    return f"{type(error).__name__}: {error}"
+
+
+class ConflictError(Exception):
+    """The object changed since it was read (HTTP 409): re-read and re-decide."""
+
+
+class KubeApi:
+    def __init__(self, api_client: ApiClient, *, max_workers: int = 8, instance: str = "checkout-gates") -> None:
+        self.api_client = api_client
+        self._custom = CustomObjectsApi(api_client)
+        self._core = CoreV1Api(api_client)
+        self._events = EventsV1Api(api_client)
+        self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="kube")
+        self.instance = instance
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def run(self, call: Callable[[], T]) -> T:
+        """Run a blocking client call on the pool (also used for the routers)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    async def get_rollout(self, namespace: str, name: str) -> Raw | None:
+        try:
+            raw = await self.run(
+                lambda: cast(Raw, self._custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name))
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return raw
+
+    async def replace_status(self, raw: Raw, status: Raw) -> Raw:
+        """Write status with the resourceVersion it was read at; ConflictError when it moved on."""
+        meta = raw["metadata"]
+        body = {
+            "apiVersion": raw["apiVersion"],
+            "kind": raw["kind"],
+            "metadata": {
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "resourceVersion": meta["resourceVersion"],
+            },
+            "spec": raw.get("spec", {}),
+            "status": status,
+        }
+        try:
+            written = await self.run(
+                lambda: cast(
+                    Raw,
+                    self._custom.replace_namespaced_custom_object_status(
+                        GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], body
+                    ),
+                )
+            )
+        except ApiException as error:
+            if error.status == 409:
+                raise ConflictError(f"{meta['namespace']}/{meta['name']} changed since it was read") from None
+            raise
+        return written
+
+    async def patch_status(self, namespace: str, name: str, status: Raw) -> None:
+        """Merge-patch a few status fields; for objects too broken to decide on."""
+        body = {"status": status}
+        await self.run(
+            lambda: self._custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, PLURAL, name, body, _content_type="application/merge-patch+json"
+            )
+        )
+
+    async def remove_annotation(self, namespace: str, name: str, key: str, value: str) -> bool:
+        """Remove ``key`` only if it still holds ``value`` (a JSON patch test), so a newer one stays."""
+        path = "/metadata/annotations/" + key.replace("~", "~0").replace("/", "~1")
+        patch = [{"op": "test", "path": path, "value": value}, {"op": "remove", "path": path}]
+        try:
+            await self.run(
+                lambda: self._custom.patch_namespaced_custom_object(
+                    GROUP, VERSION, namespace, PLURAL, name, patch, _content_type="application/json-patch+json"
+                )
+            )
+        except ApiException as error:
+            if error.status in (404, 409, 422):  # gone, or the value changed: not ours to remove
+                return False
+            raise
+        return True
+
+    async def secret_values(self, namespace: str, refs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """The values of (Secret name, key) pairs; missing ones are left out (the caller says which)."""
+        values: dict[tuple[str, str], str] = {}
+        for secret_name in sorted({name for name, _ in refs}):
+            try:
+                secret = await self.run(lambda n=secret_name: self._core.read_namespaced_secret(n, namespace))  # type: ignore[misc]
+            except ApiException as error:
+                if error.status in (403, 404):
+                    continue
+                raise
+            for key, encoded in (secret.data or {}).items():
+                values[(secret_name, key)] = base64.b64decode(encoded).decode("utf-8", "replace")
+        return {ref: values[ref] for ref in refs if ref in values}
+
+    async def create_event(self, raw: Raw, kind: str, reason: str, message: str) -> None:
+        meta = raw["metadata"]
+        now = datetime.now(UTC)
+        body: Raw = {
+            "apiVersion": "events.k8s.io/v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}-", "namespace": meta["namespace"]},
+            "eventTime": now.isoformat(timespec="microseconds").replace("+00:00", "Z"),
+            "reportingController": REPORTING_CONTROLLER,
+            "reportingInstance": self.instance,
+            "action": reason,
+            "reason": reason,
+            "type": kind,
+            "note": message[:1024],
+            "regarding": {
+                "apiVersion": raw["apiVersion"],
+                "kind": raw["kind"],
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid", ""),
+                "resourceVersion": meta.get("resourceVersion", ""),
+            },
+        }
+        await self.run(lambda: self._events.create_namespaced_event(meta["namespace"], cast(Any, body)))
