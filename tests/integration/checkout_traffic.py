@@ -10,10 +10,10 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from wsgiref.simple_server import WSGIServer
+from wsgiref.simple_server import WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, make_wsgi_app
-from prometheus_client.exposition import ThreadingWSGIServer, make_server
+from prometheus_client.exposition import ThreadingWSGIServer
 
 PROVIDERS = ("adyen", "stripe")
 

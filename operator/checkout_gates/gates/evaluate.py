@@ -578,6 +578,8 @@ def _null_relative_risk(gate: Gate, kind: str, data: _SequentialInput) -> float:
         if margin <= 0.0:
             return 1.0
         return null_relative_risk_for_margin(rate, margin)
+    if rate <= 0.0:
+        return math.nan  # no stable events yet: a tolerance relative to nothing cannot be stated
     limit = tolerance.limit_above(rate)
     return limit / rate if math.isfinite(limit) else math.inf
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from checkout_gates.testbed import binaries
-from checkout_gates.testbed.processes import TestbedError
+from checkout_gates.testbed.processes import TestbedError, wait_until
 
 
 class KubectlError(TestbedError):
@@ -58,6 +58,18 @@ class Kubectl:
             return self.run("apply", "-f", str(manifest), *extra).stdout
         return self.run("apply", "-f", "-", *extra, input=manifest).stdout
 
-    def wait_established(self, crd: str, timeout: str = "60s") -> None:
-        """Wait until a CustomResourceDefinition is Established (served by the apiserver)."""
-        self.run("wait", "--for=condition=Established", f"crd/{crd}", f"--timeout={timeout}")
+    def wait_established(self, crd: str, timeout: float = 60.0) -> None:
+        """Wait until a CustomResourceDefinition is Established (served by the apiserver).
+
+        Polled rather than `kubectl wait`, which fails outright while a just-created CRD has no
+        conditions yet.
+        """
+
+        def established() -> bool:
+            found = self.run("get", f"crd/{crd}", "-o", "json", check=False)
+            if found.returncode != 0:
+                return False
+            conditions = jsonlib.loads(found.stdout).get("status", {}).get("conditions") or []
+            return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
+
+        wait_until(established, timeout=timeout, what=f"CRD {crd} Established")

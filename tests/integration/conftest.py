@@ -1,0 +1,9 @@
+"""Fixtures shared by the integration tests that run the operator (see operator_harness.py)."""
+
+from tests.integration.operator_harness import (  # noqa: F401
+    cluster_ready,
+    new_rollout,
+    operator,
+    scraping_prometheus,
+    traffic,
+)

@@ -1,0 +1,82 @@
+"""Paging the stop-exposure owner through the running operator: one alert per halt, kept one
+across re-decisions and a restart, resolved by on-call's abort; a failing target is surfaced,
+never blocking the halt."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from checkout_gates.testbed import Alertmanager
+
+from .operator_harness import ABORT, Operator, Rollout, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def halted_alerts(alertmanager: Alertmanager, rollout: Rollout, *, active: bool = True) -> list[dict[str, Any]]:
+    found = alertmanager.alerts(rollout=rollout.name, namespace=rollout.namespace)
+    now = datetime.now(UTC)
+    if not active:
+        return found
+    return [a for a in found if datetime.fromisoformat(a["endsAt"].replace("Z", "+00:00")) > now]
+
+
+def test_halt_pages_alertmanager_once_across_redecisions_and_restart(
+    new_rollout: Callable[..., Rollout], alertmanager: Alertmanager, operator: Operator
+) -> None:
+    page = [{"alertmanager": {"url": alertmanager.url}}]
+    rollout = new_rollout(owner={"name": "payments-oncall", "page": page})
+    rollout.service.canary.approval = 0.80
+    rollout.apply()
+    status = rollout.wait_phase("Halted")
+    dedup_key = status["page"]["dedupKey"]
+    alerts = wait_for(lambda: halted_alerts(alertmanager, rollout), "the alert in Alertmanager")
+    assert len(alerts) == 1
+    labels = alerts[0]["labels"]
+    assert labels["alertname"] == "CheckoutRolloutHalted"
+    assert labels["owner"] == "payments-oncall" and labels["dedup_key"] == dedup_key
+    assert "auth-approval" in alerts[0]["annotations"]["summary"]
+    delivered = wait_for(
+        lambda: all(d.get("deliveredAt") for d in rollout.status["page"]["deliveries"]) and rollout.status,
+        "the delivery recorded in status",
+    )
+    conditions = {c["type"]: c for c in delivered["conditions"]}
+    assert conditions["PageDelivered"]["status"] == "True"
+
+    time.sleep(20)  # ten analysis intervals: ten re-decisions of the same halt
+    operator.kill()
+    operator.start()
+    time.sleep(8)
+    assert len(halted_alerts(alertmanager, rollout)) == 1
+    assert rollout.status["page"]["dedupKey"] == dedup_key
+    assert [e["action"] for e in rollout.history()].count("Halted") == 1
+
+    rollout.annotate(ABORT, "alice")
+    rollout.wait_phase("Aborted")
+    wait_for(lambda: not halted_alerts(alertmanager, rollout), "the alert resolved")
+    resolved = rollout.status["page"]
+    assert resolved["resolvedAt"] and all(d.get("resolvedAt") for d in resolved["deliveries"])
+
+
+def test_undeliverable_page_is_surfaced_and_does_not_block_the_halt(new_rollout: Callable[..., Rollout]) -> None:
+    rollout = new_rollout()  # its only target is a webhook on a closed port
+    rollout.service.canary.duplicates_per_second = 2.0
+    rollout.apply()
+    status = rollout.wait_phase("Aborted")
+    assert status["weights"]["canary"] == 0
+    failed = wait_for(
+        lambda: (
+            (c := {x["type"]: x for x in rollout.status.get("conditions", [])}.get("PageDelivered"))
+            and c["status"] == "False"
+            and c
+        ),
+        "PageDelivered=False",
+    )
+    assert "page[0]:webhook" in failed["message"]
+    deliveries = rollout.status["page"]["deliveries"]
+    assert deliveries[0]["attempts"] >= 1 and deliveries[0]["error"] and not deliveries[0].get("deliveredAt")
