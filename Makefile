@@ -5,6 +5,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
+FAULT ?=
+
 .PHONY: setup deps testbed lint unit test demo crd clean
 
 $(VENV)/.installed: pyproject.toml
@@ -33,7 +35,7 @@ test: setup testbed lint
 	. hack/testbed-env.sh && $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 demo: setup testbed
-	. hack/testbed-env.sh && $(VENV)/bin/checkout-gates demo
+	. hack/testbed-env.sh && $(VENV)/bin/checkout-gates demo $(if $(FAULT),--fault $(FAULT))
 
 crd: setup
 	$(VENV)/bin/checkout-gates crd > crds/checkoutrollouts.gates.checkout.dev.yaml
