@@ -10,6 +10,7 @@ that the next pass carries out again; every action is keyed and idempotent, so n
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +45,9 @@ MAX_CONFLICTS = 5
 RETRY_SOON = 5.0  # seconds, after a failed action
 IDLE_RESYNC = 300.0  # seconds, for a rollout with nothing due
 INVALID_RETRY = 60.0
+# Identical gate queries (same rendered PromQL) of rollouts evaluating within the same bucket of
+# this many seconds are sent to Prometheus once (metrics/singleflight.py); 0 turns that off.
+QUERY_BUCKET_SECONDS = float(os.environ.get("CHECKOUT_GATES_QUERY_BUCKET", "1"))
 
 
 def utc_now() -> datetime:
@@ -170,7 +174,9 @@ class Reconciler:
             basic = (values.get(refs[0], ""), values.get(refs[1], ""))
         key = (config.address, config.timeout, token, basic)
         if key not in self._sources:
-            self._sources[key] = PrometheusSource(config, bearer_token=token, basic_auth=basic)
+            self._sources[key] = PrometheusSource(
+                config, bearer_token=token, basic_auth=basic, dedupe_seconds=QUERY_BUCKET_SECONDS
+            )
         return self._sources[key]
 
     # --- actions -----------------------------------------------------------------------------

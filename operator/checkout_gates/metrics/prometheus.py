@@ -11,6 +11,11 @@ query Prometheus rejects (its own error text is kept), a NaN or a value that is 
 all come back as ``SignalReading(error=...)``, which the core judges Inconclusive.
 Connection errors and 5xx answers are retried a bounded number of times with exponential
 backoff; a 4xx answer (bad PromQL, bad auth) and a read timeout are not.
+
+With ``dedupe_seconds`` > 0 (the operator's setting), identical queries within one bucket of
+that many seconds are evaluated at the bucket's start and sent once, their answer shared
+(:mod:`checkout_gates.metrics.singleflight`): many rollouts with the same rendered query cost
+one query per bucket.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ import functools
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,6 +45,7 @@ from checkout_gates.api.quantities import parse_duration
 from checkout_gates.api.spec import CheckoutRolloutSpec, Gate
 from checkout_gates.api.spec import PrometheusSource as PrometheusSpec
 from checkout_gates.gates.observations import SCALAR, Sample, Segment, SignalReading, segment_name, segment_of
+from checkout_gates.metrics.singleflight import SingleFlight, moment
 from checkout_gates.metrics.templates import TemplateError, promql_duration, query_variables, render
 
 Side = Literal["stable", "canary"]
@@ -100,8 +107,9 @@ class PrometheusSource:
     ``bearer_token`` or ``basic_auth`` (username, password) are the values already read from the
     Secrets that ``spec.prometheus`` names; reading Secrets is the controller's job.
     ``retries`` extra attempts follow a connection error or a 5xx answer, after
-    ``backoff_seconds``, then twice that, and so on. Close the source (or use it as an async
-    context manager) to release its threads and connections.
+    ``backoff_seconds``, then twice that, and so on. ``dedupe_seconds`` > 0 shares identical
+    queries within buckets of that length (see the module's docstring); 0 sends every query.
+    Close the source (or use it as an async context manager) to release its threads and connections.
     """
 
     def __init__(
@@ -113,6 +121,8 @@ class PrometheusSource:
         max_workers: int = 8,
         retries: int = 2,
         backoff_seconds: float = 0.2,
+        dedupe_seconds: float = 0.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if bearer_token is not None and basic_auth is not None:
             raise ValueError("Prometheus takes a bearer token or basic auth, not both")
@@ -120,6 +130,10 @@ class PrometheusSource:
         self.timeout_seconds = parse_duration(config.timeout)
         self.retries = max(0, retries)
         self.backoff_seconds = backoff_seconds
+        self.dedupe_seconds = max(0.0, dedupe_seconds)
+        self._clock = clock
+        self._flights: SingleFlight[list[Series]] = SingleFlight(clock)
+        self._sent = 0
         headers = {"Authorization": f"Bearer {bearer_token}"} if bearer_token is not None else None
         session = requests.Session()
         # No retries inside requests/urllib3: they would sleep on a pool thread and ignore the
@@ -153,8 +167,31 @@ class PrometheusSource:
 
     # --- queries -----------------------------------------------------------------------------
 
+    @property
+    def flight_stats(self) -> tuple[int, int]:
+        """(queries asked, queries sent) since the source was made; equal when dedupe is off."""
+        if self.dedupe_seconds <= 0:
+            return self._sent, self._sent
+        return self._flights.stats.calls, self._flights.stats.flights
+
     async def query(self, promql: str, *, at: datetime | None = None) -> list[Series]:
-        """One instant query, retried on connection errors and 5xx; QueryError when it fails."""
+        """One instant query, retried on connection errors and 5xx; QueryError when it fails.
+
+        With dedupe on, the same query for the same moment is sent once and its outcome shared.
+        """
+        if self.dedupe_seconds <= 0:
+            self._sent += 1
+            return await self._query_retrying(promql, at)
+        when = moment(at, self.dedupe_seconds, self._clock)
+        # An explicit time is shared only while in flight; a bucket's answer is kept until it ends.
+        keep_until = None if at is not None else when.timestamp() + self.dedupe_seconds
+        return await self._flights.do(
+            (self.address, promql, when.timestamp()),
+            lambda: self._query_retrying(promql, when),
+            keep_until=keep_until,
+        )
+
+    async def _query_retrying(self, promql: str, at: datetime | None) -> list[Series]:
         attempt = 0
         while True:
             try:
