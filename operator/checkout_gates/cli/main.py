@@ -7,12 +7,14 @@ import sys
 from collections.abc import Callable, Sequence
 
 from checkout_gates import __version__
-from checkout_gates.cli import crd_command, lint
+from checkout_gates.cli import backtest, crd_command, evaluate, lint
 
 # Each module adds its sub-command; keeping the list here makes the command's shape easy to read.
 COMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (
     lint.register,
     crd_command.register,
+    evaluate.register,
+    backtest.register,
 )
 
 

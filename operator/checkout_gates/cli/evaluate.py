@@ -1,0 +1,328 @@
+"""``checkout-gates evaluate``: the operator's gate evaluation as a dry run, for CI and for people.
+
+Live: every gate of the rollout (or the gates the operator watches at one step) is read from
+Prometheus and judged by the same code the operator runs; nothing is written anywhere.
+Replay: a recording is stepped through the real state machine from the start of the rollout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from checkout_gates.api.quantities import parse_duration
+from checkout_gates.api.resource import CheckoutRollout
+from checkout_gates.api.spec import CheckoutRolloutSpec, Gate
+from checkout_gates.api.spec import PrometheusSource as PrometheusSpec
+from checkout_gates.cli.common import (
+    EXIT_CODES_HELP,
+    EXIT_INVALID,
+    TIME_HELP,
+    InvalidInputError,
+    Style,
+    format_time,
+    load_rollout,
+    parse_time,
+    usage_errors_exit_invalid,
+    write_report,
+)
+from checkout_gates.cli.reports import (
+    Evaluation,
+    GateEvaluation,
+    evaluation_table,
+    render_evaluation,
+    replay_exit_code,
+    replay_json,
+    replay_table,
+)
+from checkout_gates.gates.evaluate import evaluate_gate, query_window_seconds
+from checkout_gates.metrics.prometheus import PrometheusSource, QueryError
+from checkout_gates.metrics.replay import ReplayError, ReplaySource
+from checkout_gates.rollout.plan import watched_gate_names
+from checkout_gates.rollout.replay import ReplayResult, replay
+
+OUTPUTS = ("table", "json", "junit", "markdown")
+APPROVER = "approve-all"
+
+DESCRIPTION = """\
+Evaluate a CheckoutRollout's gates as the operator would, and write nothing.
+
+Live (--prometheus): every gate of the rollout, or with --step N the gates the operator watches
+at step N (that gate step's gates plus the critical ones), is queried at --at (default: now) over
+the window the operator would use: a threshold gate's window or the analysis interval; for a
+sequential gate, the elapsed time of its gate step, taken as that step's whole pass window (the
+first gate step naming the gate, or step N) unless --elapsed says otherwise. The canary weight of
+that step is the traffic share count gates are normalised by.
+
+Replay (--replay FILE): the recording (JSON lines, see checkout_gates.metrics.replay) is stepped
+through the real state machine from the start of the rollout: a fresh status, one decision at
+each recorded time, the router confirming every weight at once, and no on-call annotations, so
+an approval step waits for ever unless --approve-all approves it (at the next recorded time).
+Prints every transition and the final verdict.
+"""
+
+EPILOG = f"""\
+output (--output, default table; --output-file FILE writes it to FILE and keeps the table on stdout):
+  table     one row per gate and segment, then a summary line (colour only on a terminal)
+  json      the verdicts with their numbers (replay: transitions and final status)
+  junit     JUnit XML, one testcase per gate and segment; Fail is a failure, Inconclusive skipped
+  markdown  a table for a CI job summary, e.g. --output markdown --output-file "$GITHUB_STEP_SUMMARY"
+  A replay reports table or json.
+
+{EXIT_CODES_HELP}
+examples:
+  checkout-gates evaluate rollout.yaml --prometheus http://localhost:9090
+  checkout-gates evaluate rollout.yaml --prometheus http://localhost:9090 --step 3 --at now-1h \\
+      --output junit --output-file gates.xml
+  checkout-gates evaluate --replay examples/recordings/regression.jsonl examples/recordings/rollout.yaml
+"""
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "evaluate",
+        help="dry run: judge a rollout's gates against Prometheus, or replay a recording (no writes)",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    usage_errors_exit_invalid(parser)
+    parser.add_argument("rollout", type=Path, metavar="ROLLOUT.yaml", help="a file with one CheckoutRollout")
+    live = parser.add_argument_group("live evaluation")
+    live.add_argument(
+        "--prometheus", metavar="URL", help="Prometheus to query (default: the rollout's spec.prometheus.address)"
+    )
+    live.add_argument("--at", metavar="TIME", help=f"evaluate as of this time (default now): {TIME_HELP}")
+    live.add_argument(
+        "--step", type=int, metavar="N", help="the gates watched at step N (0-based, as status.currentStep)"
+    )
+    live.add_argument(
+        "--elapsed",
+        metavar="DURATION",
+        help="time since the gate step started, for sequential gates' windows (e.g. 12m; default: the step's window)",
+    )
+    recorded = parser.add_argument_group("replay")
+    recorded.add_argument("--replay", type=Path, metavar="FILE", help="replay this recording instead of Prometheus")
+    recorded.add_argument(
+        "--approve-all", action="store_true", help=f"approve every approval step (as actor {APPROVER!r})"
+    )
+    out = parser.add_argument_group("output")
+    out.add_argument("--output", "-o", choices=OUTPUTS, default="table", help="report format (default: table)")
+    out.add_argument(
+        "--output-file", type=Path, metavar="FILE", help="write the report to FILE (the table still goes to stdout)"
+    )
+    parser.set_defaults(handler=run)
+
+
+def run(arguments: argparse.Namespace) -> int:
+    try:
+        if arguments.replay is not None:
+            return _run_replay(arguments)
+        return _run_live(arguments)
+    except InvalidInputError as error:
+        print(error, file=sys.stderr)
+        return EXIT_INVALID
+
+
+# --- live ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GateContext:
+    gate: Gate
+    window_seconds: float
+    canary_share: float
+    step: int | None
+
+
+def _weight_at(spec: CheckoutRolloutSpec, index: int) -> int:
+    weights = [s.set_weight for s in spec.steps[: index + 1] if s.set_weight is not None]
+    return weights[-1] if weights else 0
+
+
+def _last_gate_step(spec: CheckoutRolloutSpec, index: int) -> int | None:
+    return next((i for i in range(min(index, len(spec.steps) - 1), -1, -1) if spec.steps[i].gate is not None), None)
+
+
+def _first_gate_step(spec: CheckoutRolloutSpec, name: str) -> int | None:
+    return next((i for i, s in enumerate(spec.steps) if s.gate is not None and name in s.gate.pass_), None)
+
+
+def _step_window(spec: CheckoutRolloutSpec, index: int | None) -> float:
+    step = None if index is None else spec.steps[index].gate
+    return spec.interval_seconds() if step is None else parse_duration(step.window)
+
+
+def plan(spec: CheckoutRolloutSpec, *, step: int | None, elapsed_seconds: float | None) -> list[GateContext]:
+    """Which gates to judge, each with its query window, canary share and the gate step they came from."""
+    interval = spec.interval_seconds()
+    first_weight = next((s.set_weight for s in spec.steps if s.set_weight), 0)
+    contexts: list[GateContext] = []
+    if step is not None:
+        gate_step = _last_gate_step(spec, step)
+        elapsed = elapsed_seconds if elapsed_seconds is not None else _step_window(spec, gate_step)
+        share = _weight_at(spec, step) / 100.0
+        for name in watched_gate_names(spec, step):
+            gate = spec.gate(name)
+            window = query_window_seconds(gate, interval_seconds=interval, step_elapsed_seconds=elapsed)
+            contexts.append(GateContext(gate, window, share, gate_step))
+        return contexts
+    for gate in spec.gates:
+        gate_step = _first_gate_step(spec, gate.name)
+        elapsed = elapsed_seconds if elapsed_seconds is not None else _step_window(spec, gate_step)
+        weight = _weight_at(spec, gate_step) if gate_step is not None else first_weight
+        window = query_window_seconds(gate, interval_seconds=interval, step_elapsed_seconds=elapsed)
+        contexts.append(GateContext(gate, window, weight / 100.0, gate_step))
+    return contexts
+
+
+def prometheus_config(rollout: CheckoutRollout, url: str | None) -> PrometheusSpec:
+    try:
+        return PrometheusSpec(address=url or rollout.spec.prometheus.address, timeout=rollout.spec.prometheus.timeout)
+    except ValidationError:
+        raise InvalidInputError(f"--prometheus {url!r} is not an http:// or https:// URL") from None
+
+
+async def probe(source: PrometheusSource, at: datetime | None) -> None:
+    """Raise InvalidInputError with the reason when Prometheus does not answer a trivial query."""
+    try:
+        await source.query("vector(1)", at=at)
+    except QueryError as error:
+        raise InvalidInputError(f"Prometheus at {source.address} is unreachable: {error.message}") from error
+
+
+async def evaluate_live(
+    rollout: CheckoutRollout, config: PrometheusSpec, contexts: list[GateContext], at: datetime, *, step: int | None
+) -> Evaluation:
+    async with PrometheusSource(config) as source:
+        await probe(source, at)
+        readings = await source.read_gates(
+            [c.gate for c in contexts],
+            spec=rollout.spec,
+            namespace=rollout.metadata.namespace,
+            name=rollout.metadata.name,
+            window_seconds={c.gate.name: c.window_seconds for c in contexts},
+            at=at,
+        )
+    judged = tuple(
+        GateEvaluation(
+            gate=c.gate,
+            verdict=evaluate_gate(c.gate, readings[c.gate.name], canary_share=c.canary_share),
+            window_seconds=c.window_seconds,
+            canary_share=c.canary_share,
+            step=c.step,
+        )
+        for c in contexts
+    )
+    return Evaluation(rollout=rollout, at=at, source=config.address, step=step, gates=judged)
+
+
+def _elapsed(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        seconds = parse_duration(text)
+    except ValueError as error:
+        raise InvalidInputError(f"--elapsed: {error}") from None
+    if seconds <= 0:
+        raise InvalidInputError(f"--elapsed: {text!r} must be longer than zero")
+    return seconds
+
+
+def _run_live(arguments: argparse.Namespace) -> int:
+    if arguments.approve_all:
+        raise InvalidInputError("--approve-all only applies to --replay")
+    rollout = load_rollout(arguments.rollout)
+    spec = rollout.spec
+    step: int | None = arguments.step
+    if step is not None and not 0 <= step < len(spec.steps):
+        raise InvalidInputError(f"--step {step}: the rollout has steps 0 to {len(spec.steps) - 1}")
+    now = datetime.now(UTC)
+    try:
+        at = parse_time(arguments.at, now=now) if arguments.at else now
+    except ValueError as error:
+        raise InvalidInputError(f"--at: {error}") from None
+    contexts = plan(spec, step=step, elapsed_seconds=_elapsed(arguments.elapsed))
+    if not contexts:
+        raise InvalidInputError(
+            f"{arguments.rollout}: no gates to evaluate" + (f" at step {step}" if step is not None else "")
+        )
+    config = prometheus_config(rollout, arguments.prometheus)
+    evaluation = asyncio.run(evaluate_live(rollout, config, contexts, at, step=step))
+    style = Style.for_stream(sys.stdout)
+    if arguments.output_file is None:
+        write_report(render_evaluation(evaluation, arguments.output, style), None)
+    else:
+        write_report(render_evaluation(evaluation, arguments.output, Style(False)), arguments.output_file)
+        sys.stdout.write(evaluation_table(evaluation, style))
+    return evaluation.exit_code
+
+
+# --- replay -------------------------------------------------------------------------------------
+
+
+def _run_replay(arguments: argparse.Namespace) -> int:
+    given = [
+        flag
+        for flag, value in (
+            ("--prometheus", arguments.prometheus),
+            ("--at", arguments.at),
+            ("--step", arguments.step),
+            ("--elapsed", arguments.elapsed),
+        )
+        if value is not None
+    ]
+    if given:
+        raise InvalidInputError(f"--replay takes no {', '.join(given)} (they are for a live evaluation)")
+    if arguments.output not in ("table", "json"):
+        raise InvalidInputError(f"--output {arguments.output} is for a live evaluation; a replay reports table or json")
+    rollout = load_rollout(arguments.rollout)
+    try:
+        recording = ReplaySource.load(arguments.replay)
+    except ReplayError as error:
+        raise InvalidInputError(str(error)) from None
+    declared = {gate.name for gate in rollout.spec.gates}
+    missing = sorted(declared - set(recording.gates))
+    unknown = sorted(set(recording.gates) - declared)
+    if missing:
+        print(
+            f"{arguments.replay}: no readings of gate(s) {', '.join(missing)}: they are not evaluated (Inconclusive)",
+            file=sys.stderr,
+        )
+    if unknown:
+        print(f"{arguments.replay}: gate(s) {', '.join(unknown)} are not in the rollout: ignored", file=sys.stderr)
+
+    times = recording.times()
+    result = replay(
+        rollout, ((t, recording.readings_at(t)) for t in times), approve_all=arguments.approve_all, approver=APPROVER
+    )
+    meta = rollout.metadata
+    title = (
+        f"replay of {arguments.replay} ({len(times)} recorded times, {format_time(times[0])} to "
+        f"{format_time(times[-1])}) through {meta.namespace}/{meta.name}"
+        + (" with every approval given" if arguments.approve_all else "")
+    )
+    source = {"recording": str(arguments.replay), "approveAll": bool(arguments.approve_all)}
+    write_replay(result, arguments.output, arguments.output_file, title=title, source=source)
+    return replay_exit_code(result)
+
+
+def write_replay(
+    result: ReplayResult, output: str, output_file: Path | None, *, title: str, source: dict[str, Any]
+) -> None:
+    """The report of a replay or backtest; with an output file, the table also goes to stdout."""
+    style = Style.for_stream(sys.stdout)
+    if output == "json":
+        report = replay_json(result, source=source)
+    else:
+        report = replay_table(result, style if output_file is None else Style(False), title=title)
+    write_report(report, output_file)
+    if output_file is not None:
+        sys.stdout.write(replay_table(result, style, title=title))
