@@ -7,20 +7,25 @@ import sys
 from collections.abc import Callable, Sequence
 
 from checkout_gates import __version__
-from checkout_gates.cli import backtest, crd_command, evaluate, lint
+from checkout_gates.cli import backtest, crd_command, evaluate, lint, oncall, run, simulate, status
 
 # Each module adds its sub-command; keeping the list here makes the command's shape easy to read.
 COMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (
     lint.register,
     crd_command.register,
+    run.register,
     evaluate.register,
     backtest.register,
+    simulate.register,
+    status.register,
+    oncall.register,
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="checkout-gates",
+        # As a kubectl plugin (the kubectl-checkout executable), help speaks of `kubectl checkout`.
+        prog="kubectl checkout" if sys.argv[0].rsplit("/", 1)[-1] == "kubectl-checkout" else "checkout-gates",
         description="Gated exposure rollouts for checkout and payment services.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
