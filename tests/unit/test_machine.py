@@ -286,3 +286,12 @@ def test_router_drift_halts_instead_of_overwriting() -> None:
     assert decision.status.phase == "Halted"
     assert "changed by hand" in decision.status.halt_reason
     assert not [a for a in decision.actions if isinstance(a, SetWeights)]
+
+
+def test_reason_annotation_goes_with_its_request() -> None:
+    driver = Driver(make_rollout())
+    run_to_gate(driver)
+    driver.annotate({PAUSE: "erin", "gates.checkout.dev/reason": "payments freeze"})
+    driver.step()
+    assert driver.status.history[-1].reason == "payments freeze"
+    assert driver.rollout.metadata.annotations == {}, "the reason is consumed with the request"

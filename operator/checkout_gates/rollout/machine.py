@@ -47,7 +47,13 @@ from checkout_gates.rollout.actions import (
     SetWeights,
     Severity,
 )
-from checkout_gates.rollout.annotations import Request, already_consumed, pending_requests, request_reason
+from checkout_gates.rollout.annotations import (
+    REASON_KEY,
+    Request,
+    already_consumed,
+    pending_requests,
+    request_reason,
+)
 from checkout_gates.rollout.conditions import set_condition
 from checkout_gates.rollout.plan import evaluation_due, watched_gate_names
 
@@ -118,7 +124,11 @@ def decide(rollout: CheckoutRollout, observations: Observations, now: datetime) 
     leftovers = [r for r in pending_requests(rollout.metadata.annotations) if already_consumed(draft.status, r)]
     if leftovers:
         # Finish consuming before anything else moves the epoch and makes the leftover look new.
-        return Decision(draft.status, tuple(ConsumeAnnotation(r.key, r.value) for r in leftovers))
+        consume = [ConsumeAnnotation(r.key, r.value) for r in leftovers]
+        reason = rollout.metadata.annotations.get(REASON_KEY)
+        if reason is not None:
+            consume.append(ConsumeAnnotation(REASON_KEY, reason))
+        return Decision(draft.status, tuple(consume))
 
     if draft.status.phase == "Pending" or draft.status.observed_generation != rollout.metadata.generation:
         _start(draft)
@@ -167,11 +177,14 @@ def _handle_requests(draft: _Draft) -> None:
     for request in superseded:
         draft.record("Ignored", f"{request.command} by {request.actor} superseded by {chosen.command}", request.actor)
     draft.actions.extend(ConsumeAnnotation(r.key, r.value) for r in requests)
+    reason = draft.rollout.metadata.annotations.get(REASON_KEY)
+    if reason is not None:  # it went with these requests; it must not ride along with a later one
+        draft.actions.append(ConsumeAnnotation(REASON_KEY, reason))
 
 
 def _remember_consumed(draft: _Draft) -> None:
     """Record consumed annotations at the decision's final epoch, so a leftover is known as one."""
-    requests = [a for a in draft.actions if isinstance(a, ConsumeAnnotation)]
+    requests = [a for a in draft.actions if isinstance(a, ConsumeAnnotation) and a.key != REASON_KEY]
     if not requests:
         return
     consumed = [ConsumedAnnotation(key=r.key, value=r.value, epoch=draft.status.epoch) for r in requests]
