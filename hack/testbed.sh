@@ -7,7 +7,8 @@
 #   hack/testbed.sh status  list what is present and what is missing
 #
 # Cache: ${CHECKOUT_GATES_CACHE:-$HOME/.cache/checkout-gates}/bin/<KUBE_VERSION>/ and
-#        .../crds/gateway-api/<GATEWAY_API_VERSION>/. Nothing is written inside the repo.
+#        .../crds/gateway-api/<GATEWAY_API_VERSION>/; the go commands' output goes to .../logs/
+#        (its tail is printed on failure). Nothing is written inside the repo.
 # Every binary is built from Go modules through the Go module proxy: a throwaway wrapper
 # module in a temp dir requires the upstream module at the pinned version.
 set -euo pipefail
@@ -32,12 +33,36 @@ BUILD_P="${TESTBED_BUILD_JOBS:-$(nproc 2>/dev/null || echo 2)}"
 log() { printf '[testbed %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
+# Run a go command quietly into a log; on failure print the log's tail. Network steps are
+# retried (the module proxy can hiccup on a fresh machine).
+LOG_DIR=""
+run_go() { # $1 = step name, $2 = attempts, rest = command (run in $PWD)
+  local step="$1" attempts="$2" n=1 log
+  shift 2
+  log="$LOG_DIR/$step.log"
+  while true; do
+    if "$@" >"$log" 2>&1; then return 0; fi
+    if [ "$n" -ge "$attempts" ]; then
+      log "step $step failed; last lines of $log:"
+      tail -n 60 "$log" >&2
+      return 1
+    fi
+    log "step $step failed (attempt $n/$attempts), retrying in $((n * 10))s"
+    sleep $((n * 10))
+    n=$((n + 1))
+  done
+}
+
 have_go() { command -v go >/dev/null 2>&1 || die "go not found (expected on PATH or at /usr/local/go/bin/go)"; }
 
 # Directory of a downloaded module in the module cache: `go mod download -json` prints it.
 module_dir() {
-  local json
-  json="$(cd "$1" && go mod download -json "$2")" || die "go mod download $2 failed"
+  local json n
+  for n in 1 2 3; do
+    json="$(cd "$1" && go mod download -json "$2" 2>>"$LOG_DIR/download.log")" && break
+    [ "$n" -eq 3 ] && { tail -n 20 "$LOG_DIR/download.log" >&2; die "go mod download $2 failed: $json"; }
+    log "go mod download $2 failed (attempt $n/3), retrying"; sleep $((n * 10))
+  done
   python3 -c 'import json,sys; d=json.load(sys.stdin); print(d.get("Dir") or ""); sys.exit(0 if d.get("Dir") else 1)' <<<"$json" \
     || die "no Dir for $2: $json"
 }
@@ -95,7 +120,8 @@ build_kube() {
   local pkgs=() b
   for b in "${missing[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$b@$KUBE_VERSION"); done
   log "resolving modules (go get ${pkgs[*]}) ..."
-  (cd "$work" && go get "${pkgs[@]}") || die "go get of kubernetes packages failed"
+  (cd "$work" && run_go kube-get 3 go get "${pkgs[@]}") || die "go get of kubernetes packages failed"
+  log "resolved $(grep -c . "$work/go.sum") go.sum lines"
 
   local date ldflags p
   date="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -109,15 +135,19 @@ build_kube() {
   for b in "${missing[@]}"; do
     local t0=$SECONDS
     log "go build $b (-p $BUILD_P) ..."
-    (cd "$work" && go build -trimpath -p "$BUILD_P" -ldflags "$ldflags" -o "out/$b" "k8s.io/kubernetes/cmd/$b") \
-      || die "go build $b failed"
+    (cd "$work" && run_go "build-$b" 2 go build -trimpath -p "$BUILD_P" -ldflags "$ldflags" -o "out/$b" \
+      "k8s.io/kubernetes/cmd/$b") || die "go build $b failed"
     install_bin "$work/out/$b" "$b"
     log "built $b in $((SECONDS - t0))s"
   done
 }
 
+# etcd and helm share the KUBE_VERSION directory: a stamp file records their own version.
+present() { [ -x "$BIN_DIR/$1" ] && [ "$(cat "$BIN_DIR/.$1.version" 2>/dev/null)" = "$2" ]; }
+stamp() { echo "$2" >"$BIN_DIR/.$1.version"; }
+
 build_etcd() {
-  [ -x "$BIN_DIR/etcd" ] && { log "etcd $ETCD_VERSION: present"; return 0; }
+  present etcd "$ETCD_VERSION" && { log "etcd $ETCD_VERSION: present"; return 0; }
   log "etcd $ETCD_VERSION: building"
   local work sdir gomod_go t0=$SECONDS
   work="$(new_wrapper checkout-gates.local/testbed/etcd 1.21)"
@@ -136,30 +166,35 @@ import (
 
 func main() { etcdmain.Main(os.Args) }
 GO
-  (cd "$work" && go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" && go mod tidy) || die "resolving etcd failed"
+  (cd "$work" && run_go etcd-get 3 go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" \
+    && run_go etcd-tidy 3 go mod tidy) || die "resolving etcd failed"
   mkdir -p "$BIN_DIR"
-  (cd "$work" && go build -trimpath -p "$BUILD_P" \
+  log "go build etcd (-p $BUILD_P) ..."
+  (cd "$work" && run_go build-etcd 2 go build -trimpath -p "$BUILD_P" \
       -ldflags "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=${ETCD_VERSION}" -o out/etcd .) \
     || die "go build etcd failed"
   install_bin "$work/out/etcd" etcd
+  stamp etcd "$ETCD_VERSION"
   log "built etcd in $((SECONDS - t0))s"
 }
 
 build_helm() {
-  [ -x "$BIN_DIR/helm" ] && { log "helm $HELM_VERSION: present"; return 0; }
+  present helm "$HELM_VERSION" && { log "helm $HELM_VERSION: present"; return 0; }
   log "helm $HELM_VERSION: building"
   local work hdir gomod_go t0=$SECONDS major
   work="$(new_wrapper checkout-gates.local/testbed/helm 1.21)"
   hdir="$(module_dir "$work" "helm.sh/helm/v3@$HELM_VERSION")"
   gomod_go="$(awk '$1=="go"{print $2; exit}' "$hdir/go.mod")"
   printf 'module checkout-gates.local/testbed/helm\n\ngo %s\n' "$gomod_go" >"$work/go.mod"
-  (cd "$work" && go get "helm.sh/helm/v3/cmd/helm@$HELM_VERSION") || die "resolving helm failed"
+  (cd "$work" && run_go helm-get 3 go get "helm.sh/helm/v3/cmd/helm@$HELM_VERSION") || die "resolving helm failed"
   major="$(echo "$HELM_VERSION" | sed -E 's/^v([0-9]+)\..*/\1/')"
   mkdir -p "$BIN_DIR"
-  (cd "$work" && go build -trimpath -p "$BUILD_P" \
+  log "go build helm (-p $BUILD_P) ..."
+  (cd "$work" && run_go build-helm 2 go build -trimpath -p "$BUILD_P" \
       -ldflags "-s -w -X helm.sh/helm/v${major}/internal/version.version=${HELM_VERSION} -X helm.sh/helm/v${major}/internal/version.gitTreeState=clean" \
       -o out/helm "helm.sh/helm/v${major}/cmd/helm") || die "go build helm failed"
   install_bin "$work/out/helm" helm
+  stamp helm "$HELM_VERSION"
   log "built helm in $((SECONDS - t0))s"
 }
 
@@ -180,6 +215,9 @@ fetch_gateway_crds() {
 cmd_build() {
   have_go
   WORK_ROOT="$(mktemp -d "${TMPDIR:-/tmp}/checkout-gates-build.XXXXXX")"
+  LOG_DIR="$CACHE/logs"
+  mkdir -p "$LOG_DIR"
+  : >"$LOG_DIR/download.log"
   local t0=$SECONDS
   log "go: $(go version); cache: $CACHE; jobs: $BUILD_P"
   mkdir -p "$BIN_DIR"
@@ -204,7 +242,8 @@ cmd_env() {
 cmd_status() {
   local b rc=0
   for b in etcd "${KUBE_BINS[@]}" helm; do
-    if [ -x "$BIN_DIR/$b" ]; then echo "present  $BIN_DIR/$b"; else echo "MISSING  $BIN_DIR/$b"; rc=1; fi
+    if [ -x "$BIN_DIR/$b" ] && { [ "$b" != etcd ] || present etcd "$ETCD_VERSION"; } \
+      && { [ "$b" != helm ] || present helm "$HELM_VERSION"; }; then echo "present  $BIN_DIR/$b"; else echo "MISSING  $BIN_DIR/$b"; rc=1; fi
   done
   if [ -f "$CRD_DIR/.complete" ]; then echo "present  $CRD_DIR"; else echo "MISSING  $CRD_DIR"; rc=1; fi
   return $rc

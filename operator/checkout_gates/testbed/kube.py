@@ -11,6 +11,7 @@ import os
 import shutil
 import ssl
 import tempfile
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -21,11 +22,15 @@ from checkout_gates.testbed import binaries
 from checkout_gates.testbed.certs import CertificateAuthority, key_pem, new_key, public_key_pem
 from checkout_gates.testbed.etcd import Etcd
 from checkout_gates.testbed.kubeconfig import impersonating_kubeconfig, write_kubeconfig
-from checkout_gates.testbed.processes import ManagedProcess, free_port, wait_until
+from checkout_gates.testbed.processes import ManagedProcess, TestbedError, free_port, wait_until
 
 ADMIN_USER = "testbed-admin"
 MASTERS = "system:masters"
 DEFAULT_CONTROLLERS = ("namespace-controller", "garbage-collector-controller")
+
+
+def _file_safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
 class LocalCluster:
@@ -73,9 +78,7 @@ class LocalCluster:
     def kubeconfig_for(self, user: str, groups: Iterable[str] = ()) -> Path:
         """Mint a client certificate for user in groups and write a kubeconfig for it."""
         pair = self.ca.client(user, groups)
-        self._users += 1
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in user)
-        path = self.workdir / "users" / f"{self._users:03d}-{safe}.kubeconfig"
+        path = self.workdir / "users" / f"{self._next():03d}-{_file_safe(user)}.kubeconfig"
         return write_kubeconfig(
             path, server=self.server, ca_pem=self.ca.cert_pem, user=user, cert_pem=pair.cert_pem, key_pem=pair.key_pem
         )
@@ -83,8 +86,7 @@ class LocalCluster:
     def ssl_context(self, user: str = ADMIN_USER, groups: Iterable[str] = (MASTERS,)) -> ssl.SSLContext:
         """A client TLS context trusting the CA and presenting a certificate for user/groups."""
         pair = self.ca.client(user, groups)
-        stem = "".join(c if c.isalnum() else "_" for c in user)
-        cert, key = pair.write(self._pki(), f"ctx-{stem}-{self._next()}")
+        cert, key = pair.write(self._pki(), f"client-{self._next():03d}-{_file_safe(user)}")
         context = ssl.create_default_context(cafile=str(self.ca_file))
         context.load_cert_chain(str(cert), str(key))
         return context
@@ -152,10 +154,7 @@ class LocalCluster:
             cert_pem=admin.cert_pem,
             key_pem=admin.key_pem,
         )
-        admin_cert, admin_key = admin.write(pki, "admin")
-        context = ssl.create_default_context(cafile=str(self.ca_file))
-        context.load_cert_chain(str(admin_cert), str(admin_key))
-        with httpx.Client(base_url=self.server, verify=context, timeout=5.0) as client:
+        with httpx.Client(base_url=self.server, verify=self.ssl_context(), timeout=5.0) as client:
 
             def ready() -> bool:
                 return client.get("/readyz").status_code == 200
@@ -190,6 +189,23 @@ class LocalCluster:
 
         wait_until(healthy, timeout=self.start_timeout, what="kube-controller-manager /healthz", process=self._kcm)
 
+    def restart_apiserver(self, down_for: float = 0.0) -> None:
+        """Stop kube-apiserver, wait ``down_for`` seconds, start it again on the same port with the
+        same flags and certificates, and wait until it is ready. etcd stays, and so does every
+        object; clients keep their kubeconfigs. For outage tests."""
+        if self._apiserver is None:
+            raise TestbedError("kube-apiserver is not running")
+        self._apiserver.stop()
+        time.sleep(down_for)
+        self._apiserver.start()
+        with httpx.Client(base_url=self.server, verify=self.ssl_context(), timeout=5.0) as client:
+            wait_until(
+                lambda: client.get("/readyz").status_code == 200,
+                timeout=self.start_timeout,
+                what="kube-apiserver /readyz after a restart",
+                process=self._apiserver,
+            )
+
     def stop(self) -> None:
         for proc in (self._kcm, self._apiserver):
             if proc is not None:
@@ -223,8 +239,7 @@ class ExternalCluster:
 
     def kubeconfig_for(self, user: str, groups: Iterable[str] = ()) -> Path:
         self._users += 1
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in user)
-        path = self.workdir / "users" / f"{self._users:03d}-{safe}.kubeconfig"
+        path = self.workdir / "users" / f"{self._users:03d}-{_file_safe(user)}.kubeconfig"
         return impersonating_kubeconfig(self.kubeconfig, path, user, groups)
 
     def stop(self) -> None:

@@ -52,7 +52,7 @@ def impersonating_kubeconfig(source: Path, path: Path, user: str, groups: Iterab
     context = dict(contexts[context_name])
     users = {u["name"]: u.get("user", {}) for u in config.get("users", [])}
     clusters = {c["name"]: c["cluster"] for c in config.get("clusters", [])}
-    identity = dict(users.get(context.get("user", ""), {}))
+    identity = _absolute(dict(users.get(context.get("user", "")) or {}), source.parent)
     identity["as"] = user
     group_list = list(groups)
     if group_list:
@@ -62,12 +62,24 @@ def impersonating_kubeconfig(source: Path, path: Path, user: str, groups: Iterab
     new = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": cluster_name, "cluster": clusters[cluster_name]}],
+        "clusters": [{"name": cluster_name, "cluster": _absolute(dict(clusters[cluster_name]), source.parent)}],
         "users": [{"name": new_user, "user": identity}],
         "contexts": [{"name": new_user, "context": {**context, "user": new_user}}],
         "current-context": new_user,
     }
     return _write(path, new)
+
+
+_FILE_KEYS = ("certificate-authority", "client-certificate", "client-key", "tokenFile")
+
+
+def _absolute(entry: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Resolve the relative file references of a kubeconfig entry against its file's directory."""
+    for key in _FILE_KEYS:
+        value = entry.get(key)
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            entry[key] = str(base / value)
+    return entry
 
 
 def _write(path: Path, config: dict[str, Any]) -> Path:

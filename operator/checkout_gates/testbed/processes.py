@@ -1,18 +1,22 @@
 """Child processes of the testbed: start, wait for readiness, stop the whole process group.
 
 Every process runs in its own session (process group) with its output in a log file.
-Processes still alive when the interpreter exits are killed by an atexit hook, so a
-crashed test run leaves no etcd or kube-apiserver behind.
+Processes still alive when the interpreter exits are killed by an atexit hook; on Linux
+they also get SIGKILL from the kernel if the parent dies without running it (SIGTERM,
+SIGKILL, a crash), so an aborted test run leaves no etcd or kube-apiserver behind.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import os
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -34,6 +38,19 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 _LIVE: set[ManagedProcess] = set()
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _preexec() -> Callable[[], None] | None:
+    # PDEATHSIG fires when the forking *thread* exits: only use it from the main thread.
+    if sys.platform.startswith("linux") and threading.current_thread() is threading.main_thread():
+        return _die_with_parent
+    return None
 
 
 class ManagedProcess:
@@ -69,6 +86,7 @@ class ManagedProcess:
                 env=self._env,
                 cwd=self._cwd,
                 start_new_session=True,
+                preexec_fn=_preexec(),  # noqa: PLW1509 - only a prctl() call, no locks
             )
         _LIVE.add(self)
         return self
