@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sys
 
+from checkout_gates.controller.leadership import DEFAULT_LEASE_NAME, ElectionConfig, default_identity, default_namespace
 from checkout_gates.controller.logs import configure as configure_logs
 
 
@@ -20,7 +22,55 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument("--concurrency", type=int, default=16, help="reconcile passes running at once")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--log-format", default="json", choices=["json", "console"])
+    election = parser.add_argument_group(
+        "leader election",
+        "for more than one replica: every replica watches, the one holding a coordination.k8s.io Lease acts",
+    )
+    election.add_argument(
+        "--leader-election",
+        action=argparse.BooleanOptionalAction,
+        default=_env_flag("CHECKOUT_GATES_LEADER_ELECTION"),
+        help="take part in leader election (default: off, one replica; $CHECKOUT_GATES_LEADER_ELECTION=true "
+        "turns it on; the Helm chart turns it on when it runs more than one replica)",
+    )
+    election.add_argument(
+        "--leader-election-namespace",
+        default=None,
+        help="namespace of the Lease (default: $POD_NAMESPACE, else the pod's own namespace, else default)",
+    )
+    election.add_argument("--leader-election-id", default=DEFAULT_LEASE_NAME, help="name of the Lease")
+    election.add_argument(
+        "--leader-election-identity", default=None, help="this replica's name in the Lease (default: $POD_NAME_random)"
+    )
+    election.add_argument(
+        "--lease-duration", type=float, default=15.0, help="seconds a standby waits for a silent leader (15)"
+    )
+    election.add_argument(
+        "--renew-deadline", type=float, default=None, help="seconds a leader keeps acting without renewing (2/3 of it)"
+    )
+    election.add_argument(
+        "--retry-period", type=float, default=None, help="seconds between lease attempts (2, or less for short leases)"
+    )
     parser.set_defaults(handler=run)
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def election_config(arguments: argparse.Namespace) -> ElectionConfig | None:
+    """The leader election the flags ask for, or None for a single replica."""
+    if not arguments.leader_election:
+        return None
+    duration = arguments.lease_duration
+    return ElectionConfig(
+        namespace=arguments.leader_election_namespace or default_namespace(),
+        name=arguments.leader_election_id,
+        identity=arguments.leader_election_identity or default_identity(),
+        lease_duration=duration,
+        renew_deadline=arguments.renew_deadline or duration * 2 / 3,
+        retry_period=arguments.retry_period or min(2.0, duration / 7.5),
+    )
 
 
 def _split(address: str) -> tuple[str, int]:
@@ -42,6 +92,11 @@ def run(arguments: argparse.Namespace) -> int:
     from checkout_gates.controller.telemetry import REGISTRY
 
     configure_logs(arguments.log_level, json=arguments.log_format == "json")
+    try:
+        election = election_config(arguments)
+    except ValueError as error:
+        print(f"checkout-gates run: {error}", file=sys.stderr)
+        return 2
     api_client: ApiClient
     if arguments.kubeconfig:
         api_client = config.new_client_from_config(config_file=arguments.kubeconfig)  # type: ignore[no-untyped-call]
@@ -51,7 +106,7 @@ def run(arguments: argparse.Namespace) -> int:
     host, port = _split(arguments.metrics_address)
     start_http_server(port, addr=host, registry=REGISTRY)
     health_host, health_port = _split(arguments.health_address)
-    memo = kopf.Memo(api_client=api_client, concurrency=arguments.concurrency)
+    memo = kopf.Memo(api_client=api_client, concurrency=arguments.concurrency, leader_election=election)
     asyncio.run(
         kopf.operator(
             standalone=True,

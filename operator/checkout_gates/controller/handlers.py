@@ -3,10 +3,15 @@
 Only ``on.event`` handlers are used: kopf then keeps no progress or diff-base of its own on our
 objects (our status is the only state) and adds no finalizer (nothing needs undoing on delete,
 and a finalizer would block ``kubectl delete`` whenever the operator is down).
+
+With leader election (``memo.leader_election``, an ElectionConfig) every replica watches, but
+its scheduler only runs passes while the elector says it leads (controller/leadership.py).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 import kopf
@@ -14,6 +19,7 @@ import structlog
 
 from checkout_gates.api.spec import GROUP, PLURAL, VERSION
 from checkout_gates.controller.kube import KubeApi
+from checkout_gates.controller.leadership import ElectionConfig, KubeLeaseStore, LeaderElector
 from checkout_gates.controller.reconcile import Reconciler
 from checkout_gates.controller.scheduler import Scheduler
 
@@ -34,16 +40,37 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.posting.enabled = False  # our Events are our own; kopf's would repeat them
     settings.watching.server_timeout = 300
     api_client = memo["api_client"]
-    reconciler = Reconciler(KubeApi(api_client))
-    memo["reconciler"] = reconciler
-    memo["scheduler"] = Scheduler(reconciler.reconcile, concurrency=memo.get("concurrency", 16))
+    election: ElectionConfig | None = memo.get("leader_election")
     memo["fingerprints"] = {}
-    log.info("operator started")
+    if election is None:
+        reconciler = Reconciler(KubeApi(api_client))
+        memo["reconciler"] = reconciler
+        memo["scheduler"] = Scheduler(reconciler.reconcile, concurrency=memo.get("concurrency", 16))
+        log.info("operator started")
+        return
+    store = KubeLeaseStore(api_client, election.namespace, election.name)
+    elector = LeaderElector(store, election)
+    reconciler = Reconciler(KubeApi(api_client), may_act=elector.is_leader)
+    scheduler = Scheduler(reconciler.reconcile, concurrency=memo.get("concurrency", 16), active=False)
+    elector.on_started_leading = scheduler.activate
+    elector.on_stopped_leading = scheduler.deactivate
+    memo["reconciler"], memo["scheduler"], memo["elector"], memo["lease_store"] = reconciler, scheduler, elector, store
+    memo["election_task"] = asyncio.create_task(elector.run(), name="leader election")
+    log.info("operator started, standing by until it leads", identity=elector.identity)
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    task: asyncio.Task[None] | None = memo.get("election_task")
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     await memo["scheduler"].stop()
+    elector: LeaderElector | None = memo.get("elector")
+    if elector is not None:
+        await elector.release()
+        memo["lease_store"].close()
     await memo["reconciler"].close()
     log.info("operator stopped")
 

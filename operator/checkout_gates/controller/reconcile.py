@@ -6,6 +6,17 @@ annotations and any page to send) is written first, with the resourceVersion it 
 Only then are the actions carried out, and their outcomes (weights the router confirmed, pages
 delivered) written in a second status write. A crash between the two leaves an intent in status
 that the next pass carries out again; every action is keyed and idempotent, so nothing doubles.
+
+The order of one pass, with the crash points (controller/faults.py) the reliability tests kill
+the process at: read and decide; ``before-status-write``; the status write;
+``after-status-write`` (and ``after-halt-write`` / ``after-abort-write`` /
+``after-promotion-write`` when it moved the phase); the weights patch; ``after-weights-patch``;
+annotation removal (``mid-approval`` before an approval's); ``after-annotation-removed``; Events;
+``after-event``; ``before-page-delivery``; pages; ``after-page-delivery``; the outcome write;
+``after-outcome-write``. A weights patch never precedes the status write that intends it.
+
+With leader election (controller/leadership.py) ``may_act`` says whether this replica leads;
+a pass that finds it no longer does stops before its next write.
 """
 
 from __future__ import annotations
@@ -45,6 +56,12 @@ MAX_CONFLICTS = 5
 RETRY_SOON = 5.0  # seconds, after a failed action
 IDLE_RESYNC = 300.0  # seconds, for a rollout with nothing due
 INVALID_RETRY = 60.0
+# The crash point reached right after the status write that moved the phase to one of these.
+_PHASE_CRASH_POINTS = {
+    "Halted": "after-halt-write",
+    "Aborted": "after-abort-write",
+    "Promoted": "after-promotion-write",
+}
 # Identical gate queries (same rendered PromQL) of rollouts evaluating within the same bucket of
 # this many seconds are sent to Prometheus once (metrics/singleflight.py); 0 turns that off.
 QUERY_BUCKET_SECONDS = float(os.environ.get("CHECKOUT_GATES_QUERY_BUCKET", "1"))
@@ -75,9 +92,11 @@ class Reconciler:
         *,
         clock: Callable[[], datetime] = utc_now,
         pager_client: httpx.AsyncClient | None = None,
+        may_act: Callable[[], bool] = lambda: True,
     ) -> None:
         self.kube = kube
         self.clock = clock
+        self.may_act = may_act
         self.pager_client = pager_client or new_client()
         self._sources: dict[tuple[Any, ...], PrometheusSource] = {}
 
@@ -114,6 +133,9 @@ class Reconciler:
             readings = await self._read_gates(rollout, now)
             decision = decide(rollout, Observations(readings=readings, router_weights=observed), now)
             status = _controller_conditions(decision.status, rollout, router_error, readings, now)
+            if not self.may_act():
+                logger.info("not leading: the pass stops before writing")
+                return RETRY_SOON
             if status != rollout.status:
                 crash_point("before-status-write")
                 try:
@@ -123,6 +145,8 @@ class Reconciler:
                     logger.info("status conflict: re-reading and deciding again")
                     continue
                 crash_point("after-status-write")
+                if status.phase != rollout.status.phase:
+                    crash_point(_PHASE_CRASH_POINTS.get(status.phase, ""))
                 _count(rollout.status, status, readings)
                 if status.phase != rollout.status.phase:
                     logger.info("phase changed", phase=status.phase, reason=status.halt_reason or status.message)
@@ -191,6 +215,9 @@ class Reconciler:
     ) -> Outcomes | None:
         if not actions:
             return None
+        if not self.may_act():
+            logger.info("not leading: the decision's actions are left to the leader")
+            return None
         outcomes = Outcomes()
         meta = rollout.metadata
         weights = [a for a in actions if isinstance(a, SetWeights)]
@@ -222,6 +249,7 @@ class Reconciler:
                 crash_point("after-event")
         pages = [a for a in actions if isinstance(a, PageOwner | ResolvePage)]
         if pages:
+            crash_point("before-page-delivery")
             outcomes.deliveries = await self._send_pages(rollout, pages, now)
             crash_point("after-page-delivery")
             for delivery in outcomes.deliveries:
@@ -260,6 +288,8 @@ class Reconciler:
             status = _apply_outcomes(parsed, outcomes, now)
             if status == parsed.status:
                 return
+            if not self.may_act():
+                return  # the leader repeats what is unrecorded; a write from here could only be stale
             try:
                 await self.kube.replace_status(raw, status.to_wire())
                 crash_point("after-outcome-write")

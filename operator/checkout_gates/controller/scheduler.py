@@ -4,6 +4,10 @@ Errors never stop a loop and never reach kopf: a failing pass is logged, counted
 with a growing delay (capped), so one broken rollout cannot crash-loop the operator or starve
 the others. A semaphore bounds concurrent passes, which bounds load on the API server and
 Prometheus however many rollouts there are.
+
+A standby replica (leader election, controller/leadership.py) runs an inactive scheduler: it
+remembers the rollouts it hears of but runs no pass; ``activate`` starts a loop for each,
+``deactivate`` cancels every loop at once (a pass in flight stops at its next await).
 """
 
 from __future__ import annotations
@@ -24,16 +28,20 @@ MAX_BACKOFF = 60.0
 
 
 class Scheduler:
-    def __init__(self, reconcile: Reconcile, *, concurrency: int = 16) -> None:
+    def __init__(self, reconcile: Reconcile, *, concurrency: int = 16, active: bool = True) -> None:
         self._reconcile = reconcile
         self._tasks: dict[Key, asyncio.Task[None]] = {}
         self._wakeups: dict[Key, asyncio.Event] = {}
+        self._known: set[Key] = set()
         self._limit = asyncio.Semaphore(concurrency)
-        self.paused = False
+        self.active = active
 
     def poke(self, namespace: str, name: str) -> None:
-        """Reconcile this rollout soon: start its loop, or wake it."""
+        """Reconcile this rollout soon: start its loop, or wake it (only remember it when inactive)."""
         key = (namespace, name)
+        self._known.add(key)
+        if not self.active:
+            return
         self._wakeups.setdefault(key, asyncio.Event()).set()
         task = self._tasks.get(key)
         if task is None or task.done():
@@ -42,6 +50,7 @@ class Scheduler:
 
     def forget(self, namespace: str, name: str) -> None:
         key = (namespace, name)
+        self._known.discard(key)
         task = self._tasks.pop(key, None)
         self._wakeups.pop(key, None)
         if task is not None:
@@ -56,6 +65,19 @@ class Scheduler:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        self._wakeups.clear()
+        telemetry.ROLLOUTS.set(0)
+
+    def activate(self) -> None:
+        """Start acting: a loop for every rollout heard of so far."""
+        self.active = True
+        for namespace, name in sorted(self._known):
+            self.poke(namespace, name)
+
+    async def deactivate(self) -> None:
+        """Stop acting at once: cancel every loop, keep the rollouts in mind for a later activate."""
+        self.active = False
+        await self.stop()
 
     @property
     def keys(self) -> list[Key]:
@@ -79,6 +101,7 @@ class Scheduler:
                 telemetry.ERRORS.labels("reconcile").inc()
                 log.exception("reconcile failed; retrying", rollout=f"{namespace}/{name}", retry_in=delay)
             if delay is None:
+                self._known.discard(key)
                 self._tasks.pop(key, None)
                 self._wakeups.pop(key, None)
                 telemetry.ROLLOUTS.set(len(self._tasks))

@@ -1,0 +1,210 @@
+"""The operator killed (SIGKILL) at each crash point of the reconcile pass, then started again:
+the rollout finishes as if nothing happened.
+
+Each point gets its own operator process (the crash variable is process-wide) watching only its
+own rollout's namespace (``-n``), so all points run at once, each through one kill and one
+restart. What must hold afterwards, for every point:
+
+- every step advanced exactly once (StepAdvanced entries unique, none missing);
+- the HTTPRoute's weights are status.weights, and status says the router confirmed them;
+- one page per halt: Alertmanager holds one alert for the halt's dedup key;
+- no history entry twice (same time, action, actor and step).
+
+The order of a pass and where each point sits are in controller/faults.py and reconcile.py.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import pytest
+
+from checkout_gates.controller.faults import CRASH_POINTS
+from checkout_gates.testbed import Alertmanager, ExternalCluster, Kubectl, LocalCluster, Prometheus
+
+from .checkout_traffic import CheckoutTraffic
+from .operator_harness import ABORT, APPROVE
+from .reliability import LiveRollout, OperatorProcess, assert_clean_history
+
+pytestmark = pytest.mark.integration
+
+Flow = Literal["promote", "halt", "abort"]
+DEADLINE = 240.0  # seconds for one point's whole story; they all run at once
+
+
+@dataclass(frozen=True)
+class Point:
+    name: str
+    flow: Flow
+    skip: int = 0  # let the point pass this many times first, to crash mid-rollout
+
+
+POINTS = (
+    Point("before-status-write", "promote", skip=3),
+    Point("after-status-write", "promote", skip=4),
+    Point("after-weights-patch", "promote", skip=1),  # the 5% patch
+    Point("after-outcome-write", "promote", skip=1),
+    Point("after-event", "promote", skip=2),  # the StepAdvanced event of the first gate step
+    Point("mid-approval", "promote"),
+    Point("after-annotation-removed", "promote"),
+    Point("after-promotion-write", "promote"),
+    Point("after-halt-write", "halt"),
+    Point("before-page-delivery", "halt"),
+    Point("after-page-delivery", "halt"),
+    Point("after-abort-write", "abort"),
+)
+
+
+@dataclass
+class Run:
+    point: Point
+    rollout: LiveRollout
+    operator: OperatorProcess
+    marker: Path
+    crash_returncode: int | None = None
+    crashed_after: float = 0.0
+    finished_after: float = 0.0
+    status: dict[str, Any] = field(default_factory=dict)
+    route: tuple[int, int] = (0, 0)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    alerts_before_resolution: list[dict[str, Any]] = field(default_factory=list)
+    annotations: dict[str, str] = field(default_factory=dict)
+    error: BaseException | None = None
+
+
+def drive(run: Run, alertmanager: Alertmanager) -> None:
+    """Crash, restart without the variable, and take the rollout to its end."""
+    rollout, operator, point = run.rollout, run.operator, run.point
+    started = time.monotonic()
+    approved = aborted = False
+    while time.monotonic() - started < DEADLINE:
+        if run.crash_returncode is None and run.marker.exists():
+            assert operator.process is not None
+            run.crash_returncode = operator.process.wait(30)
+            run.crashed_after = time.monotonic() - started
+            operator.process = None
+            operator.start()  # without the crash variable
+        status = rollout.status
+        phase = status.get("phase")
+        if phase == "AwaitingApproval" and not approved:
+            rollout.annotate(APPROVE, "alice")
+            approved = True
+        settled = status.get("routerTarget") == status.get("weights") and all(
+            d.get("deliveredAt") for d in (status.get("page") or {}).get("deliveries", [])
+        )
+        if run.crash_returncode is not None and settled:
+            if point.flow == "halt" and phase == "Halted" and not aborted:
+                key = status["page"]["dedupKey"]
+                run.alerts_before_resolution = alertmanager.alerts(dedup_key=key)
+                rollout.annotate(ABORT, "oncall-bob")
+                aborted = True
+            done = {"promote": phase == "Promoted", "abort": phase == "Aborted"}.get(point.flow)
+            if point.flow == "halt":
+                page = status.get("page") or {}
+                done = phase == "Aborted" and all(d.get("resolvedAt") for d in page.get("deliveries", []))
+            if done and not rollout.annotations():
+                run.finished_after = time.monotonic() - started
+                run.status = status
+                run.route = rollout.route_weights()
+                run.annotations = rollout.annotations()
+                if status.get("page"):
+                    run.alerts = alertmanager.alerts(dedup_key=status["page"]["dedupKey"])
+                return
+        time.sleep(1.0)
+    crashed = "crashed" if run.crash_returncode is not None else "never reached the crash point"
+    raise AssertionError(f"{point.name}: {crashed}; not finished after {DEADLINE:.0f}s; status: {rollout.status}")
+
+
+@pytest.fixture(scope="module")
+def runs(
+    kube: LocalCluster | ExternalCluster,
+    cluster_ready: Kubectl,
+    scraping_prometheus: Prometheus,
+    traffic: CheckoutTraffic,
+    alertmanager: Alertmanager,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, Run]]:
+    workdir = tmp_path_factory.mktemp("crash-points")
+    page = [{"alertmanager": {"url": alertmanager.url}}]
+    prepared: dict[str, Run] = {}
+    for point in POINTS:
+        overrides: dict[str, Any] = {}
+        if point.flow != "promote":
+            overrides["owner"] = {"name": "payments-oncall", "page": page}
+        rollout = LiveRollout(cluster_ready, scraping_prometheus, traffic, kube.kubeconfig, **overrides)
+        if point.flow == "halt":
+            rollout.service.canary.approval = 0.80
+        if point.flow == "abort":
+            rollout.service.canary.duplicates_per_second = 2.0
+        operator = OperatorProcess(kube.kubeconfig, workdir / f"{point.name}.log", args=["-n", rollout.namespace])
+        prepared[point.name] = Run(point, rollout, operator, workdir / f"{point.name}.crashed")
+    for run in prepared.values():
+        run.operator.start(
+            CHECKOUT_GATES_CRASH_AT=run.point.name,
+            CHECKOUT_GATES_CRASH_MARKER=str(run.marker),
+            CHECKOUT_GATES_CRASH_SKIP=str(run.point.skip),
+        )
+    time.sleep(3)  # let them start before there is anything to do
+    for run in prepared.values():
+        run.rollout.apply()
+    started = time.monotonic()
+    with ThreadPoolExecutor(len(prepared)) as pool:
+        futures = {name: pool.submit(drive, run, alertmanager) for name, run in prepared.items()}
+        for name, future in futures.items():
+            prepared[name].error = future.exception()
+    print(f"\nall crash points driven in {time.monotonic() - started:.0f}s")
+    for run in prepared.values():
+        print(
+            f"  {run.point.name:26} crashed at {run.crashed_after:5.1f}s, finished at {run.finished_after:5.1f}s"
+            f"  ({run.status.get('phase', '?')})"
+        )
+    yield prepared
+    for run in prepared.values():
+        run.operator.stop()
+        if run.error is not None:
+            print(f"--- {run.point.name} ---\n{run.operator.logs.read_text(errors='replace')[-3000:]}")
+
+
+def test_every_crash_point_is_exercised() -> None:
+    assert {p.name for p in POINTS} == set(CRASH_POINTS)
+    assert len(POINTS) >= 10
+
+
+@pytest.mark.parametrize("point", [p.name for p in POINTS])
+def test_crash_and_restart_changes_nothing(runs: dict[str, Run], point: str) -> None:
+    run = runs[point]
+    if run.error is not None:
+        raise run.error
+    assert run.marker.read_text() == point
+    assert run.crash_returncode == -9, "the first process died of SIGKILL at the point"
+    status = run.status
+    assert_clean_history(run.rollout, status)
+    weights = status["weights"]
+    assert run.route == (weights["stable"], weights["canary"])
+    assert status["routerTarget"] == weights
+    assert not run.annotations, "every on-call annotation consumed"
+    actions = [e["action"] for e in status["history"]]
+    if run.point.flow == "promote":
+        assert status["phase"] == "Promoted" and weights["canary"] == 100
+        assert actions.count("Approved") == 1 and actions.count("Promoted") == 1
+        assert "page" not in status or status["page"] is None
+    else:
+        halt = "Halted" if run.point.flow == "halt" else "Aborted"
+        assert actions.count(halt) == 1, actions
+        page = status["page"]
+        # Alertmanager lists active alerts only: the halt's before on-call resolved it, the abort's now.
+        alerts = run.alerts_before_resolution if run.point.flow == "halt" else run.alerts
+        assert len(alerts) == 1, f"one alert for {page['dedupKey']}: {alerts}"
+        assert alerts[0]["labels"]["dedup_key"] == page["dedupKey"]
+        assert all(d["deliveredAt"] for d in page["deliveries"])
+        assert run.rollout.condition("PageDelivered", status)["status"] == "True"
+    if run.point.flow == "halt":
+        assert run.alerts == [], "the page resolved by on-call's abort"
+        assert status["phase"] == "Aborted" and weights["canary"] == 0
+        assert actions.count("Aborted") == 1
+        assert all(d["resolvedAt"] for d in status["page"]["deliveries"])
