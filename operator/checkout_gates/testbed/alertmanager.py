@@ -36,6 +36,7 @@ class Alertmanager:
         config: Mapping[str, Any] | None = None,
         start_timeout: float = 60.0,
     ) -> None:
+        self.binary = binaries.find("alertmanager")  # before any temp dir: a missing binary leaves nothing
         self._own_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="checkout-gates-alertmanager-"))
         self.config = dict(config or DEFAULT_CONFIG)
@@ -48,13 +49,12 @@ class Alertmanager:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> Alertmanager:
-        alertmanager = binaries.find("alertmanager")
         self.workdir.mkdir(parents=True, exist_ok=True)
         config_path = self.workdir / "alertmanager.yml"
         config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
         self.port = self.port or free_port()
         argv: list[str | Path] = [
-            alertmanager,
+            self.binary,
             f"--config.file={config_path}",
             f"--storage.path={self.workdir / 'data'}",
             f"--web.listen-address=127.0.0.1:{self.port}",

@@ -15,6 +15,7 @@ class Etcd:
     """etcd serving plain HTTP on 127.0.0.1 (loopback only, for the testbed's apiserver)."""
 
     def __init__(self, workdir: Path, start_timeout: float = 60.0) -> None:
+        self.binary = binaries.find("etcd")
         self.workdir = workdir
         self.start_timeout = start_timeout
         self.client_port = 0
@@ -26,12 +27,11 @@ class Etcd:
         return f"http://127.0.0.1:{self.client_port}"
 
     def start(self) -> Etcd:
-        etcd = binaries.find("etcd")
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.client_port, self.peer_port = free_port(), free_port()
         peer = f"http://127.0.0.1:{self.peer_port}"
         argv: list[str | Path] = [
-            etcd,
+            self.binary,
             "--name=testbed",
             f"--data-dir={self.workdir / 'data'}",
             f"--listen-client-urls={self.url}",

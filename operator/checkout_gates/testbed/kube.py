@@ -47,6 +47,10 @@ class LocalCluster:
         extra_apiserver_args: Sequence[str] = (),
         start_timeout: float = 180.0,
     ) -> None:
+        # Look the binaries up before making a temp dir: a missing one leaves nothing behind.
+        binaries.find("etcd")
+        self.apiserver_binary = binaries.find("kube-apiserver")
+        self.kcm_binary = binaries.find("kube-controller-manager") if controller_manager else None
         self._own_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="checkout-gates-kube-"))
         self.controller_manager = controller_manager
@@ -112,7 +116,6 @@ class LocalCluster:
         return self
 
     def _start_apiserver(self) -> None:
-        apiserver = binaries.find("kube-apiserver")
         pki = self._pki()
         self.ca_file.write_bytes(self.ca.cert_pem)
         first_service_ip = self.service_cluster_ip_range.split("/")[0].rsplit(".", 1)[0] + ".1"
@@ -126,7 +129,7 @@ class LocalCluster:
         self.port = free_port()
         modes = "Node,RBAC" if self.node_authorizer else "RBAC"
         argv: list[str | Path] = [
-            apiserver,
+            self.apiserver_binary,
             f"--etcd-servers={self.etcd.url}",
             "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1",
@@ -166,7 +169,7 @@ class LocalCluster:
             wait_until(default_namespace, timeout=60, what="namespace default", process=self._apiserver)
 
     def _start_controller_manager(self) -> None:
-        kcm = binaries.find("kube-controller-manager")
+        kcm = self.kcm_binary or binaries.find("kube-controller-manager")
         kubeconfig = self.kubeconfig_for("system:kube-controller-manager", [MASTERS])
         port = free_port()
         argv: list[str | Path] = [

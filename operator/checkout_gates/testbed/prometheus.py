@@ -38,6 +38,8 @@ class Prometheus:
         extra_args: Sequence[str] = (),
         start_timeout: float = 60.0,
     ) -> None:
+        self.binary = binaries.find("prometheus")  # before any temp dir: a missing binary leaves nothing
+        self.promtool = binaries.find("promtool")
         self._own_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="checkout-gates-prometheus-"))
         self.scrape_targets = list(scrape_targets)
@@ -79,13 +81,12 @@ class Prometheus:
     def start(self) -> Prometheus:
         if self.running:
             return self
-        prometheus = binaries.find("prometheus")
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.storage_dir.mkdir(exist_ok=True)
         self._write_config()
         self.port = self.port or free_port()
         argv: list[str | Path] = [
-            prometheus,
+            self.binary,
             f"--config.file={self.config_path}",
             f"--storage.tsdb.path={self.storage_dir}",
             f"--storage.tsdb.retention.time={self.retention}",
@@ -131,7 +132,6 @@ class Prometheus:
 
     def backfill_openmetrics(self, text: str) -> None:
         """Write OpenMetrics samples (timestamps in seconds) into the TSDB and (re)start to load them."""
-        promtool = binaries.find("promtool")
         if not text.rstrip().endswith("# EOF"):
             text = text.rstrip("\n") + "\n# EOF\n"
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -141,7 +141,7 @@ class Prometheus:
         was_running = self.running
         self.stop()
         result = subprocess.run(
-            [str(promtool), "tsdb", "create-blocks-from", "openmetrics", str(source), str(self.storage_dir)],
+            [str(self.promtool), "tsdb", "create-blocks-from", "openmetrics", str(source), str(self.storage_dir)],
             capture_output=True,
             text=True,
             check=False,
