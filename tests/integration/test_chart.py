@@ -1,0 +1,679 @@
+"""The Helm chart on the real testbed: it lints and renders, installs, grants the operator exactly
+what it needs (checked by impersonation), binds approvals to identity through its admission
+policy, and is enough for the operator, run as the chart's ServiceAccount, to complete a rollout.
+
+No kubelet runs, so the chart's Deployment is only stored; the operator runs here as a local
+process holding a token of the chart's ServiceAccount.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from checkout_gates.api.spec import GROUP, PLURAL
+from checkout_gates.testbed import (
+    ExternalCluster,
+    Kubectl,
+    KubectlError,
+    LocalCluster,
+    MissingComponentError,
+    Prometheus,
+    find,
+    gateway_api_crds,
+)
+
+from .checkout_traffic import CheckoutTraffic
+from .operator_harness import Operator, Rollout, wait_for
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "checkout-gates"
+CRD_FILE = f"{PLURAL}.{GROUP}.yaml"
+ISTIO_CRD = Path(__file__).resolve().parent / "manifests" / "istio-virtualservice-crd.yaml"
+KUBE_VERSION = "1.36.0"  # for `helm template`, which does not ask a cluster
+APPROVERS = "checkout-approvers"
+ROLLOUTS = f"{PLURAL}.{GROUP}"
+ANNOTATIONS = [f"{GROUP}/{key}" for key in ("approve", "abort", "retry", "pause")]
+APPROVE = f"{GROUP}/approve"
+PAGING_SECRET = "pd-payments"  # in the chart's default paging.secrets
+PROMETHEUS_SECRET = "prometheus-token"  # added through prometheus.credentialSecrets
+
+
+def _skip_or_fail(reason: str) -> None:
+    if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
+        pytest.fail(f"testbed component missing under CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+class Helm:
+    """The testbed's helm, with its own config and cache directories and the admin's kubeconfig."""
+
+    def __init__(self, binary: Path, kubeconfig: Path, home: Path) -> None:
+        self.binary = binary
+        self.kubeconfig = kubeconfig
+        self.env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+        for name in ("CACHE", "CONFIG", "DATA"):
+            self.env[f"HELM_{name}_HOME"] = str(home / name.lower())
+
+    def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        argv = [str(self.binary), f"--kubeconfig={self.kubeconfig}", *args]
+        result = subprocess.run(argv, capture_output=True, text=True, env=self.env, timeout=180, check=False)
+        if check and result.returncode != 0:
+            raise AssertionError(f"helm {' '.join(args)} exited {result.returncode}:\n{result.stderr}{result.stdout}")
+        return result
+
+    def template(self, values: dict[str, Any] | None = None, *, namespace: str = "ops") -> list[dict[str, Any]]:
+        args = ["template", "cg", str(CHART), "--namespace", namespace, "--kube-version", KUBE_VERSION]
+        result = self("template", *args[1:], *self._values(values))
+        return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+    def install(self, release: str, namespace: str, values: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+        return self(
+            "install", release, str(CHART), "--namespace", namespace, "--create-namespace", *self._values(values)
+        )
+
+    def _values(self, values: dict[str, Any] | None) -> list[str]:
+        if not values:
+            return []
+        path = Path(self.env["HELM_DATA_HOME"]).parent / f"values-{uuid.uuid4().hex[:8]}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(values))
+        return ["--values", str(path)]
+
+
+@pytest.fixture(scope="module")
+def helm(kube: LocalCluster | ExternalCluster, tmp_path_factory: pytest.TempPathFactory) -> Helm:
+    try:
+        binary = find("helm")
+    except MissingComponentError as error:
+        _skip_or_fail(str(error))
+    return Helm(binary, kube.kubeconfig, tmp_path_factory.mktemp("helm"))
+
+
+def kinds(documents: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(doc["kind"], doc["metadata"]["name"]): doc for doc in documents}
+
+
+def of_kind(documents: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [doc for doc in documents if doc["kind"] == kind]
+
+
+# --- the chart, rendered --------------------------------------------------------------------------
+
+
+def test_lint_passes(helm: Helm) -> None:
+    helm("lint", "--strict", str(CHART))
+    helm(
+        "lint",
+        "--strict",
+        str(CHART),
+        "--set",
+        "watchNamespaces={payments,refunds}",
+        "--set",
+        "serviceMonitor.enabled=true",
+    )
+
+
+def test_chart_crd_is_the_generated_crd_byte_for_byte() -> None:
+    copied = sorted(path.name for path in (CHART / "crds").iterdir())
+    assert copied == [CRD_FILE]
+    assert (CHART / "crds" / CRD_FILE).read_bytes() == (ROOT / "crds" / CRD_FILE).read_bytes(), (
+        f"charts/checkout-gates/crds/ must be a copy of crds/: cp crds/{CRD_FILE} charts/checkout-gates/crds/"
+    )
+
+
+def test_template_cluster_wide_by_default(helm: Helm) -> None:
+    documents = helm.template()
+    found = kinds(documents)
+    assert set(found) >= {
+        ("ServiceAccount", "cg-checkout-gates"),
+        ("ClusterRole", "cg-checkout-gates-operator"),
+        ("ClusterRoleBinding", "cg-checkout-gates-operator"),
+        ("ClusterRole", "cg-checkout-gates-discovery"),
+        ("ClusterRoleBinding", "cg-checkout-gates-discovery"),
+        ("ClusterRole", "cg-checkout-gates-approver"),
+        ("Deployment", "cg-checkout-gates"),
+        ("PodDisruptionBudget", "cg-checkout-gates"),
+        ("Service", "cg-checkout-gates-metrics"),
+        ("ValidatingAdmissionPolicy", "cg-checkout-gates-approvals"),
+        ("ValidatingAdmissionPolicyBinding", "cg-checkout-gates-approvals"),
+    }
+    assert not of_kind(documents, "ServiceMonitor")
+    assert not of_kind(documents, "RoleBinding")
+    assert not of_kind(documents, "Role"), "namespaced rights come from the ClusterRole, bound per namespace"
+    rules = found[("ClusterRole", "cg-checkout-gates-operator")]["rules"]
+    by_resource = {(rule["apiGroups"][0], resource): rule for rule in rules for resource in rule["resources"]}
+    assert by_resource[(GROUP, PLURAL)]["verbs"] == ["get", "list", "watch", "patch"]
+    assert by_resource[(GROUP, f"{PLURAL}/status")]["verbs"] == ["get", "update", "patch"]
+    assert ("apps", "deployments") not in by_resource, "the replica router is off by default"
+    assert by_resource[("", "secrets")]["verbs"] == ["get"]
+    assert by_resource[("", "secrets")]["resourceNames"] == sorted(
+        ["pd-payments", "pd-checkout", "slack-payments", "refunds-hooks"]
+    )
+    every_verb = {verb for rule in rules for verb in rule["verbs"]}
+    assert every_verb <= {"get", "list", "watch", "patch", "update", "create"}
+    assert not any("*" in rule["verbs"] or "*" in rule["resources"] for rule in rules)
+    deployment = found[("Deployment", "cg-checkout-gates")]
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not [arg for arg in args if arg.startswith("--namespace")]
+
+
+def test_template_with_watch_namespaces_binds_per_namespace(helm: Helm) -> None:
+    documents = helm.template({"watchNamespaces": ["payments", "refunds"], "rbac": {"routers": {"replicas": True}}})
+    bindings = of_kind(documents, "RoleBinding")
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["payments", "refunds"]
+    assert all(
+        b["roleRef"]
+        == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cg-checkout-gates-operator"}
+        for b in bindings
+    )
+    cluster_bindings = {b["metadata"]["name"] for b in of_kind(documents, "ClusterRoleBinding")}
+    assert cluster_bindings == {"cg-checkout-gates-discovery"}, "no cluster-wide rights over rollouts"
+    deployment = of_kind(documents, "Deployment")[0]
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert [arg for arg in args if arg.startswith("--namespace")] == ["--namespace=payments", "--namespace=refunds"]
+    operator_role = kinds(documents)[("ClusterRole", "cg-checkout-gates-operator")]
+    assert {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "patch"]} in operator_role["rules"]
+
+
+def test_template_with_service_monitor(helm: Helm) -> None:
+    documents = helm.template({"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}})
+    (monitor,) = of_kind(documents, "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    (service,) = of_kind(documents, "Service")
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= service["metadata"]["labels"].items()
+    assert service["spec"]["ports"] == [{"name": "metrics", "port": 8081, "targetPort": "metrics", "protocol": "TCP"}]
+
+
+def test_template_refuses_more_than_one_replica(helm: Helm) -> None:
+    result = helm("template", "cg", str(CHART), "--kube-version", KUBE_VERSION, "--set", "replicas=2", check=False)
+    assert result.returncode != 0
+    assert "leader election" in result.stderr
+
+
+def test_deployment_is_locked_down(helm: Helm) -> None:
+    (deployment,) = of_kind(helm.template(), "Deployment")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 10001
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (container,) = pod["containers"]
+    security = container["securityContext"]
+    assert security["runAsNonRoot"] is True and security["runAsUser"] == 10001
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert ports == {"health": 8080, "metrics": 8081}
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert "--health-address=0.0.0.0:8080" in container["args"]
+    assert "--metrics-address=0.0.0.0:8081" in container["args"]
+
+
+# --- the chart, installed -------------------------------------------------------------------------
+
+
+@dataclass
+class Release:
+    name: str
+    namespace: str  # where the operator runs
+    rollouts: str  # a namespace under the admission policy, where the approver binding is
+    fullname: str
+    policy_label: str = ""  # the namespace label the admission policy is bound to
+
+    @property
+    def service_account(self) -> str:
+        return self.fullname
+
+    @property
+    def user(self) -> str:
+        return f"system:serviceaccount:{self.namespace}:{self.service_account}"
+
+
+def token_kubeconfig(kubectl: Kubectl, admin: Path, namespace: str, service_account: str, path: Path) -> Path:
+    """A kubeconfig that authenticates with a freshly minted token of the ServiceAccount."""
+    token = kubectl("create", "token", service_account, "-n", namespace, "--duration=2h").stdout.strip()
+    config = yaml.safe_load(admin.read_text())
+    contexts = {c["name"]: c["context"] for c in config["contexts"]}
+    cluster_name = contexts[config["current-context"]]["cluster"]
+    cluster = dict(next(c["cluster"] for c in config["clusters"] if c["name"] == cluster_name))
+    if "certificate-authority" in cluster and not Path(cluster["certificate-authority"]).is_absolute():
+        cluster["certificate-authority"] = str(admin.parent / cluster["certificate-authority"])
+    user = service_account
+    document = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": cluster_name, "cluster": cluster}],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": user, "context": {"cluster": cluster_name, "user": user}}],
+        "current-context": user,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(document))
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture(scope="module")
+def release(helm: Helm, kubectl: Kubectl) -> Iterator[Release]:
+    """The chart installed cluster-wide; its admission policy confined to one labelled namespace,
+    so that the other test modules' rollouts (annotated by the admin) are not refused."""
+    suffix = uuid.uuid4().hex[:6]
+    installed = Release(
+        name=f"cg{suffix}",
+        namespace=f"cg-ops-{suffix}",
+        rollouts=f"cg-pay-{suffix}",
+        fullname=f"cg{suffix}-checkout-gates",
+        policy_label=f"checkout-gates.dev/policy-test={suffix}",
+    )
+    # Other CRDs the operator's routers patch, so that `kubectl auth can-i` can resolve them.
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(gateway_api_crds()))
+    kubectl("apply", "-f", str(ISTIO_CRD))
+    kubectl("create", "namespace", installed.rollouts)
+    kubectl("label", "namespace", installed.rollouts, installed.policy_label)
+    values = {
+        "admissionPolicy": {"namespaceSelector": {"matchLabels": {"checkout-gates.dev/policy-test": suffix}}},
+        "approvers": {"roleBinding": {"enabled": True, "namespaces": [installed.rollouts]}},
+        "prometheus": {"credentialSecrets": [PROMETHEUS_SECRET]},
+    }
+    try:
+        helm.install(installed.name, installed.namespace, values)
+        kubectl.wait_established(f"{PLURAL}.{GROUP}")  # from the chart's crds/, unless already there
+        yield installed
+    finally:
+        helm("uninstall", installed.name, "--namespace", installed.namespace, check=False)
+        for namespace in (installed.rollouts, installed.namespace):
+            kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def test_install_creates_every_object(helm: Helm, kubectl: Kubectl, release: Release) -> None:
+    status = json.loads(helm("status", release.name, "--namespace", release.namespace, "-o", "json").stdout)
+    assert status["info"]["status"] == "deployed"
+    manifest = helm("get", "manifest", release.name, "--namespace", release.namespace).stdout
+    documents = [doc for doc in yaml.safe_load_all(manifest) if doc]
+    expected = {
+        ("ServiceAccount", release.fullname, release.namespace),
+        ("ClusterRole", f"{release.fullname}-operator", None),
+        ("ClusterRoleBinding", f"{release.fullname}-operator", None),
+        ("ClusterRole", f"{release.fullname}-discovery", None),
+        ("ClusterRoleBinding", f"{release.fullname}-discovery", None),
+        ("ClusterRole", f"{release.fullname}-approver", None),
+        ("RoleBinding", f"{release.fullname}-approver", release.rollouts),
+        ("Deployment", release.fullname, release.namespace),
+        ("PodDisruptionBudget", release.fullname, release.namespace),
+        ("Service", f"{release.fullname}-metrics", release.namespace),
+        ("ValidatingAdmissionPolicy", f"{release.fullname}-approvals", None),
+        ("ValidatingAdmissionPolicyBinding", f"{release.fullname}-approvals", None),
+    }
+    rendered = {(doc["kind"], doc["metadata"]["name"], doc["metadata"].get("namespace")) for doc in documents}
+    assert rendered == expected
+    for document in documents:
+        kind, meta = document["kind"], document["metadata"]
+        group = document["apiVersion"].rpartition("/")[0]
+        resource = f"{kind.lower()}.{group}" if group else kind.lower()
+        where = ["-n", meta["namespace"]] if meta.get("namespace") else []
+        stored = kubectl.json("get", resource, meta["name"], *where)
+        assert stored["metadata"]["labels"]["app.kubernetes.io/instance"] == release.name
+    deployment = kubectl.json("get", "deployment", release.fullname, "-n", release.namespace)
+    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == release.service_account
+
+
+# What the operator does (controller/kube.py, routing/*.py, kopf's CRD observation).
+NEEDED = [
+    ("get", ROLLOUTS, "rollouts"),
+    ("list", ROLLOUTS, "all"),
+    ("watch", ROLLOUTS, "all"),
+    ("patch", ROLLOUTS, "rollouts"),
+    ("get", ROLLOUTS, "rollouts", "--subresource=status"),
+    ("update", ROLLOUTS, "rollouts", "--subresource=status"),
+    ("patch", ROLLOUTS, "rollouts", "--subresource=status"),
+    ("get", "httproutes.gateway.networking.k8s.io", "rollouts"),
+    ("patch", "httproutes.gateway.networking.k8s.io", "rollouts"),
+    ("get", "virtualservices.networking.istio.io", "rollouts"),
+    ("patch", "virtualservices.networking.istio.io", "rollouts"),
+    ("get", "ingresses.networking.k8s.io", "rollouts"),
+    ("patch", "ingresses.networking.k8s.io", "rollouts"),
+    ("create", "events.events.k8s.io", "rollouts"),
+    ("get", f"secrets/{PAGING_SECRET}", "rollouts"),
+    ("get", f"secrets/{PROMETHEUS_SECRET}", "rollouts"),
+    ("list", "customresourcedefinitions.apiextensions.k8s.io", "cluster"),
+    ("watch", "customresourcedefinitions.apiextensions.k8s.io", "cluster"),
+]
+
+FORBIDDEN = [
+    # Secrets: only the named ones, and never listed or watched.
+    ("list", "secrets", "rollouts"),
+    ("list", "secrets", "all"),
+    ("watch", "secrets", "rollouts"),
+    ("get", "secrets", "rollouts"),
+    ("get", "secrets/some-other-secret", "rollouts"),
+    ("create", "secrets", "rollouts"),
+    ("update", f"secrets/{PAGING_SECRET}", "rollouts"),
+    # Workloads: the replica router is off, so no Deployments at all; never pods.
+    ("get", "deployments.apps", "rollouts"),
+    ("patch", "deployments.apps", "rollouts"),
+    ("delete", "deployments.apps", "rollouts"),
+    ("create", "deployments.apps", "rollouts"),
+    ("create", "pods", "rollouts"),
+    ("create", "pods/exec", "rollouts"),
+    ("list", "pods", "rollouts"),
+    # RBAC: no way to grant itself more.
+    ("create", "roles.rbac.authorization.k8s.io", "rollouts"),
+    ("patch", "roles.rbac.authorization.k8s.io", "rollouts"),
+    ("create", "rolebindings.rbac.authorization.k8s.io", "rollouts"),
+    ("create", "clusterroles.rbac.authorization.k8s.io", "cluster"),
+    ("update", "clusterroles.rbac.authorization.k8s.io", "cluster"),
+    ("escalate", "clusterroles.rbac.authorization.k8s.io", "cluster"),
+    ("bind", "clusterroles.rbac.authorization.k8s.io", "cluster"),
+    ("create", "clusterrolebindings.rbac.authorization.k8s.io", "cluster"),
+    ("delete", "clusterrolebindings.rbac.authorization.k8s.io", "cluster"),
+    ("impersonate", "users", "cluster"),
+    ("impersonate", "serviceaccounts", "rollouts"),
+    ("create", "serviceaccounts/token", "rollouts"),
+    # Its own guard rails and other APIs.
+    ("delete", "validatingadmissionpolicies.admissionregistration.k8s.io", "cluster"),
+    ("patch", "validatingadmissionpolicybindings.admissionregistration.k8s.io", "cluster"),
+    ("create", "customresourcedefinitions.apiextensions.k8s.io", "cluster"),
+    ("update", "customresourcedefinitions.apiextensions.k8s.io", "cluster"),
+    ("delete", "customresourcedefinitions.apiextensions.k8s.io", "cluster"),
+    ("get", "customresourcedefinitions.apiextensions.k8s.io", "cluster"),
+    ("list", "namespaces", "cluster"),
+    ("patch", "namespaces", "cluster"),
+    # Rollouts: never created, replaced (spec) or deleted; status is not deleted either.
+    ("create", ROLLOUTS, "rollouts"),
+    ("update", ROLLOUTS, "rollouts"),
+    ("delete", ROLLOUTS, "rollouts"),
+    ("deletecollection", ROLLOUTS, "rollouts"),
+    # Routes: patched in place, never created, deleted or listed.
+    ("create", "httproutes.gateway.networking.k8s.io", "rollouts"),
+    ("delete", "httproutes.gateway.networking.k8s.io", "rollouts"),
+    ("update", "httproutes.gateway.networking.k8s.io", "rollouts"),
+    ("list", "httproutes.gateway.networking.k8s.io", "rollouts"),
+    ("delete", "ingresses.networking.k8s.io", "rollouts"),
+    ("delete", "virtualservices.networking.istio.io", "rollouts"),
+    # kopf's own Events are off, and Events are only ever created.
+    ("create", "events", "rollouts"),
+    ("delete", "events.events.k8s.io", "rollouts"),
+]
+
+
+def can_i(kubectl: Kubectl, user: str, verb: str, resource: str, scope: str, *extra: str, release: Release) -> bool:
+    where = {
+        "rollouts": ["-n", release.rollouts],
+        "operator": ["-n", release.namespace],
+        "all": ["--all-namespaces"],
+        "cluster": [],
+    }[scope]
+    result = kubectl("auth", "can-i", verb, resource, *where, *extra, f"--as={user}", check=False)
+    answer = result.stdout.strip()
+    assert answer in ("yes", "no"), f"kubectl auth can-i {verb} {resource}: {result.stderr}"
+    assert "doesn't have a resource type" not in result.stderr, result.stderr
+    return answer == "yes"
+
+
+@pytest.mark.parametrize("check", NEEDED, ids=" ".join)
+def test_operator_can(kubectl: Kubectl, release: Release, check: tuple[str, ...]) -> None:
+    verb, resource, scope, *extra = check
+    assert can_i(kubectl, release.user, verb, resource, scope, *extra, release=release)
+
+
+@pytest.mark.parametrize("check", FORBIDDEN, ids=" ".join)
+def test_operator_cannot(kubectl: Kubectl, release: Release, check: tuple[str, ...]) -> None:
+    verb, resource, scope, *extra = check
+    assert not can_i(kubectl, release.user, verb, resource, scope, *extra, release=release)
+
+
+def test_approver_role_is_patch_and_read_only(kubectl: Kubectl, release: Release) -> None:
+    role = kubectl.json("get", "clusterrole", f"{release.fullname}-approver")
+    assert role["rules"] == [{"apiGroups": [GROUP], "resources": [PLURAL], "verbs": ["get", "list", "watch", "patch"]}]
+    assert can_i(kubectl, "alice", "patch", ROLLOUTS, "rollouts", f"--as-group={APPROVERS}", release=release)
+    assert not can_i(kubectl, "alice", "update", ROLLOUTS, "rollouts", f"--as-group={APPROVERS}", release=release)
+    assert not can_i(kubectl, "alice", "delete", ROLLOUTS, "rollouts", f"--as-group={APPROVERS}", release=release)
+    assert not can_i(kubectl, "alice", "patch", ROLLOUTS, "rollouts", release=release), "only through the group"
+
+
+# --- approvals bound to identity ------------------------------------------------------------------
+
+
+@dataclass
+class Actors:
+    alice: Kubectl  # in the approvers group
+    mallory: Kubectl  # not in it, but with RBAC rights to patch rollouts
+    operator: Kubectl  # the chart's ServiceAccount, by token
+
+
+@pytest.fixture(scope="module")
+def operator_kubeconfig(
+    kube: LocalCluster | ExternalCluster, kubectl: Kubectl, release: Release, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    path = tmp_path_factory.mktemp("sa") / "operator.kubeconfig"
+    return token_kubeconfig(kubectl, kube.kubeconfig, release.namespace, release.service_account, path)
+
+
+@pytest.fixture(scope="module")
+def actors(
+    kube: LocalCluster | ExternalCluster, kubectl: Kubectl, release: Release, operator_kubeconfig: Path
+) -> Actors:
+    kubectl(
+        "create", "rolebinding", "mallory-may-patch", "-n", release.rollouts,
+        f"--clusterrole={release.fullname}-approver", "--user=mallory",
+    )  # fmt: skip
+    return Actors(
+        alice=kubectl.as_kubeconfig(kube.kubeconfig_for("alice", [APPROVERS])),
+        mallory=kubectl.as_kubeconfig(kube.kubeconfig_for("mallory", ["payments-devs"])),
+        operator=kubectl.as_kubeconfig(operator_kubeconfig),
+    )
+
+
+def rollout_document(name: str, namespace: str, annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load((ROOT / "examples" / "gates" / "card-payments.yaml").read_text())
+    document["metadata"] = {"name": name, "namespace": namespace, "annotations": annotations or {}}
+    return document
+
+
+@pytest.fixture
+def cro(kubectl: Kubectl, release: Release) -> Iterator[str]:
+    """A rollout under the admission policy; no operator watches it while the policy tests run."""
+    name = f"pol-{uuid.uuid4().hex[:6]}"
+    kubectl("apply", "-f", "-", input=yaml.safe_dump(rollout_document(name, release.rollouts)))
+    yield name
+    kubectl("delete", ROLLOUTS, name, "-n", release.rollouts, "--wait=false", check=False)
+
+
+def annotations_of(kubectl: Kubectl, release: Release, name: str) -> dict[str, str]:
+    found: dict[str, str] = kubectl.json("get", ROLLOUTS, name, "-n", release.rollouts)["metadata"].get(
+        "annotations", {}
+    )
+    return found
+
+
+def annotate(actor: Kubectl, release: Release, name: str, *changes: str) -> subprocess.CompletedProcess[str]:
+    return actor("annotate", "--overwrite", "cro", name, "-n", release.rollouts, *changes, check=False)
+
+
+def refused(result: subprocess.CompletedProcess[str], message: str) -> bool:
+    return result.returncode != 0 and "denied request" in result.stderr and message in result.stderr
+
+
+def test_approver_approves_as_herself(actors: Actors, kubectl: Kubectl, release: Release, cro: str) -> None:
+    result = annotate(actors.alice, release, cro, f"{APPROVE}=alice")
+    assert result.returncode == 0, result.stderr
+    assert annotations_of(kubectl, release, cro)[APPROVE] == "alice"
+    for key in ANNOTATIONS[1:]:  # abort, retry, pause: the same rule
+        result = annotate(actors.alice, release, cro, f"{key}=alice")
+        assert result.returncode == 0, result.stderr
+
+
+def test_approver_cannot_name_someone_else(actors: Actors, kubectl: Kubectl, release: Release, cro: str) -> None:
+    result = annotate(actors.alice, release, cro, f"{APPROVE}=bob")
+    assert refused(result, f"{APPROVE} must name you (alice), not bob"), result.stderr
+    assert APPROVE not in annotations_of(kubectl, release, cro)
+    assert annotate(actors.alice, release, cro, f"{APPROVE}=alice").returncode == 0
+    result = annotate(actors.alice, release, cro, f"{APPROVE}=bob")  # changing her own: the same rule
+    assert refused(result, f"{APPROVE} must name you (alice), not bob"), result.stderr
+    assert annotations_of(kubectl, release, cro)[APPROVE] == "alice"
+
+
+def test_non_member_is_refused_by_the_policy_not_rbac(
+    actors: Actors, kubectl: Kubectl, release: Release, cro: str
+) -> None:
+    assert actors.mallory("auth", "can-i", "patch", "cro", "-n", release.rollouts).stdout.strip() == "yes"
+    for key in ANNOTATIONS:
+        result = annotate(actors.mallory, release, cro, f"{key}=mallory")
+        assert refused(result, f"only members of {APPROVERS} may set {key}"), result.stderr
+    assert not set(ANNOTATIONS) & set(annotations_of(kubectl, release, cro))
+    # Even the cluster admin cannot put an approval on a new rollout.
+    forged = rollout_document(f"forged-{uuid.uuid4().hex[:6]}", release.rollouts, {APPROVE: "testbed-admin"})
+    result = kubectl("apply", "-f", "-", input=yaml.safe_dump(forged), check=False)
+    assert refused(result, f"only members of {APPROVERS} may set {APPROVE}"), result.stderr
+
+
+def test_unchanged_and_removed_annotations_pass(actors: Actors, kubectl: Kubectl, release: Release, cro: str) -> None:
+    assert annotate(actors.alice, release, cro, f"{APPROVE}=alice").returncode == 0
+    # Another edit by a non-member leaves the approval as it was: allowed.
+    labelled = actors.mallory("label", "cro", cro, "-n", release.rollouts, "team=payments", check=False)
+    assert labelled.returncode == 0, labelled.stderr
+    assert annotate(actors.mallory, release, cro, "note=hello").returncode == 0
+    assert annotations_of(kubectl, release, cro)[APPROVE] == "alice"
+
+
+def test_operator_removes_annotations_but_never_sets_them(
+    actors: Actors, kubectl: Kubectl, release: Release, cro: str
+) -> None:
+    assert annotate(actors.alice, release, cro, f"{APPROVE}=alice").returncode == 0
+    # Exactly the operator's patch (controller/kube.py remove_annotation): test the value, remove.
+    path = "/metadata/annotations/" + APPROVE.replace("~", "~0").replace("/", "~1")
+    patch = f'[{{"op":"test","path":"{path}","value":"alice"}},{{"op":"remove","path":"{path}"}}]'
+    removed = actors.operator("patch", "cro", cro, "-n", release.rollouts, "--type=json", "-p", patch, check=False)
+    assert removed.returncode == 0, removed.stderr
+    assert APPROVE not in annotations_of(kubectl, release, cro)
+    forged = annotate(actors.operator, release, cro, f"{APPROVE}={release.user}")
+    assert refused(forged, f"only members of {APPROVERS} may set {APPROVE}"), forged.stderr
+    spec = actors.operator(
+        "patch", "cro", cro, "-n", release.rollouts, "--type=merge", "-p", '{"spec":{"onHalt":"abort"}}', check=False
+    )
+    assert refused(spec, "never change a rollout's spec"), spec.stderr
+    deleted = actors.operator("delete", "cro", cro, "-n", release.rollouts, "--wait=false", check=False)
+    assert deleted.returncode != 0 and "forbidden" in deleted.stderr.lower()
+
+
+def test_kubectl_errors_carry_the_policy_message(actors: Actors, release: Release, cro: str) -> None:
+    """The refusal reads as the on-call engineer sees it at the terminal."""
+    with pytest.raises(KubectlError) as raised:
+        actors.alice("annotate", "cro", cro, "-n", release.rollouts, f"{APPROVE}=bob")
+    assert f"ValidatingAdmissionPolicy '{release.fullname}-approvals'" in str(raised.value)
+    assert f"{APPROVE} must name you (alice), not bob" in str(raised.value)
+
+
+# --- a narrower install ---------------------------------------------------------------------------
+
+
+def test_namespaced_install_grants_rights_only_in_the_watched_namespaces(
+    helm: Helm, kubectl: Kubectl, release: Release
+) -> None:
+    suffix = uuid.uuid4().hex[:6]
+    narrow = Release(
+        name=f"cgn{suffix}",
+        namespace=f"cgn-ops-{suffix}",
+        rollouts=f"cgn-pay-{suffix}",
+        fullname=f"cgn{suffix}-checkout-gates",
+    )
+    kubectl("create", "namespace", narrow.rollouts)
+    values = {
+        "watchNamespaces": [narrow.rollouts],
+        "rbac": {"routers": {"replicas": True}, "secrets": {"restrictToNames": False}},
+        "admissionPolicy": {"enabled": False},
+    }
+    try:
+        helm.install(narrow.name, narrow.namespace, values)
+        assert can_i(kubectl, narrow.user, "watch", ROLLOUTS, "rollouts", release=narrow)
+        assert can_i(kubectl, narrow.user, "patch", "deployments.apps", "rollouts", release=narrow)
+        assert can_i(kubectl, narrow.user, "get", "secrets/anything", "rollouts", release=narrow)
+        assert not can_i(kubectl, narrow.user, "list", "secrets", "rollouts", release=narrow)
+        assert not can_i(kubectl, narrow.user, "delete", "deployments.apps", "rollouts", release=narrow)
+        assert not can_i(kubectl, narrow.user, "list", ROLLOUTS, "all", release=narrow)
+        for resource in (ROLLOUTS, "deployments.apps", "secrets/anything", "httproutes.gateway.networking.k8s.io"):
+            verb = "patch" if resource != "secrets/anything" else "get"
+            assert not can_i(kubectl, narrow.user, verb, resource, "rollouts", release=release), (
+                f"{verb} {resource} outside the watched namespaces"
+            )
+        assert not kubectl.json(
+            "get", "validatingadmissionpolicies", "-l", f"app.kubernetes.io/instance={narrow.name}"
+        )["items"]
+    finally:
+        helm("uninstall", narrow.name, "--namespace", narrow.namespace, check=False)
+        for namespace in (narrow.rollouts, narrow.namespace):
+            kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+# --- the RBAC is enough: the operator completes a rollout as its ServiceAccount -------------------
+
+
+def test_operator_completes_a_rollout_as_the_charts_service_account(
+    kubectl: Kubectl,
+    release: Release,
+    actors: Actors,
+    operator_kubeconfig: Path,
+    cluster_ready: Kubectl,
+    scraping_prometheus: Prometheus,
+    traffic: CheckoutTraffic,
+    tmp_path: Path,
+) -> None:
+    """setWeight 50, a short gate, an approval by alice, setWeight 100: under the admission policy,
+    with the operator holding only the chart's RBAC."""
+    gates = ["auth-approval", "duplicate-charges"]
+    rollout = Rollout(
+        cluster_ready,
+        scraping_prometheus,
+        traffic,
+        steps=[{"setWeight": 50}, {"gate": {"pass": gates, "window": "3s"}}, {"approval": {}}, {"setWeight": 100}],
+        analysis={"interval": "1s", "failureLimit": 2, "inconclusiveLimit": 10},
+    )
+    kubectl("label", "namespace", rollout.namespace, release.policy_label)
+    kubectl(
+        "create", "rolebinding", "approvers", "-n", rollout.namespace,
+        f"--clusterrole={release.fullname}-approver", f"--group={APPROVERS}",
+    )  # fmt: skip
+    logs = tmp_path / "operator.log"
+    operator = Operator(operator_kubeconfig, logs).start()
+    try:
+        rollout.apply()
+        status = rollout.wait_phase("AwaitingApproval", timeout=90)
+        assert status["weights"]["canary"] == 50 and rollout.route_weights() == (50, 50)
+        actors.alice("annotate", "cro", rollout.name, "-n", rollout.namespace, f"{APPROVE}=alice")
+        status = rollout.wait_phase("Promoted", timeout=60)
+        assert status["weights"] == {"stable": 0, "canary": 100}
+        assert rollout.route_weights() == (0, 100)
+        history = rollout.history()
+        assert history[0]["action"] == "Started" and history[-1]["action"] == "Promoted"
+        assert [entry["actor"] for entry in history if entry["action"] == "Approved"] == ["alice"]
+        wait_for(lambda: APPROVE not in rollout.get()["metadata"].get("annotations", {}), "the approval consumed")
+        # The operator only logs an Event it could not create: check that they were created.
+        reasons = wait_for(lambda: (r := rollout.events()) and "Promoted" in r and r, "a Promoted event", timeout=20)
+        assert {"StepAdvanced", "Approved", "Promoted"} <= set(reasons)
+        assert operator.process is not None and operator.process.poll() is None, "the operator is still running"
+    finally:
+        operator.stop()
+        kubectl("delete", "namespace", rollout.namespace, "--wait=false", check=False)
+    text = logs.read_text()
+    for sign in ("HTTP 403", "Forbidden", "forbidden", "denied request", "Not enough permissions"):
+        assert sign not in text, f"the operator was refused something ({sign!r}):\n{text[-4000:]}"
