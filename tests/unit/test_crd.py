@@ -175,7 +175,11 @@ def test_durations_are_checked_by_the_schema(schema: Schema, path: str) -> None:
     assert node["type"] == "string"
     assert node["pattern"] == r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
     assert node["maxLength"] <= 64
-    assert [rule["rule"] for rule in node["x-kubernetes-validations"]] == ["self.matches('[1-9]')"]
+    # Longer than zero, and at most 365 days (CEL's duration() is Go's, as lint's bound is).
+    assert [rule["rule"] for rule in node["x-kubernetes-validations"]] == [
+        "self.matches('[1-9]')",
+        "duration(self) <= duration('8760h')",
+    ]
 
 
 @pytest.mark.parametrize("path", [".spec.gates[].compare.maxDrop", ".spec.gates[].compare.maxRise"])

@@ -177,3 +177,39 @@ async def test_source_without_dedupe_sends_every_query_unpinned(monkeypatch: pyt
         await asyncio.gather(*(source.query("sum(up)") for _ in range(3)))
         assert server.asked == [("sum(up)", None)] * 3
         assert source.flight_stats == (3, 3)
+
+
+async def test_a_flight_whose_callers_all_left_is_cancelled() -> None:
+    flights: SingleFlight[int] = SingleFlight()
+    started = asyncio.Event()
+    finished = False
+
+    async def call() -> int:
+        nonlocal finished
+        started.set()
+        await asyncio.sleep(10)
+        finished = True
+        return 1
+
+    callers = [asyncio.create_task(flights.do("q", call)) for _ in range(3)]
+    await started.wait()
+    for caller in callers:
+        caller.cancel()
+    await asyncio.gather(*callers, return_exceptions=True)
+    await asyncio.sleep(0)
+    assert len(flights) == 0 and not finished  # nothing left running (e.g. at operator shutdown)
+
+
+async def test_close_cancels_flights_in_the_air() -> None:
+    flights: SingleFlight[int] = SingleFlight()
+
+    async def call() -> int:
+        await asyncio.sleep(10)
+        return 1
+
+    caller = asyncio.create_task(flights.do("q", call, keep_until=1e12))
+    await asyncio.sleep(0)
+    flights.close()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert len(flights) == 0

@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Strict, model_validator
 from pydantic.alias_generators import to_camel
+
+
+def _whole(value: Any) -> Any:
+    """kube-apiserver takes ``5.0`` for an integer field (and stores ``5``); so does lint."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# JSON's types, as kube-apiserver checks them: no "5" for 5, no true for 1, no 1 for true.
+# (pydantic's lax mode would convert those, and lint would pass what kube-apiserver refuses.)
+# An integer field is ``Annotated[int, Strict(), Field(bounds...), WHOLE]``: WHOLE last, so that
+# the bounds stay in the JSON schema (and so in the CRD).
+WHOLE = BeforeValidator(_whole)
+JsonInt = Annotated[int, Strict(), WHOLE]
+JsonNumber = Annotated[float, Strict()]
+JsonBool = Annotated[bool, Strict()]
 
 
 class ApiModel(BaseModel):
@@ -15,7 +32,19 @@ class ApiModel(BaseModel):
         extra="forbid",
         frozen=True,
         validate_default=True,
+        allow_inf_nan=False,  # JSON has no NaN or Infinity: kubectl could not send them
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_absent(cls, data: Any) -> Any:
+        """kube-apiserver drops a ``null`` known field of a non-nullable schema before validating
+        it (``segmentBy:`` with no value in YAML is as if absent); lint reads it the same way.
+        An unknown field is refused even when null, as kube-apiserver's strict validation does."""
+        if isinstance(data, dict) and None in data.values():
+            known = set(cls.model_fields) | {info.alias for info in cls.model_fields.values() if info.alias}
+            return {key: value for key, value in data.items() if value is not None or key not in known}
+        return data
 
     def to_wire(self) -> dict[str, Any]:
         """The object as Kubernetes stores it: camelCase keys, unset optionals left out."""

@@ -30,6 +30,47 @@ def parse_duration(text: str) -> float:
     return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in _DURATION_PART.findall(text))
 
 
+_NS = {"ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
+_INT64_MAX = 2**63 - 1
+MAX_DURATION = "8760h"
+"""The longest duration a spec may state (365 days): kube-apiserver checks the same with CEL."""
+
+
+def go_duration_nanoseconds(text: str) -> int | None:
+    """Nanoseconds as Go's ``time.ParseDuration`` (and so CEL's ``duration()``) computes them, for a
+    string of :data:`DURATION_PATTERN`; None where Go overflows (beyond about 292 years).
+
+    Go keeps whole nanoseconds: each fraction is scaled with float64 arithmetic and truncated, so
+    ``8760.0000000001h`` is exactly ``8760h`` to kube-apiserver; this mirrors that, digit for
+    digit, so lint and kube-apiserver agree at the bounds too.
+    """
+    total = 0
+    for whole, fraction, unit in re.findall(r"([0-9]+)(?:\.([0-9]+))?(ms|s|m|h)", text):
+        value = int(whole)
+        if value > _INT64_MAX:
+            return None
+        digits, scale = 0, 1.0
+        for digit in fraction:  # Go's leadingFraction: digits past int64 precision are dropped
+            if digits > _INT64_MAX // 10:
+                break
+            candidate = digits * 10 + int(digit)
+            if candidate > 2**63:
+                break
+            digits, scale = candidate, scale * 10
+        per_unit = _NS[unit]
+        if value > 2**63 // per_unit:
+            return None
+        value *= per_unit
+        if digits > 0:
+            value += int(float(digits) * (float(per_unit) / scale))
+            if value > 2**63:
+                return None
+        total += value
+        if total > 2**63:
+            return None
+    return total if total <= _INT64_MAX else None
+
+
 def format_duration(seconds: float) -> str:
     """The shortest duration string for whole seconds, e.g. ``90`` -> ``1m30s`` (PromQL accepts it)."""
     total = max(1, math.ceil(seconds))
@@ -42,6 +83,9 @@ def format_duration(seconds: float) -> str:
 def _check_duration(text: str) -> str:
     if parse_duration(text) <= 0:
         raise ValueError(f"{text!r} must be longer than zero")
+    nanoseconds = go_duration_nanoseconds(text)
+    if nanoseconds is None or nanoseconds > _NS["h"] * int(MAX_DURATION.removesuffix("h")):
+        raise ValueError(f"{text!r} is longer than {MAX_DURATION} (365 days), the longest a rollout may wait")
     return text
 
 
@@ -52,9 +96,16 @@ Duration = Annotated[
     Field(
         max_length=DURATION_MAX_LENGTH,
         pattern=DURATION_PATTERN,
-        # Given the pattern, a duration is longer than zero when one of its digits is not 0.
+        # Given the pattern, a duration is longer than zero when one of its digits is not 0. CEL's
+        # duration() is Go's time.ParseDuration, which fails (and so refuses) beyond ~292 years.
         json_schema_extra={
-            "x-kubernetes-validations": [{"rule": "self.matches('[1-9]')", "message": "must be longer than zero"}]
+            "x-kubernetes-validations": [
+                {"rule": "self.matches('[1-9]')", "message": "must be longer than zero"},
+                {
+                    "rule": f"duration(self) <= duration('{MAX_DURATION}')",
+                    "message": f"must be at most {MAX_DURATION} (365 days)",
+                },
+            ]
         },
     ),
     AfterValidator(_check_duration),

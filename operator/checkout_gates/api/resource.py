@@ -81,12 +81,46 @@ def _path(location: tuple[int | str, ...]) -> str:
     return text
 
 
+_EXPECTED = {
+    "int_type": "a whole number",
+    "int_from_float": "a whole number",
+    "float_type": "a number",
+    "finite_number": "a finite number",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+}
+
+
+def _found(value: Any) -> str:
+    """The JSON type and value of what was written, e.g. ``the string '5'``."""
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, str):
+        shown = value if len(value) <= 40 else value[:40] + "..."
+        return f"the string {shown!r}"
+    if isinstance(value, int | float):
+        return f"the number {value!r}"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return f"a {type(value).__name__}"
+
+
 def _message(error: Any) -> str:
     kind = error["type"]
     if kind == "missing":
         return "is required"
     if kind == "extra_forbidden":
         return "is not a known field (check its spelling and indentation)"
+    if kind in _EXPECTED:
+        value = error.get("input")
+        hint = " (write numbers and true/false without quotes)" if isinstance(value, str) else ""
+        return f"is {_found(value)}, not {_EXPECTED[kind]}{hint}"
     message = str(error["msg"])
     for prefix in ("Value error, ", "Assertion failed, "):
         message = message.removeprefix(prefix)

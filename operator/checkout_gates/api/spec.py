@@ -8,9 +8,18 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, NamedTuple
 
-from pydantic import Field, model_validator
+from pydantic import Field, Strict, model_validator
 
-from checkout_gates.api.base import ApiModel, cel_exactly_one, exactly_one_of, field_error, wire_name
+from checkout_gates.api.base import (
+    WHOLE,
+    ApiModel,
+    JsonBool,
+    JsonNumber,
+    cel_exactly_one,
+    exactly_one_of,
+    field_error,
+    wire_name,
+)
 from checkout_gates.api.quantities import Duration, ToleranceText, parse_duration, parse_tolerance
 
 GROUP = "gates.checkout.dev"
@@ -23,9 +32,14 @@ LABEL_NAME = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
 LABEL_VALUE = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 Name = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)]
 PromQL = Annotated[str, Field(min_length=1, max_length=4096)]
-URL_PATTERN = r"^https?://[^\s]+$"
+# Printable ASCII after the scheme (RFC 3986: other characters are percent-encoded). Not [^\s]:
+# Go's \s (kube-apiserver) is ASCII-only, Rust's (pydantic) is Unicode, so they disagreed on
+# e.g. a no-break space.
+URL_PATTERN = r"^https?://[!-~]+$"
 Url = Annotated[str, Field(min_length=1, max_length=2048, pattern=URL_PATTERN)]
-Weight = Annotated[int, Field(ge=0, le=100)]
+# Strictly a JSON integer: kube-apiserver's CEL rule on setWeight steps refuses 5.0 too.
+Weight = Annotated[int, Strict(), Field(ge=0, le=100)]
+MAX_SAMPLES = 10**12
 
 MAX_GATES = 32
 MAX_STEPS = 64
@@ -51,7 +65,7 @@ class Variant(ApiModel):
 
 class GatewayApiRoute(ApiModel):
     http_route: Name
-    rule_index: Annotated[int, Field(ge=0, le=63)] = 0
+    rule_index: Annotated[int, Strict(), Field(ge=0, le=63), WHOLE] = 0
 
 
 class IstioRoute(ApiModel):
@@ -66,7 +80,7 @@ class IngressNginxRoute(ApiModel):
 class ReplicaRatio(ApiModel):
     stable_deployment: Name
     canary_deployment: Name
-    total_replicas: Annotated[int, Field(ge=1, le=1000)]
+    total_replicas: Annotated[int, Strict(), Field(ge=1, le=1000), WHOLE]
 
 
 ROUTERS = ("gateway_api", "istio", "ingress_nginx", "replicas")
@@ -218,13 +232,13 @@ class Gate(ApiModel):
         Field(description="Requests served, for a sequential count gate; default: the traffic weights."),
     ] = None
     segment_by: Annotated[list[Annotated[str, Field(pattern=LABEL_NAME)]], Field(max_length=8)] = []
-    min: float | None = None
-    max: float | None = None
+    min: JsonNumber | None = None
+    max: JsonNumber | None = None
     compare: Compare | None = None
-    min_samples: Annotated[int, Field(ge=0)] = 0
+    min_samples: Annotated[int, Strict(), Field(ge=0, le=MAX_SAMPLES), WHOLE] = 0
     method: Method = "threshold"
-    alpha: Annotated[float, Field(gt=0, le=0.5)] = 0.01
-    critical: bool = False
+    alpha: Annotated[JsonNumber, Field(gt=0, le=0.5)] = 0.01
+    critical: JsonBool = False
     window: Annotated[
         Duration | None, Field(description="Query window of a threshold gate; default: analysis.interval.")
     ] = None
@@ -296,8 +310,8 @@ class Step(ApiModel):
 
 class Analysis(ApiModel):
     interval: Duration = "30s"
-    failure_limit: Annotated[int, Field(ge=1, le=1000)] = 2
-    inconclusive_limit: Annotated[int, Field(ge=1, le=100000)] = 10
+    failure_limit: Annotated[int, Strict(), Field(ge=1, le=1000), WHOLE] = 2
+    inconclusive_limit: Annotated[int, Strict(), Field(ge=1, le=100000), WHOLE] = 10
 
 
 class CheckoutRolloutSpec(ApiModel):

@@ -17,7 +17,7 @@ from checkout_gates.api.base import ApiModel
 class StatusModel(ApiModel):
     # Status is written by the operator and maybe by a newer one; an unknown field must not
     # stop an older operator from reading the state it needs.
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=True)
 
 
 Phase = Literal["Pending", "Progressing", "Paused", "AwaitingApproval", "Halted", "Aborted", "Promoted"]
@@ -127,9 +127,9 @@ class CheckoutRolloutStatus(StatusModel):
     last_evaluated_at: datetime | None = None
     paused_from: Phase | None = None
     weights: Weights = Weights()
-    router_target: Annotated[
-        Weights | None, Field(description="The last weights confirmed applied to the router.")
-    ] = None
+    router_target: Annotated[Weights | None, Field(description="The last weights confirmed applied to the router.")] = (
+        None
+    )
     router_weights: Annotated[
         Weights | None, Field(description="What the router reported back after that (replicas round).")
     ] = None

@@ -154,6 +154,7 @@ class PrometheusSource:
     # --- lifecycle ---------------------------------------------------------------------------
 
     def close(self) -> None:
+        self._flights.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._session.close()
 

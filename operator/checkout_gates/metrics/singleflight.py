@@ -52,16 +52,27 @@ def moment(at: datetime | None, bucket_seconds: float, clock: Callable[[], float
     return datetime.fromtimestamp(start, tz=UTC)
 
 
+class _Flight(Generic[T]):
+    __slots__ = ("keep_until", "task", "waiters")
+
+    def __init__(self, task: asyncio.Task[T], keep_until: float | None) -> None:
+        self.task = task
+        self.keep_until = keep_until
+        self.waiters = 0
+
+
 class SingleFlight(Generic[T]):
     """Shares one run of ``call`` among callers with the same key.
 
     ``keep_until`` (a wall-clock timestamp, or None) says how long a finished flight's outcome
     stays available to later callers with the same key; None keeps it only while in flight.
+    A flight whose callers have all been cancelled is cancelled too, so none outlives its use
+    (and none is left running when the operator shuts down); :meth:`close` cancels the rest.
     """
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
-        self._flights: dict[Hashable, tuple[asyncio.Task[T], float | None]] = {}
+        self._flights: dict[Hashable, _Flight[T]] = {}
         self.stats = FlightStats()
 
     def __len__(self) -> int:
@@ -70,33 +81,42 @@ class SingleFlight(Generic[T]):
     async def do(self, key: Hashable, call: Callable[[], Awaitable[T]], *, keep_until: float | None = None) -> T:
         self._prune()
         self.stats.calls += 1
-        entry = self._flights.get(key)
-        if entry is None:
+        flight = self._flights.get(key)
+        if flight is None:
             task = asyncio.ensure_future(call())
+            flight = self._flights[key] = _Flight(task, keep_until)
             self.stats.flights += 1
-            self._flights[key] = (task, keep_until)
             task.add_done_callback(lambda done: self._landed(key, done))
-        else:
-            task = entry[0]
-        # shield: one caller giving up (cancelled) must not cancel the flight the others wait for.
-        return await asyncio.shield(task)
+        flight.waiters += 1
+        try:
+            # shield: one caller giving up (cancelled) must not cancel the flight the others wait for.
+            return await asyncio.shield(flight.task)
+        finally:
+            flight.waiters -= 1
+            if flight.waiters == 0 and not flight.task.done():
+                flight.task.cancel()  # every caller left: nobody wants the answer
+
+    def close(self) -> None:
+        """Cancel every flight still running."""
+        for flight in self._flights.values():
+            flight.task.cancel()
+        self._flights.clear()
 
     def _landed(self, key: Hashable, task: asyncio.Task[T]) -> None:
         if not task.cancelled():
             task.exception()  # retrieved: no "never retrieved" warning when every caller left
-        entry = self._flights.get(key)
-        if entry is None or entry[0] is not task:
+        flight = self._flights.get(key)
+        if flight is None or flight.task is not task:
             return
-        keep_until = entry[1]
-        if task.cancelled() or keep_until is None or keep_until <= self._clock():
+        if task.cancelled() or flight.keep_until is None or flight.keep_until <= self._clock():
             del self._flights[key]
 
     def _prune(self) -> None:
         now = self._clock()
         stale = [
             key
-            for key, (task, keep_until) in self._flights.items()
-            if task.done() and (keep_until is None or keep_until <= now)
+            for key, flight in self._flights.items()
+            if flight.task.done() and (flight.keep_until is None or flight.keep_until <= now)
         ]
         for key in stale:
             del self._flights[key]
