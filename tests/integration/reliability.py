@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Literal
@@ -220,13 +220,15 @@ ProxyMode = Literal["pass", "slow", "error", "nan"]
 
 class PrometheusProxy:
     """HTTP proxy to one Prometheus: ``pass`` forwards, ``slow`` waits ``delay`` seconds first,
-    ``error`` answers 500 as an overloaded Prometheus does, ``nan`` turns every value into NaN."""
+    ``error`` answers 500 as an overloaded Prometheus does, ``nan`` turns every value into NaN.
+    ``on_request`` (if set) runs before each answer: a test's hook into the middle of a pass."""
 
     def __init__(self, upstream: str, delay: float = 5.0) -> None:
         self.upstream = upstream.rstrip("/")
         self.delay = delay
         self.mode: ProxyMode = "pass"
         self.requests = 0
+        self.on_request: Callable[[], None] | None = None
         self._server: ThreadingHTTPServer | None = None
 
     @property
@@ -250,6 +252,8 @@ class PrometheusProxy:
             def _forward(self, body: bytes) -> None:
                 proxy.requests += 1
                 mode = proxy.mode
+                if proxy.on_request is not None:
+                    proxy.on_request()
                 with contextlib.suppress(OSError):  # the client may have given up (slow mode)
                     if mode == "slow":
                         time.sleep(proxy.delay)
@@ -300,3 +304,21 @@ def _nan(content: bytes) -> bytes:
     elif data.get("resultType") == "scalar":
         data["result"][1] = "NaN"
     return json.dumps(answer).encode()
+
+
+# --- specs -------------------------------------------------------------------------------------
+
+GATES = ["auth-approval", "duplicate-charges"]
+
+
+def gate(window: str = "4s") -> dict[str, Any]:
+    return {"gate": {"pass": GATES, "window": window}}
+
+
+ONE_GATE = [{"setWeight": 1}, gate(), {"setWeight": 100}]
+TWO_GATES = [{"setWeight": 1}, gate(), {"setWeight": 5}, gate(), {"setWeight": 100}]
+TWO_APPROVALS = [{"setWeight": 1}, {"approval": {}}, {"setWeight": 5}, {"approval": {}}, {"setWeight": 100}]
+
+
+def analysis(inconclusive_limit: int = 4, failure_limit: int = 2) -> dict[str, Any]:
+    return {"interval": "2s", "failureLimit": failure_limit, "inconclusiveLimit": inconclusive_limit}

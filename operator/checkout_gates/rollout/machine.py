@@ -373,6 +373,8 @@ def _check_router(draft: _Draft, observations: Observations) -> None:
     observed, status = observations.router_weights, draft.status
     if observed is None or status.router_weights is None or _weights_pending(status):
         return
+    if any(isinstance(a, SetWeights) for a in draft.actions):
+        return  # this decision re-states the weights (a retry): the router was read before that
     if status.phase in TERMINAL_PHASES or status.phase == "Halted":
         return
     if observed != status.router_weights:
