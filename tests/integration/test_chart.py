@@ -199,10 +199,35 @@ def test_template_with_service_monitor(helm: Helm) -> None:
     assert service["spec"]["ports"] == [{"name": "metrics", "port": 8081, "targetPort": "metrics", "protocol": "TCP"}]
 
 
-def test_template_refuses_more_than_one_replica(helm: Helm) -> None:
-    result = helm("template", "cg", str(CHART), "--kube-version", KUBE_VERSION, "--set", "replicas=2", check=False)
+def test_template_refuses_more_than_one_replica_without_leader_election(helm: Helm) -> None:
+    values = ["--set", "replicas=2", "--set", "leaderElection.enabled=false"]
+    result = helm("template", "cg", str(CHART), "--kube-version", KUBE_VERSION, *values, check=False)
     assert result.returncode != 0
     assert "leader election" in result.stderr
+
+
+def test_more_than_one_replica_elects_a_leader_with_rights_to_its_lease_only(helm: Helm) -> None:
+    documents = helm.template({"replicas": 2})
+    (deployment,) = of_kind(documents, "Deployment")
+    assert deployment["spec"]["replicas"] == 2 and deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    args = container["args"]
+    assert "--leader-election" in args and "--leader-election-namespace=ops" in args
+    assert "--leader-election-id=cg-checkout-gates-leader" in args and "--lease-duration=15" in args
+    (role,) = of_kind(documents, "Role")
+    assert role["metadata"]["namespace"] == "ops"
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": ["cg-checkout-gates-leader"],
+            "verbs": ["get", "update"],
+        },
+    ]
+    binding = next(b for b in of_kind(documents, "RoleBinding") if b["roleRef"]["kind"] == "Role")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert not [d for d in of_kind(helm.template(), "Role") if "leader" in d["metadata"]["name"]], "off with one"
 
 
 def test_deployment_is_locked_down(helm: Helm) -> None:

@@ -40,3 +40,15 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- define "checkout-gates.secretNames" -}}
 {{- concat (.Values.prometheus.credentialSecrets | default list) (.Values.paging.secrets | default list) | uniq | sortAlpha | toJson -}}
 {{- end -}}
+
+{{/* "true" when the replicas elect a leader (leaderElection.enabled: auto = more than one replica). */}}
+{{- define "checkout-gates.leaderElection" -}}
+{{- $enabled := toString .Values.leaderElection.enabled -}}
+{{- if or (eq $enabled "true") (and (eq $enabled "auto") (gt (int .Values.replicas) 1)) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{- define "checkout-gates.leaseName" -}}
+{{- default (printf "%s-leader" (include "checkout-gates.fullname" .)) .Values.leaderElection.leaseName -}}
+{{- end -}}
