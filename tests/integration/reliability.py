@@ -115,6 +115,11 @@ class LiveRollout(Rollout):
         self.client = api_client(kubeconfig)
         self.custom = CustomObjectsApi(self.client)
 
+    def delete(self) -> None:
+        """Remove the rollout (no finalizer: it goes at once), so later tests' operators leave it be."""
+        with contextlib.suppress(ApiException):
+            self.custom.delete_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, self.name)
+
     def get(self) -> dict[str, Any]:
         obj: dict[str, Any] = self.custom.get_namespaced_custom_object(
             GROUP, VERSION, self.namespace, PLURAL, self.name

@@ -164,8 +164,10 @@ def runs(
             f"  ({run.status.get('phase', '?')})"
         )
     yield prepared
+    with ThreadPoolExecutor(len(prepared)) as pool:
+        list(pool.map(lambda run: run.operator.stop(), prepared.values()))
     for run in prepared.values():
-        run.operator.stop()
+        run.rollout.delete()
         if run.error is not None:
             print(f"--- {run.point.name} ---\n{run.operator.logs.read_text(errors='replace')[-3000:]}")
 

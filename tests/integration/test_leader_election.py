@@ -91,3 +91,4 @@ def test_only_the_leader_acts_and_a_standby_takes_over_when_it_dies(
     finally:
         a.kill()
         b.kill()
+        rollout.delete()

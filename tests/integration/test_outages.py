@@ -27,11 +27,16 @@ def live(
     scraping_prometheus: Prometheus,
     traffic: CheckoutTraffic,
     operator: Operator,
-) -> Callable[..., LiveRollout]:
-    def make(**overrides: Any) -> LiveRollout:
-        return LiveRollout(cluster_ready, scraping_prometheus, traffic, kube.kubeconfig, **overrides)
+) -> Iterator[Callable[..., LiveRollout]]:
+    made: list[LiveRollout] = []
 
-    return make
+    def make(**overrides: Any) -> LiveRollout:
+        made.append(LiveRollout(cluster_ready, scraping_prometheus, traffic, kube.kubeconfig, **overrides))
+        return made[-1]
+
+    yield make
+    for rollout in made:
+        rollout.delete()
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -38,11 +38,16 @@ def live(
     scraping_prometheus: Prometheus,
     traffic: CheckoutTraffic,
     operator: Operator,
-) -> Callable[..., LiveRollout]:
-    def make(**overrides: Any) -> LiveRollout:
-        return LiveRollout(cluster_ready, scraping_prometheus, traffic, kube.kubeconfig, **overrides)
+) -> Iterator[Callable[..., LiveRollout]]:
+    made: list[LiveRollout] = []
 
-    return make
+    def make(**overrides: Any) -> LiveRollout:
+        made.append(LiveRollout(cluster_ready, scraping_prometheus, traffic, kube.kubeconfig, **overrides))
+        return made[-1]
+
+    yield make
+    for rollout in made:
+        rollout.delete()
 
 
 def actions(status: dict[str, Any]) -> list[tuple[str, str, int]]:
