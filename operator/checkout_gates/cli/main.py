@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from checkout_gates import __version__
-from checkout_gates.cli import backtest, crd_command, evaluate, lint, oncall, run, simulate, status
+from checkout_gates.cli import backtest, crd_command, demo, evaluate, lint, oncall, run, simulate, status
 
 # Each module adds its sub-command; keeping the list here makes the command's shape easy to read.
 COMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (
@@ -19,6 +19,7 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], 
     simulate.register,
     status.register,
     oncall.register,
+    demo.register,
 )
 
 

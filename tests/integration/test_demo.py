@@ -1,0 +1,60 @@
+"""`checkout-gates demo`, as a user runs it: a healthy canary is promoted; a canary that charges
+customers twice is stopped and its owner paged once, in Alertmanager."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from checkout_gates.demo.stack import missing_components
+
+pytestmark = pytest.mark.integration
+
+TIMEOUT = 540.0  # the demo takes two to three minutes; its own timeout is 600 s
+
+
+def demo(*args: str) -> subprocess.CompletedProcess[str]:
+    missing = missing_components()
+    if missing:
+        message = "testbed not built: " + "; ".join(missing)
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    command = [sys.executable, "-m", "checkout_gates.cli.main", "demo", "--seed", "7", *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    print(result.stdout[-6000:])
+    print(result.stderr[-3000:], file=sys.stderr)
+    return result
+
+
+def leftovers(output: str) -> bool:
+    """Whether the demo's work directory is still there after it said it stopped."""
+    match = re.search(r"^work directory: (\S+)$", output, re.MULTILINE)
+    return bool(match) and os.path.exists(match.group(1))
+
+
+def test_demo_promotes_a_healthy_canary() -> None:
+    result = demo()
+    assert result.returncode == 0
+    out = result.stdout
+    assert "starting etcd and kube-apiserver… ok" in out
+    assert re.search(r"^outcome:\s+Promoted at step 8, canary 100%: as expected", out, re.MULTILINE)
+    assert "Approved by demo" in out  # the approval step, granted by the demo as actor `demo`
+    assert "page:      none" in out
+    assert not leftovers(out)
+
+
+def test_demo_with_duplicate_charges_aborts_and_pages_once() -> None:
+    result = demo("--fault", "duplicate-charges")
+    assert result.returncode == 0
+    out = result.stdout
+    assert re.search(r"^outcome:\s+(Aborted|Halted) at step \d+, canary \d+%.*: as expected", out, re.MULTILINE)
+    assert "gate:      duplicate-charges" in out
+    assert re.search(r"^page:\s+1 alert in Alertmanager", out, re.MULTILINE)
+    assert "alertname: CheckoutRolloutHalted" in out
+    assert "owner: payments-oncall" in out
+    assert not leftovers(out)
