@@ -35,6 +35,15 @@ def describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+def _older(meta: Raw, than: Raw) -> bool:
+    """Whether ``meta``'s resourceVersion is older than ``than``'s. Resource versions are opaque in
+    general, but etcd-backed ones are increasing integers; anything else counts as not older."""
+    try:
+        return int(meta.get("resourceVersion", "")) < int(than.get("resourceVersion", ""))
+    except ValueError:
+        return False
+
+
 class ConflictError(Exception):
     """The object changed since it was read (HTTP 409): re-read and re-decide."""
 
@@ -47,6 +56,9 @@ class KubeApi:
         self._events = EventsV1Api(api_client)
         self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="kube")
         self.instance = instance
+        # The latest version of each rollout seen (the watch, our own writes): a pass starts from
+        # it instead of a GET. A stale copy costs a 409 and a fresh read, never a wrong write.
+        self._latest: dict[tuple[str, str], Raw] = {}
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -55,15 +67,33 @@ class KubeApi:
         """Run a blocking client call on the pool (also used for the routers)."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
-    async def get_rollout(self, namespace: str, name: str) -> Raw | None:
+    def observe(self, raw: Raw) -> None:
+        """Remember a rollout version from the watch, unless a newer one is known (our own write)."""
+        meta = raw.get("metadata") or {}
+        key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
+        known = self._latest.get(key)
+        if known is None or not _older(meta, known.get("metadata") or {}):
+            self._latest[key] = raw
+
+    def forget(self, namespace: str, name: str) -> None:
+        self._latest.pop((namespace, name), None)
+
+    async def get_rollout(self, namespace: str, name: str, *, fresh: bool = False) -> Raw | None:
+        """The rollout: the latest version seen, or (``fresh``, or none seen) read from the API server."""
+        if not fresh:
+            seen = self._latest.get((namespace, name))
+            if seen is not None:
+                return seen
         try:
             raw = await self.run(
                 lambda: cast(Raw, self._custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name))
             )
         except ApiException as error:
             if error.status == 404:
+                self.forget(namespace, name)
                 return None
             raise
+        self._latest[(namespace, name)] = raw
         return raw
 
     async def replace_status(self, raw: Raw, status: Raw) -> Raw:
@@ -90,9 +120,10 @@ class KubeApi:
                 )
             )
         except ApiException as error:
-            if error.status == 409:
+            if error.status in (404, 409):  # 404: deleted since (a remembered copy); the re-read says so
                 raise ConflictError(f"{meta['namespace']}/{meta['name']} changed since it was read") from None
             raise
+        self._latest[(meta["namespace"], meta["name"])] = written
         return written
 
     async def patch_status(self, namespace: str, name: str, status: Raw) -> None:

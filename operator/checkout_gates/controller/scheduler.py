@@ -83,6 +83,10 @@ class Scheduler:
     def keys(self) -> list[Key]:
         return sorted(self._tasks)
 
+    def knows(self, namespace: str, name: str) -> bool:
+        """Whether this rollout has a loop (``keys`` sorts them all: too slow for every watch event)."""
+        return (namespace, name) in self._tasks
+
     async def _loop(self, key: Key) -> None:
         namespace, name = key
         failures = 0
