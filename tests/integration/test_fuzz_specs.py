@@ -18,7 +18,8 @@ Then a sample of accepted-but-odd objects is created for real while the operator
 healthy rollout: each odd one gets a status (a clear condition, or progress), the operator process
 stays up with no unhandled traceback in its log, and the healthy rollout is still promoted.
 
-``CHECKOUT_GATES_FUZZ_SEED`` repeats a run (the seed is printed either way).
+The seed is fixed by default (CI repeats the same documents); ``CHECKOUT_GATES_FUZZ_SEED=<n>`` or
+``=random`` explores others (the seed is printed either way).
 """
 
 from __future__ import annotations
@@ -58,7 +59,9 @@ from .operator_harness import Operator, Rollout, wait_for
 pytestmark = pytest.mark.integration
 
 COUNT = int(os.environ.get("CHECKOUT_GATES_FUZZ_COUNT", "1200"))
-SEED = int(os.environ.get("CHECKOUT_GATES_FUZZ_SEED") or random.randrange(1, 2**31))
+# A fixed seed by default, so that CI is repeatable; CHECKOUT_GATES_FUZZ_SEED=random explores new ground.
+_SEED_TEXT = os.environ.get("CHECKOUT_GATES_FUZZ_SEED", "20261127")
+SEED = random.randrange(1, 2**31) if _SEED_TEXT == "random" else int(_SEED_TEXT)
 ODD_SAMPLE = 30
 WORKERS = 6
 
