@@ -186,9 +186,14 @@ numbers = st.one_of(st.none(), st.sampled_from(ABSURD), st.floats(allow_nan=True
 samples = st.builds(Sample, value=numbers, samples=numbers, good=numbers, total=numbers)
 
 
-def _finite_and_usable(sample: Sample) -> bool:
-    # tiny negatives (within 1e-9) are floating-point noise and count as 0, by design
-    return all(x is None or (math.isfinite(x) and x >= -1e-9) for x in (sample.value, sample.samples))
+def _finite_and_usable(kind: str, sample: Sample) -> bool:
+    """The numbers a Pass of this kind is built on are all usable (a ratio's are good and total, or
+    samples when there is no total). Tiny negatives (within 1e-9) are noise and count as 0, by design."""
+    if kind == "ratio":
+        numbers = (sample.value, sample.good, sample.total if sample.total is not None else sample.samples)
+    else:
+        numbers = (sample.value, sample.samples)
+    return all(x is None or (math.isfinite(x) and x >= -1e-9) for x in numbers)
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -215,7 +220,7 @@ def test_any_numbers_give_a_verdict_with_a_reason_and_strict_json(
         strict_json([result.value, result.baseline, result.samples, result.severity])
         if result.verdict == "Pass":
             sample = canary[result.segment.removeprefix("provider=")]
-            assert _finite_and_usable(sample) or g.signal_kind in ("quantile", "gauge"), (result, sample)
+            assert _finite_and_usable(g.signal_kind, sample) or g.signal_kind in ("quantile", "gauge"), (result, sample)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
