@@ -24,7 +24,7 @@ import platform
 import re
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -49,7 +49,7 @@ START, END = "<!-- scenarios:start -->", "<!-- scenarios:end -->"
 RATE = 80_000.0
 WINDOWS = ("60s", "20s", "20s")
 ROUTE = "checkout-api"
-DEADLINE = 300.0  # seconds for every rollout to be decided
+DEADLINE = 420.0  # seconds for every rollout to be decided (about 2 minutes on an idle 2-core machine)
 PROMOTES = {"aa"}
 NEVER_ABORTS = {"shared-provider-outage"}
 
@@ -63,6 +63,16 @@ class Case:
     facts: Facts | None = None
     alerts: int = 0
     fault_at: datetime | None = None  # when its first fault became active
+    trace: list[str] = field(default_factory=list)  # phase, step and verdict, on every change
+
+    def observe(self, seconds: float, current: Facts) -> None:
+        status = current.status
+        line = f"{status.phase} step {status.current_step} canary {status.weights.canary}% {status.verdict or '-'}"
+        worst = next((g for g in status.gates if g.verdict != "Pass"), None)
+        if worst is not None:
+            line += f" ({worst.reason[:100]})"
+        if not self.trace or not self.trace[-1].endswith(line):
+            self.trace.append(f"+{seconds:5.0f}s {line}")
 
     @property
     def expected(self) -> str:
@@ -107,6 +117,8 @@ def test_every_scenario_halts_in_time_concurrently(tmp_path: Path) -> None:
         print(f"\noperator log: {testbed.operator_log}")
     wall = time.monotonic() - began
 
+    for case in cases:
+        print(f"\n{case.name}: " + "\n  ".join(case.trace))
     table = results_table(cases)
     print("\n" + table)
     write_results(table, wall)
@@ -148,13 +160,15 @@ def run_all(testbed: DemoTestbed, cases: list[Case]) -> None:
 
     rollouts = Rollouts(testbed.kubeconfig)
     by_namespace = {c.namespace: c for c in cases}
-    deadline = time.monotonic() + DEADLINE
+    applied = time.monotonic()
+    deadline = applied + DEADLINE
     while time.monotonic() < deadline:
         for raw in rollouts.list():
             case = by_namespace.get(raw["metadata"]["namespace"])
             if case is None:
                 continue
             case.facts = facts(raw)
+            case.observe(time.monotonic() - applied, case.facts)
             if case.facts.phase == "AwaitingApproval" and not raw["metadata"].get("annotations", {}).get(
                 annotation_key("approve")
             ):

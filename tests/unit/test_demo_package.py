@@ -64,7 +64,7 @@ def test_every_gate_is_watched_and_every_query_is_per_namespace_and_settled() ->
         for text in texts:
             selectors = len(re.findall(r"[a-z_]\{(?!\{)", text))
             assert text.count('{namespace="{{namespace}}"') == selectors, (gate["name"], text)
-            assert text.count(" offset 3s") == selectors, (gate["name"], text)
+            assert text.count(" offset 5s") == selectors, (gate["name"], text)
 
 
 def test_scenarios_by_name_path_and_unknown() -> None:
