@@ -8,9 +8,11 @@ from typing import Any
 
 import pytest
 
+from checkout_gates.api.spec import CheckoutRolloutSpec, Gate
 from checkout_gates.api.spec import PrometheusSource as PrometheusSpec
-from checkout_gates.metrics.prometheus import PrometheusSource, QueryError, Series
+from checkout_gates.metrics.prometheus import SETTLE_SECONDS, PrometheusSource, QueryError, Series
 from checkout_gates.metrics.singleflight import SingleFlight, moment
+from tests.unit.rollouts import rollout_doc
 
 
 class Clock:
@@ -146,10 +148,11 @@ async def test_source_sends_identical_queries_once_per_bucket(monkeypatch: pytes
         assert (await source.query("sum(up)"))[0].value == answers[0][0].value
         clock.now += 0.2  # the next bucket: asked again, evaluated at that bucket's start
         await source.query("sum(up)")
+        # Every instant is SETTLE_SECONDS old: scrapes before it are stored by then.
         assert server.asked == [
-            ("sum(up)", datetime.fromtimestamp(1_700_000_000, tz=UTC)),
-            ("sum(down)", datetime.fromtimestamp(1_700_000_000, tz=UTC)),
-            ("sum(up)", datetime.fromtimestamp(1_700_000_001, tz=UTC)),
+            ("sum(up)", datetime.fromtimestamp(1_700_000_000 - SETTLE_SECONDS, tz=UTC)),
+            ("sum(down)", datetime.fromtimestamp(1_700_000_000 - SETTLE_SECONDS, tz=UTC)),
+            ("sum(up)", datetime.fromtimestamp(1_700_000_001 - SETTLE_SECONDS, tz=UTC)),
         ]
         assert source.flight_stats == (103, 3)
 
@@ -171,11 +174,11 @@ async def test_source_with_explicit_time_shares_only_in_flight(monkeypatch: pyte
         assert server.asked == [("q", at), ("q", at)]
 
 
-async def test_source_without_dedupe_sends_every_query_unpinned(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_source_without_dedupe_sends_every_query_at_a_settled_instant(monkeypatch: pytest.MonkeyPatch) -> None:
     clock, server = Clock(), FakeServer()
     async with _source(monkeypatch, server, clock, 0.0) as source:
         await asyncio.gather(*(source.query("sum(up)") for _ in range(3)))
-        assert server.asked == [("sum(up)", None)] * 3
+        assert server.asked == [("sum(up)", datetime.fromtimestamp(clock.now - SETTLE_SECONDS, tz=UTC))] * 3
         assert source.flight_stats == (3, 3)
 
 
@@ -213,3 +216,31 @@ async def test_close_cancels_flights_in_the_air() -> None:
     with pytest.raises(asyncio.CancelledError):
         await caller
     assert len(flights) == 0
+
+
+class TickingServer(FakeServer):
+    """Every query takes the clock past a bucket boundary, as a slow Prometheus would."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__()
+        self.clock = clock
+
+    async def __call__(self, promql: str, at: datetime | None) -> list[Series]:
+        self.clock.now += 0.6
+        return await super().__call__(promql, at)
+
+
+@pytest.mark.parametrize("dedupe", [0.0, 1.0])
+async def test_all_queries_of_a_gate_name_one_instant(monkeypatch: pytest.MonkeyPatch, dedupe: float) -> None:
+    """A ratio's good and total (and both variants) must count the same requests."""
+    clock = Clock(1_700_000_000.9)
+    server = TickingServer(clock)
+    gate = Gate.model_validate(
+        {"name": "auth", "ratio": {"good": 'good{v="{{variant}}"}', "total": 'total{v="{{variant}}"}'}, "max": 1}
+    )
+    spec = CheckoutRolloutSpec.model_validate(rollout_doc()["spec"])
+    async with _source(monkeypatch, server, clock, dedupe) as source:
+        await source.read_gate(gate, spec=spec, namespace="payments", name="checkout", window_seconds=30)
+    assert len(server.asked) == 4
+    instants = {at for _, at in server.asked}
+    assert len(instants) == 1 and None not in instants, "one explicit instant, not each query's own 'now'"

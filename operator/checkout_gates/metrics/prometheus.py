@@ -54,6 +54,7 @@ SIDES: tuple[Side, Side] = ("stable", "canary")
 # Roles of a gate's queries: the signal's own and the optional samples behind it.
 Role = Literal["good", "total", "count", "quantile", "gauge", "samples", "exposure"]
 
+SETTLE_SECONDS = 2.0  # how old the evaluation instant is: longer than a scrape takes to be stored
 _QUERY_SHOWN = 240  # characters of a rejected query quoted in an error
 _BODY_SHOWN = 300  # characters of a non-JSON error answer quoted in an error
 
@@ -180,12 +181,29 @@ class PrometheusSource:
 
         With dedupe on, the same query for the same moment is sent once and its outcome shared.
         """
+        if at is not None:
+            return await self._query(promql, at, keep=False)
+        return await self._query(promql, self.evaluation_instant(), keep=True)
+
+    def evaluation_instant(self) -> datetime:
+        """The one moment every query of an evaluation is asked for.
+
+        A gate's queries (a ratio's good and total, both variants) go out one by one; asked for
+        "now", a scrape stored between two of them would make good and total count different
+        requests. So they all name one instant, and an instant ``SETTLE_SECONDS`` old, by which a
+        scrape started before it has been stored. With dedupe on, it is the start of that bucket.
+        """
+        settled = self._clock() - SETTLE_SECONDS
+        return moment(None, self.dedupe_seconds, lambda: settled)
+
+    async def _query(self, promql: str, when: datetime, *, keep: bool) -> list[Series]:
         if self.dedupe_seconds <= 0:
             self._sent += 1
-            return await self._query_retrying(promql, at)
-        when = moment(at, self.dedupe_seconds, self._clock)
-        # An explicit time is shared only while in flight; a bucket's answer is kept until it ends.
-        keep_until = None if at is not None else when.timestamp() + self.dedupe_seconds
+            return await self._query_retrying(promql, when)
+        when = moment(when, self.dedupe_seconds, self._clock)
+        # An explicit time is shared only while in flight; an evaluation instant's answer is kept
+        # until its bucket ends, for the other rollouts asking the same.
+        keep_until = when.timestamp() + SETTLE_SECONDS + self.dedupe_seconds if keep else None
         return await self._flights.do(
             (self.address, promql, when.timestamp()),
             lambda: self._query_retrying(promql, when),
@@ -310,7 +328,10 @@ class PrometheusSource:
         except (TemplateError, ValueError) as error:
             return SignalReading(gate=gate.name, error=str(error), window_seconds=window_seconds)
 
-        results = await asyncio.gather(*(self.query(query, at=at) for _, _, query in jobs), return_exceptions=True)
+        when, keep = (at, False) if at is not None else (self.evaluation_instant(), True)
+        results = await asyncio.gather(
+            *(self._query(query, when, keep=keep) for _, _, query in jobs), return_exceptions=True
+        )
         errors: list[tuple[str, QueryError]] = []
         values: dict[tuple[Side, Role], dict[Segment, float]] = {}
         for (side, role, _), result in zip(jobs, results, strict=True):
