@@ -74,7 +74,8 @@ from prometheus_client import CollectorRegistry, Counter, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
 from checkout_gates.api.spec import GROUP, PLURAL, VERSION
-from checkout_gates.testbed import Kubectl, LocalCluster, Prometheus, free_port, gateway_api_crds
+from checkout_gates.demo.manifests import http_route
+from checkout_gates.testbed import Kubectl, LocalCluster, Prometheus, free_port, gateway_api_crds, operator_argv
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "RESULTS.md"
@@ -187,25 +188,6 @@ def rollout(name: str, namespace: str, service: str, prometheus: str) -> dict[st
             "steps": steps,
             "analysis": {"interval": f"{INTERVAL:g}s", "failureLimit": 2, "inconclusiveLimit": 10},
             "onHalt": "hold",
-        },
-    }
-
-
-def http_route(name: str, namespace: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "gateway.networking.k8s.io/v1",
-        "kind": "HTTPRoute",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "parentRefs": [{"name": "edge"}],
-            "rules": [
-                {
-                    "backendRefs": [
-                        {"name": STABLE, "port": 8080, "weight": 100},
-                        {"name": CANARY, "port": 8080, "weight": 0},
-                    ]
-                }
-            ],
         },
     }
 
@@ -436,25 +418,18 @@ class OperatorProcess:
     ) -> None:
         self.log = workdir / f"operator-{label}.log"
         self.metrics_port = free_port()
-        command = [sys.executable]
+        python: list[str] = []
         if profile is not None:
-            command += ["-m", "cProfile", "-o", str(profile)]
+            python = ["-m", "cProfile", "-o", str(profile)]
         elif sample is not None:
-            command += ["-m", "bench.sampling", str(sample)]
-        command += [
-            "-m",
-            "checkout_gates.cli.main",
-            "run",
-            "--kubeconfig",
-            str(kubeconfig),
-            "--health-address",
-            f"127.0.0.1:{free_port()}",
-            "--metrics-address",
-            f"127.0.0.1:{self.metrics_port}",
-            "--log-level",
-            "info",
-            *extra,
-        ]
+            python = ["-m", "bench.sampling", str(sample)]
+        command = operator_argv(
+            kubeconfig,
+            health_address=f"127.0.0.1:{free_port()}",
+            metrics_address=f"127.0.0.1:{self.metrics_port}",
+            extra=extra,
+            python=python,
+        )
         self._log_file = self.log.open("ab")
         self.process = subprocess.Popen(
             command,
@@ -637,7 +612,11 @@ def run_size(
                 core.create_namespace({"metadata": {"name": namespace}})
         time.sleep(2)  # the new CRDs' discovery, for the client's first creates
         create_all(
-            custom, [("gateway.networking.k8s.io/v1/httproutes", ns, http_route(n, ns)) for ns, n, _ in everything]
+            custom,
+            [
+                ("gateway.networking.k8s.io/v1/httproutes", ns, http_route(n, ns, STABLE, CANARY))
+                for ns, n, _ in everything
+            ],
         )
         watcher = Watcher(kube).start()
         running: list[OperatorProcess] = []

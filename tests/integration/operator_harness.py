@@ -8,16 +8,16 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from checkout_gates.demo.manifests import http_route
 from checkout_gates.testbed import (
     ExternalCluster,
     Kubectl,
@@ -26,6 +26,7 @@ from checkout_gates.testbed import (
     Prometheus,
     free_port,
     gateway_api_crds,
+    operator_argv,
 )
 
 from .checkout_traffic import CheckoutTraffic
@@ -39,29 +40,27 @@ TIMEOUT = 90.0
 
 
 class Operator:
-    """`checkout-gates run` as a child process; restartable, killable."""
+    """`checkout-gates run` as a child process; restartable, killable; ``args`` are extra options."""
 
-    def __init__(self, kubeconfig: Path, logs: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, kubeconfig: Path, logs: Path, env: dict[str, str] | None = None, *, args: Sequence[str] = ()
+    ) -> None:
         self.kubeconfig = kubeconfig
         self.logs = logs
         self.env = env or {}
+        self.args = list(args)
+        self.metrics_port = 0
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, **extra_env: str) -> Operator:
-        command = [
-            sys.executable,
-            "-m",
-            "checkout_gates.cli.main",
-            "run",
-            "--kubeconfig",
-            str(self.kubeconfig),
-            "--health-address",
-            f"127.0.0.1:{free_port()}",
-            "--metrics-address",
-            f"127.0.0.1:{free_port()}",
-            "--log-level",
-            "debug",
-        ]
+        self.metrics_port = free_port()
+        command = operator_argv(
+            self.kubeconfig,
+            health_address=f"127.0.0.1:{free_port()}",
+            metrics_address=f"127.0.0.1:{self.metrics_port}",
+            log_level="debug",
+            extra=self.args,
+        )
         log = self.logs.open("ab")
         self.process = subprocess.Popen(
             command, stdout=log, stderr=log, env={**os.environ, **self.env, **extra_env}, start_new_session=True
@@ -185,25 +184,6 @@ def rollout_manifest(name: str, namespace: str, prometheus: str, **overrides: An
     }
 
 
-def http_route(name: str, namespace: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "gateway.networking.k8s.io/v1",
-        "kind": "HTTPRoute",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "parentRefs": [{"name": "edge"}],
-            "rules": [
-                {
-                    "backendRefs": [
-                        {"name": STABLE, "port": 8080, "weight": 100},
-                        {"name": CANARY, "port": 8080, "weight": 0},
-                    ]
-                }
-            ],
-        },
-    }
-
-
 class Rollout:
     """One rollout under test, in a namespace of its own."""
 
@@ -213,7 +193,7 @@ class Rollout:
         self.namespace = self.name
         self.service = traffic.service(self.name)
         kubectl("create", "namespace", self.namespace)
-        kubectl("apply", "-f", "-", input=yaml.safe_dump(http_route(self.name, self.namespace)))
+        kubectl("apply", "-f", "-", input=yaml.safe_dump(http_route(self.name, self.namespace, STABLE, CANARY)))
         self.manifest = rollout_manifest(self.name, self.namespace, prometheus.url, **overrides)
 
     def apply(self) -> None:

@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -29,7 +26,7 @@ from kubernetes import config
 from kubernetes.client import ApiClient, CoordinationV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
-from checkout_gates.testbed import Kubectl, Prometheus, free_port
+from checkout_gates.testbed import Kubectl, Prometheus
 
 from .checkout_traffic import CheckoutTraffic
 from .operator_harness import CANARY, STABLE, Operator, Rollout
@@ -43,37 +40,7 @@ def api_client(kubeconfig: Path) -> ApiClient:
 
 
 class OperatorProcess(Operator):
-    """`checkout-gates run` with extra arguments; ``metrics_url`` serves its Prometheus metrics."""
-
-    def __init__(
-        self, kubeconfig: Path, logs: Path, *, args: Sequence[str] = (), env: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(kubeconfig, logs, env)
-        self.args = list(args)
-        self.metrics_port = 0
-
-    def start(self, **extra_env: str) -> OperatorProcess:
-        self.metrics_port = free_port()
-        command = [
-            sys.executable,
-            "-m",
-            "checkout_gates.cli.main",
-            "run",
-            "--kubeconfig",
-            str(self.kubeconfig),
-            "--health-address",
-            f"127.0.0.1:{free_port()}",
-            "--metrics-address",
-            f"127.0.0.1:{self.metrics_port}",
-            "--log-level",
-            "debug",
-            *self.args,
-        ]
-        log = self.logs.open("ab")
-        self.process = subprocess.Popen(
-            command, stdout=log, stderr=log, env={**os.environ, **self.env, **extra_env}, start_new_session=True
-        )
-        return self
+    """The operator harness' process, with liveness and its metrics' URL."""
 
     @property
     def alive(self) -> bool:

@@ -37,6 +37,7 @@ from checkout_gates.testbed import (
     binaries,
     free_port,
     gateway_api_crds,
+    operator_argv,
     wait_until,
 )
 
@@ -310,20 +311,9 @@ class DemoTestbed:
 
     def start_operator(self, *, log_level: str = "info") -> ManagedProcess:
         health = f"127.0.0.1:{free_port()}"
-        argv = [
-            sys.executable,
-            "-m",
-            "checkout_gates.cli.main",
-            "run",
-            "--kubeconfig",
-            str(self.kubeconfig),
-            "--health-address",
-            health,
-            "--metrics-address",
-            f"127.0.0.1:{free_port()}",
-            "--log-level",
-            log_level,
-        ]
+        argv = operator_argv(
+            self.kubeconfig, health_address=health, metrics_address=f"127.0.0.1:{free_port()}", log_level=log_level
+        )
         self.operator = ManagedProcess("checkout-gates run", argv, self.operator_log)
         self.operator_health = f"http://{health}/healthz"
 

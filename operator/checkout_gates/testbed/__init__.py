@@ -9,6 +9,7 @@ from checkout_gates.testbed.binaries import MissingComponentError, find, gateway
 from checkout_gates.testbed.certs import CertificateAuthority, KeyPair
 from checkout_gates.testbed.kube import ExternalCluster, LocalCluster
 from checkout_gates.testbed.kubectl import Kubectl, KubectlError
+from checkout_gates.testbed.operator import operator_argv
 from checkout_gates.testbed.processes import ManagedProcess, TestbedError, free_port, wait_until
 from checkout_gates.testbed.prometheus import Prometheus
 
@@ -27,5 +28,6 @@ __all__ = [
     "find",
     "free_port",
     "gateway_api_crds",
+    "operator_argv",
     "wait_until",
 ]
