@@ -7,3 +7,4 @@ from tests.integration.operator_harness import (  # noqa: F401
     scraping_prometheus,
     traffic,
 )
+from tests.integration.reliability import live  # noqa: F401

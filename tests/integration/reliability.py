@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import httpx
+import pytest
 from kubernetes import config
 from kubernetes.client import ApiClient, CoordinationV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
-from checkout_gates.testbed import Kubectl, Prometheus
+from checkout_gates.testbed import ExternalCluster, Kubectl, LocalCluster, Prometheus
 
 from .checkout_traffic import CheckoutTraffic
 from .operator_harness import CANARY, STABLE, Operator, Rollout
@@ -294,3 +295,23 @@ TWO_APPROVALS = [{"setWeight": 1}, {"approval": {}}, {"setWeight": 5}, {"approva
 
 def analysis(inconclusive_limit: int = 4, failure_limit: int = 2) -> dict[str, Any]:
     return {"interval": "2s", "failureLimit": failure_limit, "inconclusiveLimit": inconclusive_limit}
+
+
+# Registered for every integration module by conftest.py.
+@pytest.fixture
+def live(
+    kube: LocalCluster | ExternalCluster,
+    cluster_ready: Kubectl,
+    scraping_prometheus: Prometheus,
+    traffic: CheckoutTraffic,
+    operator: Operator,
+) -> Iterator[Callable[..., LiveRollout]]:
+    made: list[LiveRollout] = []
+
+    def make(**overrides: Any) -> LiveRollout:
+        made.append(LiveRollout(cluster_ready, scraping_prometheus, traffic, kube.kubeconfig, **overrides))
+        return made[-1]
+
+    yield make
+    for rollout in made:
+        rollout.delete()

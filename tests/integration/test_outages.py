@@ -11,32 +11,12 @@ from typing import Any
 
 import pytest
 
-from checkout_gates.testbed import Alertmanager, ExternalCluster, Kubectl, LocalCluster, Prometheus
+from checkout_gates.testbed import Alertmanager, ExternalCluster, LocalCluster, Prometheus
 
-from .checkout_traffic import CheckoutTraffic
 from .operator_harness import Operator, wait_for
 from .reliability import ONE_GATE, TWO_GATES, LiveRollout, PrometheusProxy, analysis, assert_clean_history
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def live(
-    kube: LocalCluster | ExternalCluster,
-    cluster_ready: Kubectl,
-    scraping_prometheus: Prometheus,
-    traffic: CheckoutTraffic,
-    operator: Operator,
-) -> Iterator[Callable[..., LiveRollout]]:
-    made: list[LiveRollout] = []
-
-    def make(**overrides: Any) -> LiveRollout:
-        made.append(LiveRollout(cluster_ready, scraping_prometheus, traffic, kube.kubeconfig, **overrides))
-        return made[-1]
-
-    yield make
-    for rollout in made:
-        rollout.delete()
 
 
 @pytest.fixture(scope="module")

@@ -7,14 +7,13 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from checkout_gates.testbed import ExternalCluster, Kubectl, LocalCluster, Prometheus
+from checkout_gates.testbed import Prometheus
 
-from .checkout_traffic import CheckoutTraffic
 from .operator_harness import ABORT, APPROVE, Operator, wait_for
 from .reliability import (
     TWO_APPROVALS,
@@ -30,25 +29,6 @@ from .reliability import (
 pytestmark = pytest.mark.integration
 
 RETRY = "gates.checkout.dev/retry"
-
-
-@pytest.fixture
-def live(
-    kube: LocalCluster | ExternalCluster,
-    cluster_ready: Kubectl,
-    scraping_prometheus: Prometheus,
-    traffic: CheckoutTraffic,
-    operator: Operator,
-) -> Iterator[Callable[..., LiveRollout]]:
-    made: list[LiveRollout] = []
-
-    def make(**overrides: Any) -> LiveRollout:
-        made.append(LiveRollout(cluster_ready, scraping_prometheus, traffic, kube.kubeconfig, **overrides))
-        return made[-1]
-
-    yield make
-    for rollout in made:
-        rollout.delete()
 
 
 def actions(status: dict[str, Any]) -> list[tuple[str, str, int]]:
