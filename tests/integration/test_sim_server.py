@@ -120,7 +120,11 @@ EXPECTED_LABELS = {
 
 
 def test_metrics_have_their_names_and_labels_and_counters_increase(simulator: Process) -> None:
+    deadline = time.monotonic() + 10
     first, first_at = simulator.scrape(), time.monotonic()
+    while not total(first, "checkout_attempts_total", variant="stable") and time.monotonic() < deadline:
+        time.sleep(0.05)  # the port opens before the first tick: fault flags are set by a tick
+        first, first_at = simulator.scrape(), time.monotonic()
     assert {spec.name for spec in COUNTERS} <= set(EXPECTED_LABELS)
     for name, labels in EXPECTED_LABELS.items():
         assert first[name], f"{name} missing"

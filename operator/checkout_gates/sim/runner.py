@@ -70,9 +70,11 @@ class Simulator:
 
     async def start(self) -> None:
         """Serve metrics and start ticking; returns once the port is bound."""
-        await self.server.start()
         if isinstance(self.weights, RouteWeights):
             await self.weights.refresh()  # so the first ticks already follow the route
+        # The share is exposed from the first scrape on, before the first tick has run.
+        self.engine.totals.canary_weight = self.weights.weight()
+        await self.server.start()
         self._tasks = [asyncio.create_task(self._ticks()), asyncio.create_task(self.weights.follow())]
         log.info(
             "simulating checkout",
