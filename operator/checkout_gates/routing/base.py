@@ -111,3 +111,16 @@ def read_back(weights: Weights | None, what: str) -> Weights:
     if weights is None:
         raise RoutingError(f"{what}: both backends have weight 0 after the write")
     return weights
+
+
+def patch_custom_object(
+    api: Any, group: str, version: str, namespace: str, plural: str, name: str, patch: list[dict[str, Any]], what: str
+) -> dict[str, Any]:
+    """Apply a JSON patch (its ``test`` ops guard against a concurrent reorder) and return the object."""
+    try:
+        patched = api.patch_namespaced_custom_object(
+            group, version, namespace, plural, name, patch, field_manager=FIELD_MANAGER, _content_type=JSON_PATCH
+        )
+    except ApiException as error:
+        raise api_error(error, what, "patch") from error
+    return as_object(patched, what)

@@ -16,12 +16,11 @@ from kubernetes.client.exceptions import ApiException
 from checkout_gates.api.spec import GatewayApiRoute
 from checkout_gates.api.status import Weights
 from checkout_gates.routing.base import (
-    FIELD_MANAGER,
-    JSON_PATCH,
     RoutingError,
     api_error,
     as_object,
     check_target,
+    patch_custom_object,
     read_back,
     split,
 )
@@ -70,20 +69,10 @@ class GatewayApiRouter:
             {"op": "add", "path": f"{base}/{stable_index}/weight", "value": target.stable},
             {"op": "add", "path": f"{base}/{canary_index}/weight", "value": target.canary},
         ]
-        try:
-            patched = self._api.patch_namespaced_custom_object(
-                GROUP,
-                VERSION,
-                self.namespace,
-                PLURAL,
-                self.name,
-                patch,
-                field_manager=FIELD_MANAGER,
-                _content_type=JSON_PATCH,
-            )
-        except ApiException as error:
-            raise api_error(error, self.description, "patch") from error
-        (_, stable), (_, canary) = self._backends(as_object(patched, self.description))
+        patched = patch_custom_object(
+            self._api, GROUP, VERSION, self.namespace, PLURAL, self.name, patch, self.description
+        )
+        (_, stable), (_, canary) = self._backends(patched)
         return read_back(split(_weight(stable), _weight(canary)), self.description)
 
     def _get(self) -> dict[str, Any]:
