@@ -9,10 +9,12 @@ FAULT ?=
 
 .PHONY: setup deps testbed lint unit test demo crd clean
 
-$(VENV)/.installed: pyproject.toml
+# Two distributions: the product (the operator's wheel and image) and the lab (testbed, simulator,
+# demo; development only), both editable.
+$(VENV)/.installed: pyproject.toml lab/pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,dev]'
+	$(PY) -m pip install -q -e '.[test,dev]' -e ./lab
 	touch $@
 
 setup: $(VENV)/.installed
@@ -24,8 +26,8 @@ testbed: deps
 	bash hack/testbed.sh build
 
 lint: setup
-	$(VENV)/bin/ruff check operator tests bench
-	$(VENV)/bin/ruff format --check operator tests bench
+	$(VENV)/bin/ruff check operator lab tests bench
+	$(VENV)/bin/ruff format --check operator lab tests bench
 	$(VENV)/bin/mypy
 
 unit: setup

@@ -28,7 +28,7 @@ regressed canary is halted by
    for the rest of the stage.  A window without canary requests gives NaN, which fails
    ``result >= 0.96``.
 5. **wald-sprt**: no simulation: Wald's expected time to a decision
-   (:func:`checkout_gates.gates.sprt.expected_time`) for the same alpha (0.01) and beta (0.05),
+   (:func:`bench.sprt.expected_time`) for the same alpha (0.01) and beta (0.05),
    with the true effect as the alternative (the optimum knows the effect size; ours does not).
 
 Traffic
@@ -84,11 +84,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.sprt import expected_time, wald_boundaries
 from checkout_gates.api.spec import Gate
 from checkout_gates.gates.evaluate import evaluate_gate
 from checkout_gates.gates.observations import SCALAR, Sample, SignalReading
 from checkout_gates.gates.sequential import DEFAULT_GRID, DEFAULT_WEIGHTS
-from checkout_gates.gates.sprt import expected_time, wald_boundaries
 
 __all__ = [
     "ENGINES",
@@ -1079,7 +1079,7 @@ estimates it) and all judge the same stream in each run.  The stage lasts {STAGE
 | ours/threshold | real `evaluate_gate`, `method: threshold`, `compare: {{maxDrop: 1pp}}`, `window: 1m`, `minSamples: 200`, every 30 s | the 2nd Fail of the step (`failureLimit: 2`) |
 | flagger-style | `request-success-rate`, interval 1m, canary's own 1m success rate, `thresholdRange.min: 96` (Flagger's doc example is 99 for a 99.9 % service; here the baseline is 97 %, so baseline - 1pp), `threshold: 5`; no traffic in the window is a failed check | one tick (1 min) after the 5th failed check, as Flagger's scheduler does |
 | argo-style | AnalysisTemplate `interval: 1m`, `count: 5`, `failureLimit: 1`, `successCondition: result >= 0.96` on the canary's 1m success rate, measurements at 1-5 min; NaN (no traffic) fails | the 2nd failed measurement; after the 5th measurement the analysis has passed and nothing halts |
-| wald-sprt (expected) | `gates/sprt.py` `expected_time`, {ALPHA_SIGN} = 0.01, β = 0.05, the true effect as alternative, continuous monitoring | Wald's E₁[T], no simulation |
+| wald-sprt (expected) | `bench/sprt.py` `expected_time`, {ALPHA_SIGN} = 0.01, β = 0.05, the true effect as alternative, continuous monitoring | Wald's E₁[T], no simulation |
 
 Columns: *halted by 30 min* is the power (δ > 0) or the false-halt rate (δ = 0), with the run
 counts.  Times count unhalted runs as {STAGE_S} s: `≥` marks a mean that is therefore a lower

@@ -1,7 +1,7 @@
 """Dry-run speed, the "Dry run" yardstick of DESIGN.md (goal: evaluate under 1 s).
 
 1. ``checkout-gates evaluate`` of a rollout with 10 gates against a local Prometheus (Debian's,
-   started with :mod:`checkout_gates.testbed`), backfilled with the ``healthy`` example recording's
+   started with :mod:`checkout_gates_lab.testbed`), backfilled with the ``healthy`` example recording's
    counters and histogram (hack/make_recordings.py); the gates are the four of
    examples/recordings/rollout.yaml plus six more on the same metrics (ratio, count, sequential
    count, quantile, gauge). Timed in-process (``main([...])``: reading the rollout, the queries,
@@ -40,7 +40,7 @@ import yaml
 from checkout_gates.api.resource import CheckoutRollout
 from checkout_gates.cli.main import main
 from checkout_gates.metrics.prometheus import gate_queries
-from checkout_gates.testbed import Prometheus
+from checkout_gates_lab.testbed import Prometheus
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "RESULTS.md"

@@ -74,8 +74,8 @@ from prometheus_client import CollectorRegistry, Counter, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
 from checkout_gates.api.spec import GROUP, PLURAL, VERSION
-from checkout_gates.demo.manifests import http_route
-from checkout_gates.testbed import Kubectl, LocalCluster, Prometheus, free_port, gateway_api_crds, operator_argv
+from checkout_gates_lab.demo.manifests import http_route
+from checkout_gates_lab.testbed import Kubectl, LocalCluster, Prometheus, free_port, gateway_api_crds, operator_argv
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "RESULTS.md"

@@ -14,7 +14,7 @@ from typing import NoReturn, TypeVar
 
 import pytest
 
-from checkout_gates.testbed import (
+from checkout_gates_lab.testbed import (
     Alertmanager,
     ExternalCluster,
     Kubectl,

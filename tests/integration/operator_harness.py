@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
-from checkout_gates.demo.manifests import http_route
-from checkout_gates.testbed import (
+from checkout_gates_lab.demo.manifests import http_route
+from checkout_gates_lab.testbed import (
     ExternalCluster,
     Kubectl,
     LocalCluster,

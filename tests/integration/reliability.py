@@ -27,7 +27,7 @@ from kubernetes import config
 from kubernetes.client import ApiClient, CoordinationV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
-from checkout_gates.testbed import ExternalCluster, Kubectl, LocalCluster, Prometheus
+from checkout_gates_lab.testbed import ExternalCluster, Kubectl, LocalCluster, Prometheus
 
 from .checkout_traffic import CheckoutTraffic
 from .operator_harness import CANARY, STABLE, Operator, Rollout

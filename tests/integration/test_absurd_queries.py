@@ -23,7 +23,7 @@ from checkout_gates.api.spec import PrometheusSource as PrometheusSpec
 from checkout_gates.api.status import SEGMENT_LIMIT
 from checkout_gates.gates.evaluate import evaluate_gate
 from checkout_gates.metrics.prometheus import PrometheusSource
-from checkout_gates.testbed import Prometheus
+from checkout_gates_lab.testbed import Prometheus
 from tests.unit.rollouts import Driver, rollout_doc
 
 pytestmark = pytest.mark.integration

@@ -20,7 +20,7 @@ from checkout_gates.paging.alertmanager import ALERTNAME, AlertmanagerPager
 from checkout_gates.paging.base import PageContext
 from checkout_gates.paging.delivery import DeliveryOutcome, deliver, new_client, send_page_actions
 from checkout_gates.rollout.actions import PageOwner, ResolvePage
-from checkout_gates.testbed import Alertmanager
+from checkout_gates_lab.testbed import Alertmanager
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from checkout_gates.api.spec import GROUP, PLURAL
-from checkout_gates.testbed import (
+from checkout_gates_lab.testbed import (
     ExternalCluster,
     Kubectl,
     KubectlError,

@@ -25,7 +25,7 @@ from typing import Any, Literal
 import pytest
 
 from checkout_gates.controller.faults import CRASH_POINTS
-from checkout_gates.testbed import Alertmanager, ExternalCluster, Kubectl, LocalCluster, Prometheus
+from checkout_gates_lab.testbed import Alertmanager, ExternalCluster, Kubectl, LocalCluster, Prometheus
 
 from .checkout_traffic import CheckoutTraffic
 from .operator_harness import ABORT, APPROVE

@@ -26,7 +26,7 @@ from checkout_gates.api.status import (
     SegmentVerdict,
     Weights,
 )
-from checkout_gates.testbed import Kubectl
+from checkout_gates_lab.testbed import Kubectl
 from tests.unit.bad_specs import EXAMPLE_FILES, REPO, SERVER_BAD_SPECS, BadSpec, load_example
 
 pytestmark = pytest.mark.integration

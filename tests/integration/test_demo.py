@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from checkout_gates.demo.stack import missing_components
+from checkout_gates_lab.demo.stack import missing_components
 
 pytestmark = pytest.mark.integration
 

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from checkout_gates.cli.main import main
-from checkout_gates.testbed import Prometheus
+from checkout_gates_lab.testbed import Prometheus
 
 pytestmark = pytest.mark.integration
 

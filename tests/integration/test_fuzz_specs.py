@@ -50,7 +50,7 @@ from checkout_gates.api.crd import crd_manifest
 from checkout_gates.api.quantities import DURATION_PATTERN, TOLERANCE_PATTERN
 from checkout_gates.api.resource import CheckoutRollout, parse_rollout
 from checkout_gates.api.spec import GROUP, PLURAL, VERSION
-from checkout_gates.testbed import ExternalCluster, Kubectl, LocalCluster, Prometheus
+from checkout_gates_lab.testbed import ExternalCluster, Kubectl, LocalCluster, Prometheus
 from tests.unit.bad_specs import EXAMPLE_FILES, load_example
 
 from .checkout_traffic import CheckoutTraffic

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from checkout_gates.testbed import ExternalCluster, Kubectl, LocalCluster, Prometheus
+from checkout_gates_lab.testbed import ExternalCluster, Kubectl, LocalCluster, Prometheus
 
 from .checkout_traffic import CheckoutTraffic
 from .operator_harness import APPROVE, wait_for

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
-from checkout_gates.testbed import ExternalCluster, Kubectl, LocalCluster, free_port
-from checkout_gates.testbed.kube import ADMIN_USER
+from checkout_gates_lab.testbed import ExternalCluster, Kubectl, LocalCluster, free_port
+from checkout_gates_lab.testbed.kube import ADMIN_USER
 
 from .operator_harness import Operator, Rollout, wait_for
 

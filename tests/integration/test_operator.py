@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from checkout_gates.testbed import Prometheus
+from checkout_gates_lab.testbed import Prometheus
 
 from .operator_harness import ABORT, APPROVE, Operator, Rollout, wait_for
 

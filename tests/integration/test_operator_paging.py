@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from checkout_gates.testbed import Alertmanager
+from checkout_gates_lab.testbed import Alertmanager
 
 from .operator_harness import ABORT, Operator, Rollout, wait_for
 

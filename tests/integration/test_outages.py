@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from checkout_gates.testbed import Alertmanager, ExternalCluster, LocalCluster, Prometheus
+from checkout_gates_lab.testbed import Alertmanager, ExternalCluster, LocalCluster, Prometheus
 
 from .operator_harness import Operator, wait_for
 from .reliability import ONE_GATE, TWO_GATES, LiveRollout, PrometheusProxy, analysis, assert_clean_history

@@ -25,7 +25,7 @@ import yaml
 from checkout_gates.api.spec import CheckoutRolloutSpec, Gate
 from checkout_gates.api.spec import PrometheusSource as PrometheusSpec
 from checkout_gates.metrics.prometheus import PrometheusSource
-from checkout_gates.testbed import Prometheus
+from checkout_gates_lab.testbed import Prometheus
 
 pytestmark = pytest.mark.integration
 

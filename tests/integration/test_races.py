@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from checkout_gates.testbed import Prometheus
+from checkout_gates_lab.testbed import Prometheus
 
 from .operator_harness import ABORT, APPROVE, Operator, wait_for
 from .reliability import (

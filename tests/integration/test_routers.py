@@ -26,7 +26,7 @@ from checkout_gates.routing.base import split
 from checkout_gates.routing.gateway_api import GatewayApiRouter
 from checkout_gates.routing.istio import IstioRouter
 from checkout_gates.routing.replicas import replica_counts
-from checkout_gates.testbed import ExternalCluster, Kubectl, LocalCluster, gateway_api_crds, wait_until
+from checkout_gates_lab.testbed import ExternalCluster, Kubectl, LocalCluster, gateway_api_crds, wait_until
 
 HERE = Path(__file__).resolve().parent
 EXAMPLE = HERE.parents[1] / "examples" / "gates" / "card-payments.yaml"

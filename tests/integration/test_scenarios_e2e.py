@@ -2,7 +2,7 @@
 
 One testbed (kube-apiserver, Alertmanager, Prometheus, one operator) and, per scenario, a namespace,
 an HTTPRoute, a simulated checkout service following that route's weights with the scenario's
-faults, and the demo rollout (``checkout_gates/demo/rollout.yaml``) with a schedule of its own. Each
+faults, and the demo rollout (``lab/checkout_gates_lab/demo/rollout.yaml``) with a schedule of its own. Each
 faulted canary must halt before its exposure passes the step where its fault began, and page once;
 ``aa`` must be promoted; ``shared-provider-outage`` (both variants alike) must never be aborted.
 
@@ -30,15 +30,15 @@ from pathlib import Path
 
 import pytest
 
-from checkout_gates.demo import scenarios
-from checkout_gates.demo.manifests import demo_rollout, manifests_yaml, rollout_template, services
-from checkout_gates.demo.outcome import Facts, facts
-from checkout_gates.demo.stack import DemoTestbed, Progress, Rollouts, Service, log_to_file, missing_components
-from checkout_gates.demo.view import clock
 from checkout_gates.rollout.annotations import annotation_key
-from checkout_gates.sim.runner import Simulator, SimulatorConfig
-from checkout_gates.sim.scenario import Scenario, load_scenario
-from checkout_gates.sim.weights import RouteTarget
+from checkout_gates_lab.demo import scenarios
+from checkout_gates_lab.demo.manifests import demo_rollout, manifests_yaml, rollout_template, services
+from checkout_gates_lab.demo.outcome import Facts, facts
+from checkout_gates_lab.demo.stack import DemoTestbed, Progress, Rollouts, Service, log_to_file, missing_components
+from checkout_gates_lab.demo.view import clock
+from checkout_gates_lab.sim.runner import Simulator, SimulatorConfig
+from checkout_gates_lab.sim.scenario import Scenario, load_scenario
+from checkout_gates_lab.sim.weights import RouteTarget
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -254,7 +254,7 @@ def write_results(table: str, wall: float) -> None:
             f"Every scenario of `examples/scenarios/` at the same time on one testbed (kube-apiserver, one "
             f"operator, one Prometheus scraping every simulator each second, Alertmanager): per scenario a "
             f"namespace, an HTTPRoute, a simulated checkout service at {RATE:,.0f} requests/s following the "
-            f"route's weights, and the demo rollout (`operator/checkout_gates/demo/rollout.yaml`: gates "
+            f"route's weights, and the demo rollout (`lab/checkout_gates_lab/demo/rollout.yaml`: gates "
             f"{gates}; steps 1% → 5% → approval → 25% → 100%) with pass windows "
             f"{' / '.join(WINDOWS)} and a 5 s analysis interval. Scenario clocks run "
             f"{scenarios.TIME_COMPRESSION:g}x faster. *stopped at*: the step and the highest canary weight "

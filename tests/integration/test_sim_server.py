@@ -19,8 +19,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from checkout_gates.sim import RouteTarget, Simulator, SimulatorConfig, load_scenario
-from checkout_gates.sim.catalog import (
+from checkout_gates_lab.sim import RouteTarget, Simulator, SimulatorConfig, load_scenario
+from checkout_gates_lab.sim.catalog import (
     AUTH_OUTCOMES,
     CAPTURE_OUTCOMES,
     COUNTERS,
@@ -31,7 +31,7 @@ from checkout_gates.sim.catalog import (
     REFUND_OUTCOMES,
     VARIANTS,
 )
-from checkout_gates.testbed import ExternalCluster, Kubectl, LocalCluster, Prometheus, free_port, gateway_api_crds
+from checkout_gates_lab.testbed import ExternalCluster, Kubectl, LocalCluster, Prometheus, free_port, gateway_api_crds
 
 pytestmark = pytest.mark.integration
 
@@ -78,7 +78,7 @@ class Process:
 def start(tmp_path: Path, *options: str) -> Process:
     port = free_port()
     log = tmp_path / f"sim-{port}.log"
-    command = [sys.executable, "-m", "checkout_gates.sim", "--port", str(port), *options]
+    command = [sys.executable, "-m", "checkout_gates_lab.sim", "--port", str(port), *options]
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
     deadline = time.monotonic() + 30
@@ -175,7 +175,7 @@ def test_a_bad_scenario_exits_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("faults:\n  - variant: canary\n    effect: {latencyMultiplier: -1}\n")
     result = subprocess.run(
-        [sys.executable, "-m", "checkout_gates.sim", "--port", "0", "--scenario", str(bad)],
+        [sys.executable, "-m", "checkout_gates_lab.sim", "--port", "0", "--scenario", str(bad)],
         capture_output=True,
         text=True,
         timeout=60,

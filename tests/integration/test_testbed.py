@@ -16,7 +16,7 @@ import httpx
 import pytest
 import yaml
 
-from checkout_gates.testbed import (
+from checkout_gates_lab.testbed import (
     Alertmanager,
     ExternalCluster,
     Kubectl,

@@ -1,4 +1,4 @@
-"""The demo's package data: the rollout lints clean, the scenarios are exact copies of examples/."""
+"""The demo's data: the rollout lints clean, the scenarios are the repository's examples/scenarios/."""
 
 from __future__ import annotations
 
@@ -9,26 +9,29 @@ import pytest
 
 from checkout_gates.api.resource import parse_rollout
 from checkout_gates.cli.lint import lint_text
-from checkout_gates.demo import scenario_names, scenarios
-from checkout_gates.demo.manifests import demo_rollout, rollout_template
-from checkout_gates.demo.outcome import gate_of
-from checkout_gates.sim.scenario import ScenarioError
+from checkout_gates_lab.demo import scenario_names, scenarios, scenarios_folder
+from checkout_gates_lab.demo.manifests import demo_rollout, rollout_template
+from checkout_gates_lab.demo.outcome import gate_of
+from checkout_gates_lab.sim.scenario import ScenarioError
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "scenarios"
-PACKAGED = ROOT / "operator" / "checkout_gates" / "demo" / "scenarios"
-ROLLOUT = ROOT / "operator" / "checkout_gates" / "demo" / "rollout.yaml"
+ROLLOUT = ROOT / "lab" / "checkout_gates_lab" / "demo" / "rollout.yaml"
 
 
-def test_packaged_scenarios_are_exact_copies_of_the_examples() -> None:
-    examples = {p.name: p.read_bytes() for p in EXAMPLES.glob("*.yaml")}
-    packaged = {p.name: p.read_bytes() for p in PACKAGED.glob("*.yaml")}
-    assert sorted(packaged) == sorted(examples), (
-        "copy examples/scenarios/*.yaml to operator/checkout_gates/demo/scenarios/"
-    )
-    drifted = [name for name in examples if examples[name] != packaged[name]]
-    assert not drifted, f"operator/checkout_gates/demo/scenarios/ differs from examples/scenarios/ in {drifted}"
+def test_the_named_scenarios_are_the_examples_themselves() -> None:
+    assert scenarios_folder().resolve() == EXAMPLES.resolve()
     assert scenario_names() == sorted(p.stem for p in EXAMPLES.glob("*.yaml"))
+    assert not (ROOT / "lab" / "checkout_gates_lab" / "demo" / "scenarios").exists(), "no second copy"
+
+
+def test_a_scenarios_folder_can_be_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "only-one.yaml").write_text("description: x\nfaults: []\n", encoding="utf-8")
+    monkeypatch.setenv("CHECKOUT_GATES_SCENARIOS", str(tmp_path))
+    assert scenario_names() == ["only-one"]
+    assert scenarios.load("only-one").name == "only-one"
+    with pytest.raises(ScenarioError, match="known: only-one"):
+        scenarios.load("aa")
 
 
 def test_rollout_lints_clean() -> None:

@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 
 import pytest
+
 from bench.detection import (
     ALPHA,
     END_MARKER,

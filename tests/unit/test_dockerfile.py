@@ -156,7 +156,7 @@ def test_build_context_is_the_package_sources_only() -> None:
     relative = {path.relative_to(ROOT).as_posix() for path in context_files()}
     assert "pyproject.toml" in relative
     assert "operator/checkout_gates/cli/main.py" in relative
-    assert not [name for name in relative if name.startswith(("tests/", "charts/", "bench/", ".git"))]
+    assert not [name for name in relative if name.startswith(("tests/", "charts/", "bench/", "lab/", ".git"))]
     assert not [name for name in relative if "__pycache__" in name]
 
 
@@ -182,6 +182,7 @@ def test_the_wheel_builds_from_the_build_context(tmp_path: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         entry_points = next(archive.read(n).decode() for n in names if n.endswith(".dist-info/entry_points.txt"))
+        metadata = next(archive.read(n).decode() for n in names if n.endswith(".dist-info/METADATA"))
     for module in (
         "checkout_gates/__init__.py",
         "checkout_gates/cli/main.py",
@@ -192,5 +193,16 @@ def test_the_wheel_builds_from_the_build_context(tmp_path: Path) -> None:
         "checkout_gates/py.typed",
     ):
         assert module in names, f"{module} missing from {wheel.name}"
-    assert not [name for name in names if name.startswith(("tests/", "checkout_gates/testbed/__pycache__"))]
+    # The lab (testbed, simulator, demo) and the benchmarks' yardsticks are not the product.
+    lab = [
+        name
+        for name in names
+        if name.startswith(("tests/", "checkout_gates_lab/", "bench/"))
+        or name.startswith(tuple(f"checkout_gates/{part}/" for part in ("testbed", "sim", "demo")))
+        or name in ("checkout_gates/gates/sprt.py", "checkout_gates/cli/demo.py", "checkout_gates/cli/simulate.py")
+    ]
+    assert not lab, f"lab modules in the product's wheel: {lab}"
+    requires = [line.removeprefix("Requires-Dist: ") for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
+    runtime = [r for r in requires if "extra ==" not in r]
+    assert not [r for r in runtime if r.lower().startswith("cryptography")], runtime
     assert "checkout-gates = checkout_gates.cli.main:main" in entry_points

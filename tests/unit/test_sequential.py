@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bench.sprt import expected_time
 from checkout_gates.gates.sequential import (
     DEFAULT_GRID,
     ArmCounts,
@@ -24,7 +25,6 @@ from checkout_gates.gates.sequential import (
     rejects,
     sequential_evidence,
 )
-from checkout_gates.gates.sprt import expected_time
 
 # --------------------------------------------------------------------------- simulation
 

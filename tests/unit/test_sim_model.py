@@ -15,10 +15,10 @@ from typing import Any, get_args
 
 import pytest
 
-from checkout_gates.cli import simulate
-from checkout_gates.sim import Engine, Scenario, ScenarioError, Totals, catalog, load_scenario, parse_scenario
-from checkout_gates.sim import scenario as scenario_module
-from checkout_gates.sim.catalog import (
+from checkout_gates_lab.commands import simulate
+from checkout_gates_lab.sim import Engine, Scenario, ScenarioError, Totals, catalog, load_scenario, parse_scenario
+from checkout_gates_lab.sim import scenario as scenario_module
+from checkout_gates_lab.sim.catalog import (
     ATTEMPTS,
     AUTHORIZATIONS,
     CAPTURES,
@@ -27,10 +27,10 @@ from checkout_gates.sim.catalog import (
     DUPLICATE_ORDERS,
     REFUNDS,
 )
-from checkout_gates.sim.options import config_from
-from checkout_gates.sim.sampling import binomial, multinomial, poisson
-from checkout_gates.sim.scenario import Baseline
-from checkout_gates.sim.weights import WeightError, canary_percent
+from checkout_gates_lab.sim.options import config_from
+from checkout_gates_lab.sim.sampling import binomial, multinomial, poisson
+from checkout_gates_lab.sim.scenario import Baseline
+from checkout_gates_lab.sim.weights import WeightError, canary_percent
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "examples" / "scenarios"
 NO_DUPLICATES = {"duplicateChargeRate": 0.0, "duplicateOrderRate": 0.0}

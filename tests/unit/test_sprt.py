@@ -1,4 +1,4 @@
-"""Wald's SPRT reference formulas (checkout_gates.gates.sprt)."""
+"""Wald's SPRT reference formulas (bench.sprt)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from checkout_gates.gates.sprt import (
+from bench.sprt import (
     bernoulli_kl,
     canary_bad_probability,
     expected_bad_events_h0,

@@ -1,26 +1,49 @@
-"""The ``checkout-gates`` command (and ``kubectl checkout``): one sub-command per module."""
+"""The ``checkout-gates`` command (and ``kubectl checkout``): one sub-command per module.
+
+Further sub-commands come from installed distributions through the ``checkout_gates.commands``
+entry-point group (the lab's ``demo`` and ``simulate``): each entry point names a ``register``
+function like the ones below. The product itself never imports them.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
 
 from checkout_gates import __version__
-from checkout_gates.cli import backtest, crd_command, demo, evaluate, lint, oncall, run, simulate, status
+from checkout_gates.cli import backtest, crd_command, evaluate, lint, oncall, run, status
+
+Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
 # Each module adds its sub-command; keeping the list here makes the command's shape easy to read.
-COMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (
+COMMANDS: tuple[Register, ...] = (
     lint.register,
     crd_command.register,
     run.register,
     evaluate.register,
     backtest.register,
-    simulate.register,
     status.register,
     oncall.register,
-    demo.register,
 )
+PLUGIN_GROUP = "checkout_gates.commands"
+
+
+def plugin_commands() -> list[tuple[str, Register]]:
+    """The ``register`` functions of installed plugins, by entry-point name (sorted, so help is stable).
+
+    A plugin that cannot be loaded is left out with a one-line warning: a broken development
+    install must not take the operator's own commands down with it."""
+    found: list[tuple[str, Register]] = []
+    for point in sorted(entry_points(group=PLUGIN_GROUP), key=lambda p: p.name):
+        try:
+            register = point.load()
+        except Exception as error:  # any import failure of a plugin is reported the same way
+            print(f"checkout-gates: plugin command {point.name!s} not loaded: {type(error).__name__}", file=sys.stderr)
+            continue
+        found.append((point.name, register))
+    return found
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for register in COMMANDS:
+        register(commands)
+    for _name, register in plugin_commands():
         register(commands)
     return parser
 

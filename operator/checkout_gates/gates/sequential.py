@@ -55,7 +55,7 @@ who use a conjugate Dirichlet mixture; a finite grid is used here instead becaus
 one-sided composite null needs the mixing measure restricted to ``rho > rho0``, and a
 truncated Beta mixture would need the incomplete beta function, which the standard
 library lacks.  Wald 1945 ("Sequential tests of statistical hypotheses") is the
-single-alternative special case (one grid point); see :mod:`checkout_gates.gates.sprt`.
+single-alternative special case (one grid point); see :mod:`bench.sprt`.
 
 The price of not knowing the effect size
 ----------------------------------------

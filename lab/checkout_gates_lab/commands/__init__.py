@@ -1,0 +1,1 @@
+"""The lab's sub-commands of ``checkout-gates``, registered through the ``checkout_gates.commands`` entry points."""
