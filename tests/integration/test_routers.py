@@ -21,7 +21,7 @@ from kubernetes.client.exceptions import ApiException
 
 from checkout_gates.api.spec import CheckoutRolloutSpec
 from checkout_gates.api.status import Weights
-from checkout_gates.routing import RouteNotFoundError, Router, RoutingError, drifted, make_router
+from checkout_gates.routing import RouteNotFoundError, Router, RoutingError, make_router
 from checkout_gates.routing.base import split
 from checkout_gates.routing.gateway_api import GatewayApiRouter
 from checkout_gates.routing.istio import IstioRouter
@@ -51,13 +51,9 @@ def test_replica_counts() -> None:
     assert replica_counts(1, 50) == (1, 0)
 
 
-def test_split_and_drift() -> None:
+def test_split() -> None:
     assert split(9, 1) == Weights(stable=90, canary=10)
     assert split(0, 0) is None
-    assert drifted(Weights.canary_at(5), Weights.canary_at(5)) is None
-    message = drifted(Weights.canary_at(5), Weights.canary_at(50))
-    assert message is not None and "canary 50%" in message and "canary 5%" in message
-    assert drifted(Weights.canary_at(5), None) is not None
 
 
 # --- the testbed ------------------------------------------------------------------------------
@@ -286,15 +282,14 @@ def test_hand_edit_is_drift(case: Case, api_client: ApiClient, kubectl: Kubectl,
     create(kubectl, namespace, case.objects(namespace))
     router = make_router(spec_with(case.routing), namespace, api_client)
     expected = router.set_weights(Weights.canary_at(5))
-    assert drifted(expected, router.read_weights()) is None
+    assert router.read_weights() == expected
     resource, name, patch = case.hand_edit
     kubectl("patch", resource, name, "-n", namespace, "--type=json", "-p", json.dumps(patch))
-    message = drifted(expected, router.read_weights())
-    assert message is not None
-    assert "edited outside the operator" in message
+    # What the decision core compares (rollout/machine.py, router drift): the read-back differs.
+    assert router.read_weights() != expected
     # Setting the target again repairs it.
     assert router.set_weights(Weights.canary_at(5)) == expected
-    assert drifted(expected, router.read_weights()) is None
+    assert router.read_weights() == expected
 
 
 @integration

@@ -202,7 +202,9 @@ def test_the_wheel_builds_from_the_build_context(tmp_path: Path) -> None:
         or name in ("checkout_gates/gates/sprt.py", "checkout_gates/cli/demo.py", "checkout_gates/cli/simulate.py")
     ]
     assert not lab, f"lab modules in the product's wheel: {lab}"
-    requires = [line.removeprefix("Requires-Dist: ") for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
+    requires = [
+        line.removeprefix("Requires-Dist: ") for line in metadata.splitlines() if line.startswith("Requires-Dist:")
+    ]
     runtime = [r for r in requires if "extra ==" not in r]
     assert not [r for r in runtime if r.lower().startswith("cryptography")], runtime
     assert "checkout-gates = checkout_gates.cli.main:main" in entry_points

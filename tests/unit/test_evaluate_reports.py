@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from checkout_gates.api.resource import CheckoutRollout
-from checkout_gates.cli.common import Style, parse_time, table
+from checkout_gates.cli.common import parse_time
 from checkout_gates.cli.evaluate import plan
 from checkout_gates.cli.main import main
+from checkout_gates.cli.output import Style, table
 from checkout_gates.cli.reports import (
     Evaluation,
     GateEvaluation,

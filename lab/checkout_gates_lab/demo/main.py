@@ -27,6 +27,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
+from checkout_gates.cli.output import colour_for
 from checkout_gates.rollout.annotations import annotation_key
 from checkout_gates_lab.demo import DEFAULT_RATE, DEFAULT_TIMEOUT, scenarios
 from checkout_gates_lab.demo.manifests import demo_rollout, manifests_yaml, rollout_template, services
@@ -40,7 +41,7 @@ from checkout_gates_lab.demo.stack import (
     log_to_file,
     missing_components,
 )
-from checkout_gates_lab.demo.view import LiveView, clock, colour_for, summary_lines
+from checkout_gates_lab.demo.view import LiveView, clock, summary_lines
 from checkout_gates_lab.sim.runner import Simulator, SimulatorConfig
 from checkout_gates_lab.sim.scenario import Scenario, ScenarioError
 from checkout_gates_lab.sim.weights import RouteTarget

@@ -7,20 +7,16 @@ new history entry.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from checkout_gates.api.status import HistoryEntry
-from checkout_gates.cli.render import format_time, paint, render_status, view_of
+from checkout_gates.cli.output import colour_for, format_time, paint
+from checkout_gates.cli.render import render_status, view_of
 from checkout_gates_lab.demo.outcome import Facts
 
 CLEAR = "\x1b[H\x1b[2J"
-
-
-def colour_for(stream: TextIO) -> bool:
-    return stream.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
 
 
 def clock(seconds: float) -> str:

@@ -6,7 +6,7 @@ Every rule here that involves more than one field is also written as a CEL rule
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, NamedTuple
+from typing import Annotated, Literal, NamedTuple, get_args
 
 from pydantic import Field, Strict, model_validator
 
@@ -83,7 +83,8 @@ class ReplicaRatio(ApiModel):
     total_replicas: Annotated[int, Strict(), Field(ge=1, le=1000), WHOLE]
 
 
-ROUTERS = ("gateway_api", "istio", "ingress_nginx", "replicas")
+RouterKind = Literal["gateway_api", "istio", "ingress_nginx", "replicas"]
+ROUTERS: tuple[RouterKind, ...] = get_args(RouterKind)
 
 
 class Routing(ApiModel):
@@ -96,6 +97,10 @@ class Routing(ApiModel):
     def _one_router(self) -> Routing:
         exactly_one_of(self, ROUTERS, "routing")
         return self
+
+    @property
+    def kind(self) -> RouterKind:
+        return next(name for name in ROUTERS if getattr(self, name) is not None)
 
 
 # --- Prometheus ---------------------------------------------------------------------------------
@@ -149,7 +154,8 @@ class WebhookTarget(ApiModel):
         return self
 
 
-PAGE_TARGETS = ("pager_duty", "alertmanager", "slack", "webhook")
+PageTargetKind = Literal["pager_duty", "alertmanager", "slack", "webhook"]
+PAGE_TARGETS: tuple[PageTargetKind, ...] = get_args(PageTargetKind)
 
 
 class PageTarget(ApiModel):
@@ -164,7 +170,7 @@ class PageTarget(ApiModel):
         return self
 
     @property
-    def kind(self) -> str:
+    def kind(self) -> PageTargetKind:
         return next(name for name in PAGE_TARGETS if getattr(self, name) is not None)
 
 
@@ -210,7 +216,8 @@ class Compare(ApiModel):
         return self
 
 
-SIGNALS = ("ratio", "count", "quantile", "gauge")
+SignalKind = Literal["ratio", "count", "quantile", "gauge"]
+SIGNALS: tuple[SignalKind, ...] = get_args(SignalKind)
 Method = Literal["threshold", "sequential"]
 MissingData = Literal["inconclusive", "pass", "fail"]
 
@@ -269,7 +276,7 @@ class Gate(ApiModel):
         return self
 
     @property
-    def signal_kind(self) -> str:
+    def signal_kind(self) -> SignalKind:
         return next(name for name in SIGNALS if getattr(self, name) is not None)
 
 
@@ -289,7 +296,8 @@ class PauseStep(ApiModel):
     duration: Duration
 
 
-STEP_KINDS = ("set_weight", "gate", "approval", "pause")
+StepKind = Literal["set_weight", "gate", "approval", "pause"]
+STEP_KINDS: tuple[StepKind, ...] = get_args(StepKind)
 
 
 class Step(ApiModel):
@@ -304,7 +312,7 @@ class Step(ApiModel):
         return self
 
     @property
-    def kind(self) -> str:
+    def kind(self) -> StepKind:
         return next(name for name in STEP_KINDS if getattr(self, name) is not None)
 
 

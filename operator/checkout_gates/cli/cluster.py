@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import socket
 import ssl
@@ -19,6 +18,14 @@ from typing import Any, cast
 import yaml
 
 from checkout_gates.api.spec import GROUP, KIND, PLURAL, VERSION
+from checkout_gates.apiserver import (
+    GONE_OR_CHANGED,
+    JSON_PATCH,
+    MERGE_PATCH,
+    pointer,
+    remove_if_unchanged,
+    server_message,
+)
 
 Raw = dict[str, Any]
 REQUEST_TIMEOUT = 15.0
@@ -143,7 +150,7 @@ class Cluster:
                 PLURAL,
                 name,
                 body,
-                _content_type="application/merge-patch+json",
+                _content_type=MERGE_PATCH,
                 _request_timeout=REQUEST_TIMEOUT,
             ),
             verb="patch",
@@ -155,8 +162,7 @@ class Cluster:
         """Remove key only while it still holds value (a JSON patch test); False when it moved on."""
         from kubernetes.client.exceptions import ApiException
 
-        path = "/metadata/annotations/" + key.replace("~", "~0").replace("/", "~1")
-        patch = [{"op": "test", "path": path, "value": value}, {"op": "remove", "path": path}]
+        patch = remove_if_unchanged(pointer("metadata", "annotations", key), value)
         try:
             self._custom.patch_namespaced_custom_object(
                 GROUP,
@@ -165,11 +171,11 @@ class Cluster:
                 PLURAL,
                 name,
                 patch,
-                _content_type="application/json-patch+json",
+                _content_type=JSON_PATCH,
                 _request_timeout=REQUEST_TIMEOUT,
             )
         except ApiException as error:
-            if error.status in (404, 409, 422):
+            if error.status in GONE_OR_CHANGED:
                 return False
             raise self._failure(error, verb="patch", namespace=namespace, name=name) from error
         except Exception as error:
@@ -259,7 +265,7 @@ class Cluster:
             return ClusterError(f"cannot reach the cluster at {self.host}: {connection_reason(error)}")
         if not isinstance(error, ApiException):
             return ClusterError(f"a request to the cluster at {self.host} failed: {type(error).__name__}: {error}")
-        message = _server_message(error)
+        message = server_message(error)
         if error.status == 404 and name is not None:
             if f'"{name}"' not in message:  # not the object but the resource type is missing
                 return NotFoundError(f"no {KIND} {namespace}/{name}: the cluster does not serve {PLURAL}.{GROUP}")
@@ -300,13 +306,6 @@ def is_rbac_denial(message: str) -> bool:
 
 def _version(obj: Raw) -> str:
     return str(obj.get("metadata", {}).get("resourceVersion", ""))
-
-
-def _server_message(error: Any) -> str:
-    message = str(error.reason or "")
-    with contextlib.suppress(TypeError, ValueError, AttributeError):
-        message = json.loads(error.body or "{}").get("message", message)
-    return _one_line(message)
 
 
 def connection_reason(error: BaseException) -> str:

@@ -1,20 +1,23 @@
-"""What ``evaluate`` and ``backtest`` share: exit codes, reading the rollout, times, tables, colour."""
+"""What the sub-commands share: exit codes and usage errors, reading the rollout, parsing times, writing reports.
+
+Colour, tables and time formatting are the CLI's output kit (:mod:`checkout_gates.cli.output`)."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import Any, NoReturn
 
 import yaml
 
 from checkout_gates.api.quantities import parse_duration
 from checkout_gates.api.resource import CheckoutRollout, parse_rollout
+from checkout_gates.cli.output import Style, format_time, one_line, table
+
+__all__ = ["Style", "format_time", "one_line", "table"]  # until evaluate/backtest import the kit itself
 
 # Exit codes of a dry run. A CI job blocks on 1, may retry or wait on 2, and fixes its input on 3.
 EXIT_PASS = 0  # every gate passes (replay and backtest: promoted)
@@ -36,8 +39,9 @@ class InvalidInputError(Exception):
     """Input that cannot be used; the message is what to print (it may span lines)."""
 
 
-class _DryRunParser(argparse.ArgumentParser):
-    """A sub-command parser whose usage errors exit 3, because 2 means Inconclusive in a dry run."""
+class _UsageErrorsExit3Parser(argparse.ArgumentParser):
+    """A sub-command parser whose usage errors exit 3, not argparse's 2: in a dry run 2 means
+    Inconclusive, and for the on-call commands it means the operator did not answer in time."""
 
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
@@ -53,7 +57,7 @@ class _DryRunParser(argparse.ArgumentParser):
 
 def usage_errors_exit_invalid(parser: argparse.ArgumentParser) -> None:
     """Make a sub-command parser exit 3 (not argparse's 2) on a usage error."""
-    parser.__class__ = _DryRunParser
+    parser.__class__ = _UsageErrorsExit3Parser
 
 
 # --- the rollout --------------------------------------------------------------------------------
@@ -101,52 +105,6 @@ def parse_time(text: str, *, now: datetime) -> datetime:
     except ValueError:
         raise ValueError(f"{text!r} is not a time: use {TIME_HELP}") from None
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def format_time(moment: datetime | None) -> str:
-    if moment is None:
-        return "-"
-    text = moment.astimezone(UTC).isoformat(timespec="milliseconds" if moment.microsecond else "seconds")
-    return text.replace("+00:00", "Z")
-
-
-# --- text ---------------------------------------------------------------------------------------
-
-_COLOURS = {"Pass": "32", "Fail": "31", "Inconclusive": "33", "bold": "1", "dim": "2"}
-
-
-class Style:
-    """ANSI colour only for a terminal, and never when NO_COLOR is set (https://no-color.org)."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-
-    @classmethod
-    def for_stream(cls, stream: TextIO) -> Style:
-        return cls(stream.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb")
-
-    def paint(self, text: str, what: str) -> str:
-        code = _COLOURS.get(what)
-        return f"\x1b[{code}m{text}\x1b[0m" if self.enabled and code else text
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, style: Style, colour_column: int = -1) -> str:
-    """Left-aligned columns, two spaces apart; ``colour_column`` is painted by its own value."""
-    widths = [len(h) for h in headers]
-    for row in rows:
-        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    for row in rows:
-        cells = []
-        for index, (cell, width) in enumerate(zip(row, widths, strict=True)):
-            padded = cell.ljust(width) if index < len(row) - 1 else cell
-            cells.append(style.paint(padded, cell) if index == colour_column else padded)
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)
-
-
-def one_line(text: str) -> str:
-    return " ".join(text.split())
 
 
 def write_report(text: str, path: Path | None) -> None:

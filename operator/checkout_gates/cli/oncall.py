@@ -10,13 +10,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-from typing import Any, NoReturn
+from typing import Any
 
 from checkout_gates.cli import cluster
+from checkout_gates.cli.common import EXIT_INVALID, usage_errors_exit_invalid
 from checkout_gates.cli.render import request_outcome, view_of
 from checkout_gates.rollout.annotations import REASON_KEY, Command, annotation_key
 
-EXIT_APPLIED, EXIT_IGNORED, EXIT_TIMEOUT, EXIT_ERROR = 0, 1, 2, 3
+EXIT_APPLIED, EXIT_IGNORED, EXIT_TIMEOUT, EXIT_ERROR = 0, 1, 2, EXIT_INVALID
 EXIT_INTERRUPTED = 130
 DEFAULT_TIMEOUT = 60.0
 
@@ -39,21 +40,6 @@ exit codes:
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    """Usage errors exit 3, because 2 means timed out here."""
-
-    def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
-
-    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
-        # Unknown options would otherwise travel up to the top-level parser, which exits 2.
-        parsed, extras = super().parse_known_args(args, namespace)
-        if extras:
-            self.error(f"unrecognized arguments: {' '.join(extras)}")
-        return parsed, extras
-
-
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     for command, summary in SUMMARIES.items():
         parser = commands.add_parser(
@@ -63,7 +49,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             epilog=EPILOG.format(command=command),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        parser.__class__ = _Parser
+        usage_errors_exit_invalid(parser)  # 3, like the other errors: 2 means timed out here
         parser.add_argument("name", metavar="NAME", help="the CheckoutRollout")
         parser.add_argument("-n", "--namespace", help="its namespace (default: the kubeconfig context's, else default)")
         parser.add_argument(

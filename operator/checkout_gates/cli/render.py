@@ -13,21 +13,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from checkout_gates.api.resource import CheckoutRollout
+from checkout_gates.api.spec import SIGNALS
 from checkout_gates.api.status import CheckoutRolloutStatus, GateStatus, HistoryEntry, PageState, Weights
+from checkout_gates.cli.output import format_time, one_line, paint, table_lines
 from checkout_gates.rollout.annotations import pending_requests
 
 HISTORY_SHOWN = 5
-_COLOURS = {
-    "Pass": "32",
-    "Promoted": "32",
-    "Fail": "31",
-    "Halted": "31",
-    "Aborted": "31",
-    "Inconclusive": "33",
-    "AwaitingApproval": "33",
-    "Paused": "33",
-    "bold": "1",
-}
 
 
 @dataclass(frozen=True)
@@ -83,21 +74,10 @@ def step_label(step: Any) -> str:
 
 
 def _gate_kind(gate: Mapping[str, Any]) -> str:
-    return next((kind for kind in ("ratio", "count", "quantile", "gauge") if kind in gate), "")
+    return next((kind for kind in SIGNALS if kind in gate), "")
 
 
 # --- small formatters ---------------------------------------------------------------------------
-
-
-def paint(text: str, what: str, colour: bool) -> str:
-    code = _COLOURS.get(what)
-    return f"\x1b[{code}m{text}\x1b[0m" if colour and code else text
-
-
-def format_time(moment: datetime | None) -> str:
-    if moment is None:
-        return "-"
-    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def age(moment: datetime | None, now: datetime) -> str:
@@ -128,24 +108,6 @@ def _weights(weights: Weights | None) -> str:
     return "unknown" if weights is None else f"stable {weights.stable}%  canary {weights.canary}%"
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, colour: bool, paint_column: int = -1) -> list[str]:
-    """Left-aligned columns, two spaces apart, indented by two; one column painted by its value."""
-    widths = [len(h) for h in headers]
-    for row in rows:
-        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
-    lines = ["  " + "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    for row in rows:
-        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=True)]
-        if 0 <= paint_column < len(cells):
-            cells[paint_column] = paint(cells[paint_column], row[paint_column], colour)
-        lines.append("  " + "  ".join(cells).rstrip())
-    return lines
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
 # --- status -------------------------------------------------------------------------------------
 
 
@@ -159,7 +121,7 @@ def render_status(view: RolloutView, *, now: datetime, colour: bool = False) -> 
         f"  age {age(view.created, now)}"
     ]
     if status.message:
-        lines.append(f"  {_one_line(status.message)}")
+        lines.append(f"  {one_line(status.message)}")
     lines += [f"  pending: {command} by {actor}" for command, actor in view.pending]
     lines.append("steps:")
     for index, label in enumerate(view.steps):
@@ -187,13 +149,13 @@ def _gate_lines(view: RolloutView, *, now: datetime, colour: bool) -> list[str]:
     evaluated = max(gate.evaluated_at for gate in gates)
     header = f"gates, evaluated {_when(evaluated, now)}:"
     headers = ("GATE", "VERDICT", "SEGMENT", "CANARY", "STABLE", "SAMPLES", "REASON")
-    return [header, *_table(headers, rows, colour=colour, paint_column=1)]
+    return [header, *table_lines(headers, rows, colour=colour, colour_column=1, indent="  ")]
 
 
 def _gate_row(name: str, verdict: str, segment: str, numbers: Any, kind: str, reason: str) -> list[str]:
     samples = "-" if numbers.samples is None else f"{numbers.samples:.0f}"
     value, baseline = _number(numbers.value, kind), _number(numbers.baseline, kind)
-    return [name, verdict, segment or "-", value, baseline, samples, _one_line(reason)]
+    return [name, verdict, segment or "-", value, baseline, samples, one_line(reason)]
 
 
 def _page_lines(page: PageState | None, *, now: datetime) -> list[str]:
@@ -204,11 +166,11 @@ def _page_lines(page: PageState | None, *, now: datetime) -> list[str]:
         f"page:     {state}  key {page.dedup_key}",
         f"  triggered {_when(page.triggered_at, now)}  escalated {_when(page.escalated_at, now)}"
         f"  resolved {_when(page.resolved_at, now)}",
-        f"  {_one_line(page.summary)}",
+        f"  {one_line(page.summary)}",
     ]
     for delivery in page.deliveries:
         if delivery.error:
-            outcome = f"failed after {delivery.attempts} attempts: {_one_line(delivery.error)}"
+            outcome = f"failed after {delivery.attempts} attempts: {one_line(delivery.error)}"
         else:
             outcome = f"delivered {format_time(delivery.delivered_at)}" if delivery.delivered_at else "not sent yet"
         lines.append(f"  {delivery.target}: {outcome}")
@@ -219,9 +181,9 @@ def _history_lines(status: CheckoutRolloutStatus, *, now: datetime) -> list[str]
     entries = status.history[-HISTORY_SHOWN:]
     if not entries:
         return ["history:  none"]
-    rows = [[format_time(e.time), e.actor, e.action, _one_line(e.reason)] for e in reversed(entries)]
+    rows = [[format_time(e.time), e.actor, e.action, one_line(e.reason)] for e in reversed(entries)]
     title = f"history (newest first, {len(entries)} of {len(status.history)}):"
-    return [title, *_table(("TIME", "ACTOR", "ACTION", "REASON"), rows, colour=False)]
+    return [title, *table_lines(("TIME", "ACTOR", "ACTION", "REASON"), rows, colour=False, indent="  ")]
 
 
 def status_json(view: RolloutView, *, now: datetime) -> dict[str, Any]:
@@ -263,7 +225,7 @@ def list_rows(views: Sequence[RolloutView], *, now: datetime) -> list[list[str]]
     for view in sorted(views, key=lambda v: (v.namespace, v.name)):
         status = view.status
         step = f"{min(status.current_step, len(view.steps))}/{len(view.steps)}"
-        verdict = _one_line(status.verdict) or "-"
+        verdict = one_line(status.verdict) or "-"
         rows.append([view.namespace, view.name, status.phase, step, f"{status.weights.canary}%", verdict])
         rows[-1].append(age(view.created, now))
     return rows
@@ -272,7 +234,7 @@ def list_rows(views: Sequence[RolloutView], *, now: datetime) -> list[list[str]]
 def render_list(views: Sequence[RolloutView], *, now: datetime, colour: bool = False) -> str:
     if not views:
         return "no CheckoutRollouts found"
-    lines = _table(LIST_HEADERS, list_rows(views, now=now), colour=colour, paint_column=2)
+    lines = table_lines(LIST_HEADERS, list_rows(views, now=now), colour=colour, colour_column=2, indent="  ")
     return "\n".join(line[2:] for line in lines)
 
 
@@ -319,7 +281,7 @@ def request_outcome(before: RolloutView, after: RolloutView, *, command: str, ac
     entry = mine[-1]
     if entry.action not in APPLIED_ACTIONS:
         reason = entry.reason.removeprefix(f"{command} by {actor}: ")
-        return Outcome(False, f"{entry.action}: {_one_line(reason)}")
+        return Outcome(False, f"{entry.action}: {one_line(reason)}")
     was, now = before.status, after.status
     steps = f"at step {now.current_step}"
     if was.current_step != now.current_step:

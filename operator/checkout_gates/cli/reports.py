@@ -13,15 +13,8 @@ from typing import Any
 from checkout_gates.api.resource import CheckoutRollout
 from checkout_gates.api.spec import Gate
 from checkout_gates.api.status import GateStatus
-from checkout_gates.cli.common import (
-    EXIT_FAIL,
-    EXIT_INCONCLUSIVE,
-    EXIT_PASS,
-    Style,
-    format_time,
-    one_line,
-    table,
-)
+from checkout_gates.cli.common import EXIT_FAIL, EXIT_INCONCLUSIVE, EXIT_PASS
+from checkout_gates.cli.output import Style, format_time, one_line, table
 from checkout_gates.gates.verdicts import GateVerdict, VerdictName
 from checkout_gates.rollout.replay import ReplayResult
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sys
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import Any
 
 from checkout_gates.api.status import TERMINAL_PHASES
 from checkout_gates.cli import cluster
+from checkout_gates.cli.output import colour_for
 from checkout_gates.cli.render import list_json, render_list, render_status, status_json, view_of
 
 EXIT_OK, EXIT_ERROR = 0, 3
@@ -59,11 +59,6 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     listing.add_argument("-o", "--output", choices=("text", "json"), default="text", help="default: text")
     cluster.add_arguments(listing)
     listing.set_defaults(handler=run_list)
-
-
-def colour_for(stream: TextIO) -> bool:
-    """ANSI colour only on a terminal, and never with NO_COLOR (https://no-color.org) or TERM=dumb."""
-    return stream.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
 
 
 def _now() -> datetime:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
-import json
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -19,20 +17,13 @@ from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi, EventsV1Ap
 from kubernetes.client.exceptions import ApiException
 
 from checkout_gates.api.spec import GROUP, PLURAL, VERSION
+from checkout_gates.apiserver import GONE_OR_CHANGED, JSON_PATCH, MERGE_PATCH, describe, pointer, remove_if_unchanged
+
+__all__ = ["ConflictError", "KubeApi", "Raw", "describe"]
 
 T = TypeVar("T")
 Raw = dict[str, Any]
 REPORTING_CONTROLLER = "gates.checkout.dev/checkout-gates"
-
-
-def describe(error: BaseException) -> str:
-    """A one-line account of an error; for an API error, its status and the server's message."""
-    if isinstance(error, ApiException):
-        message = error.reason or ""
-        with contextlib.suppress(TypeError, ValueError):
-            message = json.loads(error.body or "{}").get("message", message)
-        return f"HTTP {error.status}: {message}"
-    return f"{type(error).__name__}: {error}"
 
 
 def _older(meta: Raw, than: Raw) -> bool:
@@ -131,22 +122,21 @@ class KubeApi:
         body = {"status": status}
         await self.run(
             lambda: self._custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, PLURAL, name, body, _content_type="application/merge-patch+json"
+                GROUP, VERSION, namespace, PLURAL, name, body, _content_type=MERGE_PATCH
             )
         )
 
     async def remove_annotation(self, namespace: str, name: str, key: str, value: str) -> bool:
         """Remove ``key`` only if it still holds ``value`` (a JSON patch test), so a newer one stays."""
-        path = "/metadata/annotations/" + key.replace("~", "~0").replace("/", "~1")
-        patch = [{"op": "test", "path": path, "value": value}, {"op": "remove", "path": path}]
+        patch = remove_if_unchanged(pointer("metadata", "annotations", key), value)
         try:
             await self.run(
                 lambda: self._custom.patch_namespaced_custom_object(
-                    GROUP, VERSION, namespace, PLURAL, name, patch, _content_type="application/json-patch+json"
+                    GROUP, VERSION, namespace, PLURAL, name, patch, _content_type=JSON_PATCH
                 )
             )
         except ApiException as error:
-            if error.status in (404, 409, 422):  # gone, or the value changed: not ours to remove
+            if error.status in GONE_OR_CHANGED:  # gone, or the value changed: not ours to remove
                 return False
             raise
         return True

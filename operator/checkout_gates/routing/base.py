@@ -9,19 +9,15 @@ Routers use the synchronous Kubernetes client; run them off the event loop.
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any, Protocol
 
 from kubernetes.client.exceptions import ApiException
 
 from checkout_gates.api.status import Weights
+from checkout_gates.apiserver import FIELD_MANAGER, JSON_PATCH, JSON_PATCH_TEST_FAILED, MERGE_PATCH, server_message
 
-FIELD_MANAGER = "checkout-gates"
-JSON_PATCH = "application/json-patch+json"
-MERGE_PATCH = "application/merge-patch+json"
-# What kube-apiserver answers (422) when a JSON patch's "test" operation does not hold.
-_JSON_PATCH_TEST_FAILED = "the server rejected our request due to an error in our request"
+__all__ = ["FIELD_MANAGER", "JSON_PATCH", "MERGE_PATCH"]  # the routers take them from here
 
 
 class RoutingError(Exception):
@@ -76,27 +72,12 @@ def split(stable: float, canary: float) -> Weights | None:
 
 def api_error(error: ApiException, what: str, action: str) -> RoutingError:
     """A RoutingError with the API server's own message; RouteNotFoundError for a 404."""
-    message = _status_message(error)
+    message = server_message(error)
     if error.status == 404:
         return RouteNotFoundError(f"{what} not found ({message})")
-    if error.status == 422 and message == _JSON_PATCH_TEST_FAILED:
+    if error.status == 422 and message == JSON_PATCH_TEST_FAILED:
         message += " (a JSON patch test failed: the object changed between read and write; the next try re-reads it)"
     return RoutingError(f"cannot {action} {what}: HTTP {error.status} {error.reason}: {message}")
-
-
-def _status_message(error: ApiException) -> str:
-    body = error.body
-    if isinstance(body, bytes):
-        body = body.decode("utf-8", "replace")
-    if isinstance(body, str) and body:
-        try:
-            status = json.loads(body)
-        except ValueError:
-            return body.strip()[:300]
-        if isinstance(status, dict) and status.get("message"):
-            return str(status["message"])
-        return body.strip()[:300]
-    return str(error.reason or "no details")
 
 
 def as_object(value: object, what: str) -> dict[str, Any]:
