@@ -29,6 +29,7 @@ lint: setup
 	$(VENV)/bin/ruff check operator lab tests bench
 	$(VENV)/bin/ruff format --check operator lab tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 unit: setup
 	$(VENV)/bin/pytest -m "not integration" $(PYTEST_ARGS)
