@@ -118,6 +118,10 @@ class PrometheusSource(ApiModel):
     bearer_token_secret: SecretKeyRef | None = None
     basic_auth: BasicAuth | None = None
 
+    @property
+    def timeout_seconds(self) -> float:
+        return parse_duration(self.timeout)
+
     @model_validator(mode="after")
     def _one_auth(self) -> PrometheusSource:
         if self.bearer_token_secret is not None and self.basic_auth is not None:
@@ -179,6 +183,10 @@ class Owner(ApiModel):
     page: Annotated[list[PageTarget], Field(min_length=1, max_length=MAX_TARGETS)]
     escalate_after: Duration | None = None
     escalate_to: Annotated[list[PageTarget], Field(max_length=MAX_TARGETS)] = []
+
+    @property
+    def escalate_after_seconds(self) -> float | None:
+        return None if self.escalate_after is None else parse_duration(self.escalate_after)
 
     @model_validator(mode="after")
     def _escalation_complete(self) -> Owner:
@@ -251,6 +259,11 @@ class Gate(ApiModel):
     ] = None
     on_missing_data: MissingData = "inconclusive"
 
+    @property
+    def window_seconds(self) -> float | None:
+        """The threshold query window in seconds; None: the analysis interval's."""
+        return None if self.window is None else parse_duration(self.window)
+
     @model_validator(mode="after")
     def _consistent(self) -> Gate:
         exactly_one_of(self, SIGNALS, f"gate {self.name!r}")
@@ -287,6 +300,10 @@ class GateStep(ApiModel):
     pass_: Annotated[list[Name], Field(alias="pass", min_length=1, max_length=MAX_GATES)]
     window: Duration
 
+    @property
+    def window_seconds(self) -> float:
+        return parse_duration(self.window)
+
 
 class ApprovalStep(ApiModel):
     reason: Annotated[str, Field(max_length=512)] = ""
@@ -294,6 +311,10 @@ class ApprovalStep(ApiModel):
 
 class PauseStep(ApiModel):
     duration: Duration
+
+    @property
+    def duration_seconds(self) -> float:
+        return parse_duration(self.duration)
 
 
 StepKind = Literal["set_weight", "gate", "approval", "pause"]
@@ -320,6 +341,10 @@ class Analysis(ApiModel):
     interval: Duration = "30s"
     failure_limit: Annotated[int, Strict(), Field(ge=1, le=1000), WHOLE] = 2
     inconclusive_limit: Annotated[int, Strict(), Field(ge=1, le=100000), WHOLE] = 10
+
+    @property
+    def interval_seconds(self) -> float:
+        return parse_duration(self.interval)
 
 
 class CheckoutRolloutSpec(ApiModel):
@@ -383,7 +408,7 @@ class CheckoutRolloutSpec(ApiModel):
         return next(gate for gate in self.gates if gate.name == name)
 
     def interval_seconds(self) -> float:
-        return parse_duration(self.analysis.interval)
+        return self.analysis.interval_seconds
 
 
 class Cel(NamedTuple):

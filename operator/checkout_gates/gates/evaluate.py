@@ -43,7 +43,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from checkout_gates.api.quantities import Tolerance, parse_duration, parse_tolerance
+from checkout_gates.api.quantities import Tolerance, parse_tolerance
 from checkout_gates.api.spec import Gate
 from checkout_gates.gates.observations import SCALAR, Sample, Segment, SignalReading, segment_name
 from checkout_gates.gates.sequential import (
@@ -125,9 +125,8 @@ def query_window_seconds(gate: Gate, *, interval_seconds: float, step_elapsed_se
     """
     if gate.method == "sequential":
         return max(interval_seconds, step_elapsed_seconds)
-    if gate.window is not None:
-        return parse_duration(gate.window)
-    return interval_seconds
+    window = gate.window_seconds
+    return interval_seconds if window is None else window
 
 
 # --- segment results ----------------------------------------------------------------------------

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from checkout_gates.api.quantities import parse_duration
 from checkout_gates.api.resource import CheckoutRollout
 from checkout_gates.api.spec import CheckoutRolloutSpec
 from checkout_gates.api.status import (
@@ -424,7 +423,7 @@ def _run_steps(draft: _Draft) -> None:
             draft.emit("StepAdvanced", f"step {index}: canary weight {step.set_weight}%")
             draft.start_step(index + 1)
         elif step.gate is not None:
-            if not _gate_step_passed(draft, step.gate.pass_, parse_duration(step.gate.window)):
+            if not _gate_step_passed(draft, step.gate.pass_, step.gate.window_seconds):
                 return
             draft.record(
                 "StepAdvanced", f"step {index}: gates {', '.join(step.gate.pass_)} held for {step.gate.window}"
@@ -439,7 +438,7 @@ def _run_steps(draft: _Draft) -> None:
             return
         elif step.pause is not None:
             started = draft.status.step_started_at or draft.now
-            if draft.now < started + timedelta(seconds=parse_duration(step.pause.duration)):
+            if draft.now < started + timedelta(seconds=step.pause.duration_seconds):
                 return
             draft.record("StepAdvanced", f"step {index}: paused for {step.pause.duration}")
             draft.start_step(index + 1)

@@ -13,7 +13,6 @@ import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 
-from checkout_gates.api.quantities import parse_duration
 from checkout_gates.api.resource import CheckoutRollout
 from checkout_gates.api.status import CheckoutRolloutStatus, PageDelivery, PageState
 from checkout_gates.rollout.actions import PageOwner, ResolvePage, Severity
@@ -59,9 +58,10 @@ def open_page(rollout: CheckoutRollout, *, step: int, reason_slug: str, summary:
 
 def escalate_if_due(rollout: CheckoutRollout, page: PageState, now: datetime) -> PageState:
     owner = rollout.spec.owner
-    if owner.escalate_after is None or page.escalated_at is not None or page.resolved_at is not None:
+    delay = owner.escalate_after_seconds
+    if delay is None or page.escalated_at is not None or page.resolved_at is not None:
         return page
-    if now < page.triggered_at + timedelta(seconds=parse_duration(owner.escalate_after)):
+    if now < page.triggered_at + timedelta(seconds=delay):
         return page
     added = [
         PageDelivery(target=target_name(ESCALATION_PREFIX, index, target.kind))

@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from checkout_gates.api.quantities import parse_duration
 from checkout_gates.api.resource import CheckoutRollout
 from checkout_gates.api.spec import CheckoutRolloutSpec, Gate
 from checkout_gates.api.status import TERMINAL_PHASES
@@ -60,7 +59,7 @@ def reads_needed(rollout: CheckoutRollout, now: datetime) -> list[GateRead]:
         return []
     spec = rollout.spec
     elapsed = step_elapsed_seconds(rollout, now)
-    interval = parse_duration(spec.analysis.interval)
+    interval = spec.interval_seconds()
     return [
         GateRead(
             spec.gate(name),
