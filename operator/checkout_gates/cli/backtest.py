@@ -15,19 +15,21 @@ import asyncio
 import sys
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import TextIO
 
 from checkout_gates.cli.common import (
     EXIT_INVALID,
     TIME_HELP,
     InvalidInputError,
-    format_time,
+    add_approve_all_argument,
+    add_output_arguments,
+    add_prometheus_argument,
+    dry_run_parser,
     load_rollout,
     parse_time,
-    usage_errors_exit_invalid,
 )
 from checkout_gates.cli.evaluate import APPROVER, probe, prometheus_config, write_replay
+from checkout_gates.cli.output import format_time
 from checkout_gates.cli.reports import replay_exit_code
 from checkout_gates.metrics.prometheus import PrometheusSource
 from checkout_gates.rollout.replay import Replayer, ReplayResult
@@ -59,18 +61,14 @@ example:
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = commands.add_parser(
+    parser = dry_run_parser(
+        commands,
         "backtest",
-        help="replay a rollout over a past time range of Prometheus data: when would it have halted?",
+        summary="replay a rollout over a past time range of Prometheus data: when would it have halted?",
         description=DESCRIPTION,
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    usage_errors_exit_invalid(parser)
-    parser.add_argument("rollout", type=Path, metavar="ROLLOUT.yaml", help="a file with one CheckoutRollout")
-    parser.add_argument(
-        "--prometheus", metavar="URL", help="Prometheus to query (default: the rollout's spec.prometheus.address)"
-    )
+    add_prometheus_argument(parser)
     parser.add_argument("--from", dest="start", required=True, metavar="T1", help=f"the rollout starts: {TIME_HELP}")
     parser.add_argument("--to", dest="end", required=True, metavar="T2", help="the last decision time (same forms)")
     parser.add_argument(
@@ -79,13 +77,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="S",
         help="seconds between decisions (default: the rollout's analysis interval)",
     )
-    parser.add_argument(
-        "--approve-all", action="store_true", help=f"approve every approval step (as actor {APPROVER!r})"
-    )
-    parser.add_argument("--output", "-o", choices=("table", "json"), default="table", help="report format")
-    parser.add_argument(
-        "--output-file", type=Path, metavar="FILE", help="write the report to FILE (the table still goes to stdout)"
-    )
+    add_approve_all_argument(parser, APPROVER)
+    add_output_arguments(parser, ("table", "json"))
     parser.set_defaults(handler=run)
 
 

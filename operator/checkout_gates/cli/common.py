@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
@@ -15,9 +16,6 @@ import yaml
 
 from checkout_gates.api.quantities import parse_duration
 from checkout_gates.api.resource import CheckoutRollout, parse_rollout
-from checkout_gates.cli.output import Style, format_time, one_line, table
-
-__all__ = ["Style", "format_time", "one_line", "table"]  # until evaluate/backtest import the kit itself
 
 # Exit codes of a dry run. A CI job blocks on 1, may retry or wait on 2, and fixes its input on 3.
 EXIT_PASS = 0  # every gate passes (replay and backtest: promoted)
@@ -58,6 +56,42 @@ class _UsageErrorsExit3Parser(argparse.ArgumentParser):
 def usage_errors_exit_invalid(parser: argparse.ArgumentParser) -> None:
     """Make a sub-command parser exit 3 (not argparse's 2) on a usage error."""
     parser.__class__ = _UsageErrorsExit3Parser
+
+
+def dry_run_parser(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    *,
+    summary: str,
+    description: str,
+    epilog: str,
+) -> argparse.ArgumentParser:
+    """The parser of a dry-run command (``evaluate``, ``backtest``): usage errors exit 3, a rollout file."""
+    parser = commands.add_parser(
+        name, help=summary, description=description, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    usage_errors_exit_invalid(parser)
+    parser.add_argument("rollout", type=Path, metavar="ROLLOUT.yaml", help="a file with one CheckoutRollout")
+    return parser
+
+
+def add_prometheus_argument(group: argparse._ActionsContainer) -> None:
+    group.add_argument(
+        "--prometheus", metavar="URL", help="Prometheus to query (default: the rollout's spec.prometheus.address)"
+    )
+
+
+def add_approve_all_argument(group: argparse._ActionsContainer, approver: str) -> None:
+    group.add_argument(
+        "--approve-all", action="store_true", help=f"approve every approval step (as actor {approver!r})"
+    )
+
+
+def add_output_arguments(group: argparse._ActionsContainer, choices: Sequence[str]) -> None:
+    group.add_argument("--output", "-o", choices=choices, default="table", help="report format (default: table)")
+    group.add_argument(
+        "--output-file", type=Path, metavar="FILE", help="write the report to FILE (the table still goes to stdout)"
+    )
 
 
 # --- the rollout --------------------------------------------------------------------------------

@@ -26,13 +26,15 @@ from checkout_gates.cli.common import (
     EXIT_INVALID,
     TIME_HELP,
     InvalidInputError,
-    Style,
-    format_time,
+    add_approve_all_argument,
+    add_output_arguments,
+    add_prometheus_argument,
+    dry_run_parser,
     load_rollout,
     parse_time,
-    usage_errors_exit_invalid,
     write_report,
 )
+from checkout_gates.cli.output import Style, format_time
 from checkout_gates.cli.reports import (
     Evaluation,
     GateEvaluation,
@@ -86,19 +88,15 @@ examples:
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = commands.add_parser(
+    parser = dry_run_parser(
+        commands,
         "evaluate",
-        help="dry run: judge a rollout's gates against Prometheus, or replay a recording (no writes)",
+        summary="dry run: judge a rollout's gates against Prometheus, or replay a recording (no writes)",
         description=DESCRIPTION,
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    usage_errors_exit_invalid(parser)
-    parser.add_argument("rollout", type=Path, metavar="ROLLOUT.yaml", help="a file with one CheckoutRollout")
     live = parser.add_argument_group("live evaluation")
-    live.add_argument(
-        "--prometheus", metavar="URL", help="Prometheus to query (default: the rollout's spec.prometheus.address)"
-    )
+    add_prometheus_argument(live)
     live.add_argument("--at", metavar="TIME", help=f"evaluate as of this time (default now): {TIME_HELP}")
     live.add_argument(
         "--step", type=int, metavar="N", help="the gates watched at step N (0-based, as status.currentStep)"
@@ -110,14 +108,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     recorded = parser.add_argument_group("replay")
     recorded.add_argument("--replay", type=Path, metavar="FILE", help="replay this recording instead of Prometheus")
-    recorded.add_argument(
-        "--approve-all", action="store_true", help=f"approve every approval step (as actor {APPROVER!r})"
-    )
-    out = parser.add_argument_group("output")
-    out.add_argument("--output", "-o", choices=OUTPUTS, default="table", help="report format (default: table)")
-    out.add_argument(
-        "--output-file", type=Path, metavar="FILE", help="write the report to FILE (the table still goes to stdout)"
-    )
+    add_approve_all_argument(recorded, APPROVER)
+    add_output_arguments(parser.add_argument_group("output"), OUTPUTS)
     parser.set_defaults(handler=run)
 
 
