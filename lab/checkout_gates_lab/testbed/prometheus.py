@@ -9,23 +9,23 @@ age within the retention (10 years by default here).
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import httpx
 import yaml
 
 from checkout_gates_lab.testbed import binaries
-from checkout_gates_lab.testbed.processes import ManagedProcess, TestbedError, free_port, wait_until
+from checkout_gates_lab.testbed.processes import TestbedError
+from checkout_gates_lab.testbed.server import LoopbackServer
 
 
-class Prometheus:
+class Prometheus(LoopbackServer):
     """One Prometheus server; a context manager."""
+
+    name = "prometheus"
 
     def __init__(
         self,
@@ -38,22 +38,13 @@ class Prometheus:
         extra_args: Sequence[str] = (),
         start_timeout: float = 60.0,
     ) -> None:
-        self.binary = binaries.find("prometheus")  # before any temp dir: a missing binary leaves nothing
+        super().__init__("prometheus", workdir, start_timeout=start_timeout)
         self.promtool = binaries.find("promtool")
-        self._own_workdir = workdir is None
-        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="checkout-gates-prometheus-"))
         self.scrape_targets = list(scrape_targets)
         self.scrape_interval = scrape_interval
         self.extra_scrape_configs = [dict(c) for c in extra_scrape_configs]
         self.retention = retention
         self.extra_args = tuple(extra_args)
-        self.start_timeout = start_timeout
-        self.port = 0
-        self._proc: ManagedProcess | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     @property
     def storage_dir(self) -> Path:
@@ -62,10 +53,6 @@ class Prometheus:
     @property
     def config_path(self) -> Path:
         return self.workdir / "prometheus.yml"
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.running
 
     def _write_config(self) -> None:
         scrape_configs: list[dict[str, Any]] = []
@@ -84,44 +71,25 @@ class Prometheus:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.storage_dir.mkdir(exist_ok=True)
         self._write_config()
-        self.port = self.port or free_port()
-        argv: list[str | Path] = [
-            self.binary,
-            f"--config.file={self.config_path}",
-            f"--storage.tsdb.path={self.storage_dir}",
-            f"--storage.tsdb.retention.time={self.retention}",
-            f"--web.listen-address=127.0.0.1:{self.port}",
-            "--web.enable-lifecycle",
-            "--web.enable-admin-api",
-            "--log.level=warn",
-            *self.extra_args,
-        ]
-        self._proc = ManagedProcess("prometheus", argv, self.workdir / "prometheus.log").start()
-        try:
-            wait_until(self._ready, timeout=self.start_timeout, what=f"prometheus at {self.url}", process=self._proc)
-        except BaseException:
-            self._proc.stop()
-            self._proc = None
-            raise
+        port = self._listen_port()
+        self._launch(
+            [
+                self.binary,
+                f"--config.file={self.config_path}",
+                f"--storage.tsdb.path={self.storage_dir}",
+                f"--storage.tsdb.retention.time={self.retention}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--web.enable-lifecycle",
+                "--web.enable-admin-api",
+                "--log.level=warn",
+                *self.extra_args,
+            ]
+        )
         return self
-
-    def _ready(self) -> bool:
-        return httpx.get(f"{self.url}/-/ready", timeout=2.0).status_code == 200
-
-    def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.stop()
-            self._proc = None
 
     def restart(self) -> None:
         self.stop()
         self.start()
-
-    def close(self) -> None:
-        """Stop and remove the working directory if this object created it."""
-        self.stop()
-        if self._own_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def set_scrape_targets(self, targets: Sequence[str]) -> None:
         """Replace the `testbed` job's targets; reloads a running server."""
@@ -164,11 +132,3 @@ class Prometheus:
             raise TestbedError(f"query {promql!r} failed: {response.status_code} {body}")
         result: list[dict[str, Any]] = body["data"]["result"]
         return result
-
-    def __enter__(self) -> Prometheus:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
