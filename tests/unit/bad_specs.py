@@ -158,6 +158,22 @@ BAD_SPECS: tuple[BadSpec, ...] = (
         "must be longer than zero",
     ),
     BadSpec(
+        "busy-loop-interval",
+        (put("spec.analysis.interval", "0.0000001ms"),),
+        "spec.analysis.interval",
+        "must be between 1s and 1h",
+        "spec.analysis.interval",
+        "must be between 1s and 1h",
+    ),
+    BadSpec(
+        "hour-long-query-timeout",
+        (put("spec.prometheus.timeout", "1h"),),
+        "spec.prometheus.timeout",
+        "must be between 1ms and 60s",
+        "spec.prometheus.timeout",
+        "must be between 1ms and 60s",
+    ),
+    BadSpec(
         "tolerance-in-words",
         (put("spec.gates[0].compare.maxDrop", "half"),),
         "spec.gates[0].compare.maxDrop",

@@ -175,10 +175,16 @@ def test_durations_are_checked_by_the_schema(schema: Schema, path: str) -> None:
     assert node["type"] == "string"
     assert node["pattern"] == r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
     assert node["maxLength"] <= 64
-    # Longer than zero, and at most 365 days (CEL's duration() is Go's, as lint's bound is).
+    # Longer than zero, and at most 365 days (CEL's duration() is Go's, as lint's bound is); the
+    # interval and the query timeout within tighter bounds, so no spec makes a busy loop or a long hang.
+    bounded = {
+        ".spec.prometheus.timeout": ["duration(self) >= duration('1ms') && duration(self) <= duration('60s')"],
+        ".spec.analysis.interval": ["duration(self) >= duration('1s') && duration(self) <= duration('1h')"],
+    }
     assert [rule["rule"] for rule in node["x-kubernetes-validations"]] == [
         "self.matches('[1-9]')",
         "duration(self) <= duration('8760h')",
+        *bounded.get(path, []),
     ]
 
 

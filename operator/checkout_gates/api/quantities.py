@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field
 
@@ -89,26 +90,69 @@ def _check_duration(text: str) -> str:
     return text
 
 
-# The pattern, the length bound and the CEL rule go into the CRD, so that kube-apiserver refuses
+def _duration_schema(between: tuple[str, str] | None = None) -> dict[str, Any]:
+    # Given the pattern, a duration is longer than zero when one of its digits is not 0. CEL's
+    # duration() is Go's time.ParseDuration, which fails (and so refuses) beyond ~292 years.
+    rules: list[dict[str, str]] = [
+        {"rule": "self.matches('[1-9]')", "message": "must be longer than zero"},
+        {
+            "rule": f"duration(self) <= duration('{MAX_DURATION}')",
+            "message": f"must be at most {MAX_DURATION} (365 days)",
+        },
+    ]
+    if between is not None:
+        shortest, longest = between
+        rules.append(
+            {
+                "rule": f"duration(self) >= duration('{shortest}') && duration(self) <= duration('{longest}')",
+                "message": f"must be between {shortest} and {longest}",
+            }
+        )
+    return {"x-kubernetes-validations": rules}
+
+
+def _between(shortest: str, longest: str) -> Callable[[str], str]:
+    """A validator for durations whose extremes harm others (a busy loop, a slot held for an hour)."""
+    low, high = go_duration_nanoseconds(shortest), go_duration_nanoseconds(longest)
+    assert low is not None and high is not None and low <= high, (shortest, longest)
+
+    def check(text: str) -> str:
+        nanoseconds = go_duration_nanoseconds(text)
+        if nanoseconds is not None and not low <= nanoseconds <= high:
+            raise ValueError(f"{text!r} must be between {shortest} and {longest}")
+        return text
+
+    return check
+
+
+# The pattern, the length bound and the CEL rules go into the CRD, so that kube-apiserver refuses
 # what lint refuses (an AfterValidator alone leaves no trace in the JSON schema).
 Duration = Annotated[
+    str,
+    Field(max_length=DURATION_MAX_LENGTH, pattern=DURATION_PATTERN, json_schema_extra=_duration_schema()),
+    AfterValidator(_check_duration),
+]
+INTERVAL_BOUNDS = ("1s", "1h")
+QUERY_TIMEOUT_BOUNDS = ("1ms", "60s")
+# How often a rollout is evaluated: below a second is a busy loop on the operator and Prometheus.
+AnalysisInterval = Annotated[
+    str,
+    Field(
+        max_length=DURATION_MAX_LENGTH, pattern=DURATION_PATTERN, json_schema_extra=_duration_schema(INTERVAL_BOUNDS)
+    ),
+    AfterValidator(_check_duration),
+    AfterValidator(_between(*INTERVAL_BOUNDS)),
+]
+# How long one query may take: past a minute a hanging Prometheus holds the rollout's pass for that long.
+QueryTimeout = Annotated[
     str,
     Field(
         max_length=DURATION_MAX_LENGTH,
         pattern=DURATION_PATTERN,
-        # Given the pattern, a duration is longer than zero when one of its digits is not 0. CEL's
-        # duration() is Go's time.ParseDuration, which fails (and so refuses) beyond ~292 years.
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {"rule": "self.matches('[1-9]')", "message": "must be longer than zero"},
-                {
-                    "rule": f"duration(self) <= duration('{MAX_DURATION}')",
-                    "message": f"must be at most {MAX_DURATION} (365 days)",
-                },
-            ]
-        },
+        json_schema_extra=_duration_schema(QUERY_TIMEOUT_BOUNDS),
     ),
     AfterValidator(_check_duration),
+    AfterValidator(_between(*QUERY_TIMEOUT_BOUNDS)),
 ]
 
 

@@ -20,7 +20,14 @@ from checkout_gates.api.base import (
     field_error,
     wire_name,
 )
-from checkout_gates.api.quantities import Duration, ToleranceText, parse_duration, parse_tolerance
+from checkout_gates.api.quantities import (
+    AnalysisInterval,
+    Duration,
+    QueryTimeout,
+    ToleranceText,
+    parse_duration,
+    parse_tolerance,
+)
 
 GROUP = "gates.checkout.dev"
 VERSION = "v1alpha1"
@@ -114,7 +121,7 @@ class BasicAuth(ApiModel):
 
 class PrometheusSource(ApiModel):
     address: Url
-    timeout: Duration = "5s"
+    timeout: QueryTimeout = "5s"
     bearer_token_secret: SecretKeyRef | None = None
     basic_auth: BasicAuth | None = None
 
@@ -338,7 +345,7 @@ class Step(ApiModel):
 
 
 class Analysis(ApiModel):
-    interval: Duration = "30s"
+    interval: AnalysisInterval = "30s"
     failure_limit: Annotated[int, Strict(), Field(ge=1, le=1000), WHOLE] = 2
     inconclusive_limit: Annotated[int, Strict(), Field(ge=1, le=100000), WHOLE] = 10
 
