@@ -24,7 +24,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -41,11 +40,11 @@ from checkout_gates.controller.kube import ConflictError, KubeApi, Raw, describe
 from checkout_gates.gates.observations import SignalReading
 from checkout_gates.metrics.prometheus import PrometheusSource
 from checkout_gates.paging.base import PageContext, owner_secrets
-from checkout_gates.paging.delivery import DeliveryOutcome, new_client, send_page_actions
+from checkout_gates.paging.delivery import new_client, send_page_actions
 from checkout_gates.rollout.actions import Action, ConsumeAnnotation, EmitEvent, PageOwner, ResolvePage, SetWeights
 from checkout_gates.rollout.conditions import set_condition
 from checkout_gates.rollout.machine import Observations, decide
-from checkout_gates.rollout.pages import record_delivery
+from checkout_gates.rollout.outcomes import DeliveryOutcome, Outcomes, apply_outcomes
 from checkout_gates.rollout.plan import reads_needed
 from checkout_gates.routing.base import Router, RoutingError
 from checkout_gates.routing.factory import make_router
@@ -69,20 +68,6 @@ QUERY_BUCKET_SECONDS = float(os.environ.get("CHECKOUT_GATES_QUERY_BUCKET", "1"))
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass
-class Outcomes:
-    """What carrying out a decision's actions changed, to record in status."""
-
-    router_target: Weights | None = None
-    router_weights: Weights | None = None
-    router_error: str | None = None
-    deliveries: list[DeliveryOutcome] = field(default_factory=list)
-
-    @property
-    def failed(self) -> bool:
-        return self.router_error is not None or any(not d.ok for d in self.deliveries)
 
 
 class Reconciler:
@@ -314,7 +299,7 @@ class Reconciler:
             parsed = self._parse(raw)
             if isinstance(parsed, list):
                 return
-            status = _apply_outcomes(parsed, outcomes, now)
+            status = apply_outcomes(parsed, outcomes, now)
             if status == parsed.status:
                 return
             if not self.may_act():
@@ -383,52 +368,6 @@ def _controller_conditions(
     if conditions is status.conditions:
         return status
     return status.model_copy(update={"conditions": conditions})
-
-
-def _apply_outcomes(rollout: CheckoutRollout, outcomes: Outcomes, now: datetime) -> CheckoutRolloutStatus:
-    status = rollout.status
-    generation = rollout.metadata.generation
-    conditions = status.conditions
-    if outcomes.router_target is not None and outcomes.router_target == status.weights:
-        status = status.model_copy(
-            update={"router_target": outcomes.router_target, "router_weights": outcomes.router_weights}
-        )
-        conditions = set_condition(
-            conditions,
-            "RouterReady",
-            "True",
-            "WeightsApplied",
-            f"canary {outcomes.router_target.canary}%",
-            now=now,
-            generation=generation,
-        )
-    if outcomes.router_error is not None:
-        conditions = set_condition(
-            conditions, "RouterReady", "False", "RouterError", outcomes.router_error, now=now, generation=generation
-        )
-    for delivery in outcomes.deliveries:
-        status = record_delivery(
-            status,
-            delivery.target_name,
-            dedup_key=delivery.dedup_key,
-            resolved=delivery.resolved,
-            error=delivery.error,
-            now=now,
-        )
-    if outcomes.deliveries:
-        failed = [d for d in outcomes.deliveries if not d.ok]
-        conditions = set_condition(
-            conditions,
-            "PageDelivered",
-            "False" if failed else "True",
-            "DeliveryFailed" if failed else "Delivered",
-            "; ".join(f"{d.target_name}: {d.error}" for d in failed) if failed else "every target accepted the page",
-            now=now,
-            generation=generation,
-        )
-    if conditions is not status.conditions:
-        status = status.model_copy(update={"conditions": conditions})
-    return status
 
 
 def _count(before: CheckoutRolloutStatus, after: CheckoutRolloutStatus, readings: Mapping[str, SignalReading]) -> None:
