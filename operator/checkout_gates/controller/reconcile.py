@@ -42,7 +42,7 @@ from checkout_gates.metrics.prometheus import PrometheusSource
 from checkout_gates.paging.base import PageContext, owner_secrets
 from checkout_gates.paging.delivery import new_client, send_page_actions
 from checkout_gates.rollout.actions import Action, ConsumeAnnotation, EmitEvent, PageOwner, ResolvePage, SetWeights
-from checkout_gates.rollout.conditions import set_condition
+from checkout_gates.rollout.conditions import observation_conditions
 from checkout_gates.rollout.machine import Observations, decide
 from checkout_gates.rollout.outcomes import DeliveryOutcome, Outcomes, apply_outcomes
 from checkout_gates.rollout.plan import reads_needed
@@ -121,7 +121,7 @@ class Reconciler:
             observed, router_error = await self._read_router(router)
             readings = await self._read_gates(rollout, now)
             decision = decide(rollout, Observations(readings=readings, router_weights=observed), now)
-            status = _controller_conditions(decision.status, rollout, router_error, readings, now)
+            status = observation_conditions(decision.status, rollout, router_error, readings, now)
             if not self.may_act():
                 logger.info("not leading: the pass stops before writing")
                 return RETRY_SOON
@@ -340,34 +340,6 @@ _SERVER_META = ("managedFields",)
 def _without_server_fields(raw: Raw) -> Raw:
     meta = {k: v for k, v in raw.get("metadata", {}).items() if k not in _SERVER_META}
     return {**raw, "metadata": meta}
-
-
-def _controller_conditions(
-    status: CheckoutRolloutStatus,
-    rollout: CheckoutRollout,
-    router_error: str | None,
-    readings: Mapping[str, SignalReading],
-    now: datetime,
-) -> CheckoutRolloutStatus:
-    generation = rollout.metadata.generation
-    conditions = status.conditions
-    if router_error is not None:
-        conditions = set_condition(
-            conditions, "RouterReady", "False", "RouterError", router_error, now=now, generation=generation
-        )
-    if readings:
-        errors = [r.error for r in readings.values() if r.error]
-        if errors:
-            conditions = set_condition(
-                conditions, "MetricsAvailable", "False", "QueryFailed", errors[0], now=now, generation=generation
-            )
-        else:
-            conditions = set_condition(
-                conditions, "MetricsAvailable", "True", "Queried", "", now=now, generation=generation
-            )
-    if conditions is status.conditions:
-        return status
-    return status.model_copy(update={"conditions": conditions})
 
 
 def _count(before: CheckoutRolloutStatus, after: CheckoutRolloutStatus, readings: Mapping[str, SignalReading]) -> None:
