@@ -24,16 +24,15 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import structlog
 
-from checkout_gates.api.quantities import parse_duration
 from checkout_gates.api.resource import CheckoutRollout, Problem, parse_rollout
 from checkout_gates.api.spec import CheckoutRolloutSpec
-from checkout_gates.api.status import TERMINAL_PHASES, CheckoutRolloutStatus, Weights
+from checkout_gates.api.status import CheckoutRolloutStatus, Weights
 from checkout_gates.controller import telemetry
 from checkout_gates.controller.faults import crash_point
 from checkout_gates.controller.kube import ConflictError, KubeApi, Raw, describe
@@ -45,15 +44,13 @@ from checkout_gates.rollout.actions import Action, ConsumeAnnotation, EmitEvent,
 from checkout_gates.rollout.conditions import observation_conditions
 from checkout_gates.rollout.machine import Observations, decide
 from checkout_gates.rollout.outcomes import DeliveryOutcome, Outcomes, apply_outcomes
-from checkout_gates.rollout.plan import reads_needed
+from checkout_gates.rollout.plan import RETRY_SOON, next_pass_delay, reads_needed
 from checkout_gates.routing.base import Router, RoutingError
 from checkout_gates.routing.factory import make_router
 
 log = structlog.get_logger("checkout_gates.controller")
 
 MAX_CONFLICTS = 5
-RETRY_SOON = 5.0  # seconds, after a failed action
-IDLE_RESYNC = 300.0  # seconds, for a rollout with nothing due
 INVALID_RETRY = 60.0
 # The crash point reached right after the status write that moved the phase to one of these.
 _PHASE_CRASH_POINTS = {
@@ -145,7 +142,7 @@ class Reconciler:
                 await self._record_outcomes(namespace, name, outcomes, now, raw)
             # From the end of the pass: the next evaluation is due an interval after this one's
             # `now`, not an interval after this pass (and its queries and writes) finished.
-            return _next_delay(decided, self.clock(), failed=outcomes is not None and outcomes.failed)
+            return next_pass_delay(decided, self.clock(), failed=outcomes is not None and outcomes.failed)
         log.warning("status kept conflicting; retrying soon", rollout=f"{namespace}/{name}")
         return RETRY_SOON
 
@@ -353,38 +350,3 @@ def _count(before: CheckoutRolloutStatus, after: CheckoutRolloutStatus, readings
             telemetry.TRANSITIONS.labels(entry.action).inc()
     if after.phase != before.phase and after.phase in ("Halted", "Aborted"):
         telemetry.HALTS.labels(after.phase).inc()
-
-
-def _next_delay(rollout: CheckoutRollout, now: datetime, *, failed: bool) -> float:
-    status, spec = rollout.status, rollout.spec
-    delays = [RETRY_SOON] if failed else []
-    if status.router_target != status.weights:
-        delays.append(RETRY_SOON)
-    page = status.page
-    if page is not None and page.resolved_at is None and page.escalated_at is None and spec.owner.escalate_after:
-        due = page.triggered_at + timedelta(seconds=parse_duration(spec.owner.escalate_after))
-        delays.append((due - now).total_seconds())
-    if status.phase not in TERMINAL_PHASES:
-        delays.append(_until_next_evaluation(spec, status, now))
-        pause = _pause_left(spec, status, now)
-        if pause is not None:
-            delays.append(pause)
-    return max(0.2, min(delays, default=IDLE_RESYNC))
-
-
-def _until_next_evaluation(spec: CheckoutRolloutSpec, status: CheckoutRolloutStatus, now: datetime) -> float:
-    interval = spec.interval_seconds()
-    last = status.last_evaluated_at or status.step_started_at
-    if last is None:
-        return interval
-    return interval - (now - last).total_seconds()
-
-
-def _pause_left(spec: CheckoutRolloutSpec, status: CheckoutRolloutStatus, now: datetime) -> float | None:
-    if status.current_step >= len(spec.steps) or status.step_started_at is None:
-        return None
-    step = spec.steps[status.current_step]
-    if step.pause is None:
-        return None
-    end = status.step_started_at + timedelta(seconds=parse_duration(step.pause.duration))
-    return (end - now).total_seconds()

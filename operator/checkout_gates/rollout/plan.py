@@ -1,19 +1,26 @@
-"""Which gates a rollout watches now, over which windows, and whether an evaluation is due.
+"""Which gates a rollout watches now, over which windows, whether an evaluation is due, and when
+the next pass is.
 
 The controller asks this before it queries Prometheus, so that only the needed queries run and the
-decision sees readings for exactly the gates it judges.
+decision sees readings for exactly the gates it judges; and after a pass, how long to wait for
+the next one (all from the ``now`` it is given: nothing here reads a clock).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from checkout_gates.api.quantities import parse_duration
 from checkout_gates.api.resource import CheckoutRollout
 from checkout_gates.api.spec import CheckoutRolloutSpec, Gate
-from checkout_gates.api.status import TERMINAL_PHASES
+from checkout_gates.api.status import TERMINAL_PHASES, CheckoutRolloutStatus
 from checkout_gates.gates.evaluate import query_window_seconds
+
+RETRY_SOON = 5.0  # seconds, after a failed action
+IDLE_RESYNC = 300.0  # seconds, for a rollout with nothing due
+# A floor on every delay: a due time already past (a late pass) means a pass soon, not a tight loop.
+MIN_DELAY = 0.2
 
 
 @dataclass(frozen=True)
@@ -68,3 +75,44 @@ def reads_needed(rollout: CheckoutRollout, now: datetime) -> list[GateRead]:
         )
         for name in watched_gate_names(spec, rollout.status.current_step)
     ]
+
+
+# --- when the next pass is due ------------------------------------------------------------------
+
+
+def next_pass_delay(rollout: CheckoutRollout, now: datetime, *, failed: bool) -> float:
+    """Seconds from ``now`` until the rollout wants its next pass: the soonest of a retry after a
+    failed action or unconfirmed weights, a page's escalation, the next evaluation and the end of
+    a pause; an idle resync when nothing is due (terminal phases)."""
+    status, spec = rollout.status, rollout.spec
+    delays = [RETRY_SOON] if failed else []
+    if status.router_target != status.weights:
+        delays.append(RETRY_SOON)
+    page = status.page
+    if page is not None and page.resolved_at is None and page.escalated_at is None and spec.owner.escalate_after:
+        due = page.triggered_at + timedelta(seconds=parse_duration(spec.owner.escalate_after))
+        delays.append((due - now).total_seconds())
+    if status.phase not in TERMINAL_PHASES:
+        delays.append(until_next_evaluation(spec, status, now))
+        pause = pause_left(spec, status, now)
+        if pause is not None:
+            delays.append(pause)
+    return max(MIN_DELAY, min(delays, default=IDLE_RESYNC))
+
+
+def until_next_evaluation(spec: CheckoutRolloutSpec, status: CheckoutRolloutStatus, now: datetime) -> float:
+    interval = spec.interval_seconds()
+    last = status.last_evaluated_at or status.step_started_at
+    if last is None:
+        return interval
+    return interval - (now - last).total_seconds()
+
+
+def pause_left(spec: CheckoutRolloutSpec, status: CheckoutRolloutStatus, now: datetime) -> float | None:
+    if status.current_step >= len(spec.steps) or status.step_started_at is None:
+        return None
+    step = spec.steps[status.current_step]
+    if step.pause is None:
+        return None
+    end = status.step_started_at + timedelta(seconds=parse_duration(step.pause.duration))
+    return (end - now).total_seconds()
