@@ -3,7 +3,8 @@ the next pass is.
 
 The controller asks this before it queries Prometheus, so that only the needed queries run and the
 decision sees readings for exactly the gates it judges; and after a pass, how long to wait for
-the next one (all from the ``now`` it is given: nothing here reads a clock).
+the next one (all from the ``now`` it is given: nothing here reads a clock). The dry run
+(``checkout-gates evaluate``) plans with :func:`plan` which gates to judge, from the spec alone.
 """
 
 from __future__ import annotations
@@ -116,3 +117,58 @@ def pause_left(spec: CheckoutRolloutSpec, status: CheckoutRolloutStatus, now: da
         return None
     end = status.step_started_at + timedelta(seconds=parse_duration(step.pause.duration))
     return (end - now).total_seconds()
+
+
+# --- the dry run's plan -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GateContext:
+    """One gate of a dry run: the window to query it over, the canary share its counts are
+    normalised by, and the gate step (0-based) it is judged for (None when no gate step applies)."""
+
+    gate: Gate
+    window_seconds: float
+    canary_share: float
+    step: int | None
+
+
+def _weight_at(spec: CheckoutRolloutSpec, index: int) -> int:
+    weights = [s.set_weight for s in spec.steps[: index + 1] if s.set_weight is not None]
+    return weights[-1] if weights else 0
+
+
+def _last_gate_step(spec: CheckoutRolloutSpec, index: int) -> int | None:
+    return next((i for i in range(min(index, len(spec.steps) - 1), -1, -1) if spec.steps[i].gate is not None), None)
+
+
+def _first_gate_step(spec: CheckoutRolloutSpec, name: str) -> int | None:
+    return next((i for i, s in enumerate(spec.steps) if s.gate is not None and name in s.gate.pass_), None)
+
+
+def _step_window(spec: CheckoutRolloutSpec, index: int | None) -> float:
+    step = None if index is None else spec.steps[index].gate
+    return spec.interval_seconds() if step is None else parse_duration(step.window)
+
+
+def plan(spec: CheckoutRolloutSpec, *, step: int | None, elapsed_seconds: float | None) -> list[GateContext]:
+    """Which gates to judge, each with its query window, canary share and the gate step they came from."""
+    interval = spec.interval_seconds()
+    first_weight = next((s.set_weight for s in spec.steps if s.set_weight), 0)
+    contexts: list[GateContext] = []
+    if step is not None:
+        gate_step = _last_gate_step(spec, step)
+        elapsed = elapsed_seconds if elapsed_seconds is not None else _step_window(spec, gate_step)
+        share = _weight_at(spec, step) / 100.0
+        for name in watched_gate_names(spec, step):
+            gate = spec.gate(name)
+            window = query_window_seconds(gate, interval_seconds=interval, step_elapsed_seconds=elapsed)
+            contexts.append(GateContext(gate, window, share, gate_step))
+        return contexts
+    for gate in spec.gates:
+        gate_step = _first_gate_step(spec, gate.name)
+        elapsed = elapsed_seconds if elapsed_seconds is not None else _step_window(spec, gate_step)
+        weight = _weight_at(spec, gate_step) if gate_step is not None else first_weight
+        window = query_window_seconds(gate, interval_seconds=interval, step_elapsed_seconds=elapsed)
+        contexts.append(GateContext(gate, window, weight / 100.0, gate_step))
+    return contexts
