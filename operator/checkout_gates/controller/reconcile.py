@@ -318,7 +318,7 @@ class Reconciler:
             "status": "False",
             "reason": "Invalid",
             "message": message,
-            "lastTransitionTime": utc_now().isoformat(timespec="seconds").replace("+00:00", "Z"),
+            "lastTransitionTime": self.clock().isoformat(timespec="seconds").replace("+00:00", "Z"),
             "observedGeneration": meta.get("generation", 0),
         }
         try:
