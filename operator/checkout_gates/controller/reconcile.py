@@ -17,6 +17,10 @@ annotation removal (``mid-approval`` before an approval's); ``after-annotation-r
 
 With leader election (controller/leadership.py) ``may_act`` says whether this replica leads;
 a pass that finds it no longer does stops before its next write.
+
+The pass reaches the API server through the port of controller/ports.py (KubeApi in the operator)
+and the routers through a factory (the cluster's, by default), so that its order of reads and
+writes is unit-tested against fakes (tests/unit/test_reconcile.py).
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ from checkout_gates.api.spec import CheckoutRolloutSpec
 from checkout_gates.api.status import CheckoutRolloutStatus, Weights
 from checkout_gates.controller import telemetry
 from checkout_gates.controller.faults import crash_point
-from checkout_gates.controller.kube import ConflictError, KubeApi, Raw, describe
+from checkout_gates.controller.kube import KubeApi, describe
+from checkout_gates.controller.ports import ConflictError, KubernetesPort, Raw, RouterFactory
 from checkout_gates.gates.observations import SignalReading
 from checkout_gates.metrics.prometheus import PrometheusSource
 from checkout_gates.paging.base import PageContext, owner_secrets
@@ -70,13 +75,15 @@ def utc_now() -> datetime:
 class Reconciler:
     def __init__(
         self,
-        kube: KubeApi,
+        kube: KubernetesPort,
         *,
+        routers: RouterFactory | None = None,
         clock: Callable[[], datetime] = utc_now,
         pager_client: httpx.AsyncClient | None = None,
         may_act: Callable[[], bool] = lambda: True,
     ) -> None:
         self.kube = kube
+        self.routers = routers if routers is not None else _cluster_routers(kube)
         self.clock = clock
         self.may_act = may_act
         self.pager_client = pager_client or new_client()
@@ -114,7 +121,7 @@ class Reconciler:
             rollout = parsed
             now = self.clock()
             logger = log.bind(rollout=f"{namespace}/{name}", step=rollout.status.current_step)
-            router = make_router(rollout.spec, namespace, self.kube.api_client)
+            router = self.routers(rollout.spec, namespace)
             observed, router_error = await self._read_router(router)
             readings = await self._read_gates(rollout, now)
             decision = decide(rollout, Observations(readings=readings, router_weights=observed), now)
@@ -227,7 +234,7 @@ class Reconciler:
         weights = [a for a in actions if isinstance(a, SetWeights)]
         if weights:
             target = weights[-1].weights  # each states a target; the last is the one that counts
-            router = make_router(rollout.spec, meta.namespace, self.kube.api_client)
+            router = self.routers(rollout.spec, meta.namespace)
             try:
                 outcomes.router_weights = await self.kube.run(lambda: router.set_weights(target))
                 outcomes.router_target = target
@@ -327,6 +334,21 @@ class Reconciler:
             )
         except Exception as error:
             log.warning("could not report the invalid spec", error=describe(error))
+
+
+def _cluster_routers(kube: KubernetesPort) -> RouterFactory:
+    """The routers of a real cluster, on the API client of the KubeApi the reconciler was given.
+
+    Only KubeApi has a cluster behind it; any other port (a test's fake) must bring its routers.
+    """
+    if not isinstance(kube, KubeApi):
+        raise TypeError(f"{type(kube).__name__} is not a KubeApi: give the Reconciler its routers")
+    api_client = kube.api_client
+
+    def router(spec: CheckoutRolloutSpec, namespace: str) -> Router:
+        return make_router(spec, namespace, api_client)
+
+    return router
 
 
 # --- pure helpers --------------------------------------------------------------------------------
