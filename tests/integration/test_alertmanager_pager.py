@@ -18,8 +18,9 @@ import pytest_asyncio
 from checkout_gates.api.spec import Owner
 from checkout_gates.paging.alertmanager import ALERTNAME, AlertmanagerPager
 from checkout_gates.paging.base import PageContext
-from checkout_gates.paging.delivery import DeliveryOutcome, deliver, new_client, send_page_actions
+from checkout_gates.paging.delivery import deliver, new_client, send_page_actions
 from checkout_gates.rollout.actions import PageOwner, ResolvePage
+from checkout_gates.rollout.outcomes import DeliveryOutcome
 from checkout_gates_lab.testbed import Alertmanager
 
 pytestmark = pytest.mark.integration

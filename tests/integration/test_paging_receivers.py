@@ -23,9 +23,10 @@ import pytest_asyncio
 
 from checkout_gates.api.spec import Owner
 from checkout_gates.paging.base import PageContext
-from checkout_gates.paging.delivery import DeliveryOutcome, new_client, send_page_actions
+from checkout_gates.paging.delivery import new_client, send_page_actions
 from checkout_gates.rollout import pages
 from checkout_gates.rollout.actions import EmitEvent, PageOwner, ResolvePage
+from checkout_gates.rollout.outcomes import DeliveryOutcome
 
 pytestmark = pytest.mark.integration
 

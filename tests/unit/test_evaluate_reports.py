@@ -11,7 +11,6 @@ import pytest
 
 from checkout_gates.api.resource import CheckoutRollout
 from checkout_gates.cli.common import parse_time
-from checkout_gates.cli.evaluate import plan
 from checkout_gates.cli.main import main
 from checkout_gates.cli.output import Style, table
 from checkout_gates.cli.reports import (
@@ -24,6 +23,7 @@ from checkout_gates.cli.reports import (
 )
 from checkout_gates.gates.evaluate import evaluate_gate
 from checkout_gates.gates.observations import Sample, SignalReading
+from checkout_gates.rollout.plan import plan
 
 from .rollouts import T0, make_rollout
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,6 @@ from pydantic import ValidationError
 
 from checkout_gates.api.quantities import parse_duration
 from checkout_gates.api.resource import CheckoutRollout
-from checkout_gates.api.spec import CheckoutRolloutSpec, Gate
 from checkout_gates.api.spec import PrometheusSource as PrometheusSpec
 from checkout_gates.cli.common import (
     EXIT_CODES_HELP,
@@ -44,10 +42,10 @@ from checkout_gates.cli.reports import (
     replay_json,
     replay_table,
 )
-from checkout_gates.gates.evaluate import evaluate_gate, query_window_seconds
+from checkout_gates.gates.evaluate import evaluate_gate
 from checkout_gates.metrics.prometheus import PrometheusSource, QueryError
 from checkout_gates.metrics.replay import ReplayError, ReplaySource
-from checkout_gates.rollout.plan import watched_gate_names
+from checkout_gates.rollout.plan import GateContext, plan
 from checkout_gates.rollout.replay import ReplayResult, replay
 
 OUTPUTS = ("table", "json", "junit", "markdown")
@@ -124,55 +122,6 @@ def run(arguments: argparse.Namespace) -> int:
 
 
 # --- live ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class GateContext:
-    gate: Gate
-    window_seconds: float
-    canary_share: float
-    step: int | None
-
-
-def _weight_at(spec: CheckoutRolloutSpec, index: int) -> int:
-    weights = [s.set_weight for s in spec.steps[: index + 1] if s.set_weight is not None]
-    return weights[-1] if weights else 0
-
-
-def _last_gate_step(spec: CheckoutRolloutSpec, index: int) -> int | None:
-    return next((i for i in range(min(index, len(spec.steps) - 1), -1, -1) if spec.steps[i].gate is not None), None)
-
-
-def _first_gate_step(spec: CheckoutRolloutSpec, name: str) -> int | None:
-    return next((i for i, s in enumerate(spec.steps) if s.gate is not None and name in s.gate.pass_), None)
-
-
-def _step_window(spec: CheckoutRolloutSpec, index: int | None) -> float:
-    step = None if index is None else spec.steps[index].gate
-    return spec.interval_seconds() if step is None else parse_duration(step.window)
-
-
-def plan(spec: CheckoutRolloutSpec, *, step: int | None, elapsed_seconds: float | None) -> list[GateContext]:
-    """Which gates to judge, each with its query window, canary share and the gate step they came from."""
-    interval = spec.interval_seconds()
-    first_weight = next((s.set_weight for s in spec.steps if s.set_weight), 0)
-    contexts: list[GateContext] = []
-    if step is not None:
-        gate_step = _last_gate_step(spec, step)
-        elapsed = elapsed_seconds if elapsed_seconds is not None else _step_window(spec, gate_step)
-        share = _weight_at(spec, step) / 100.0
-        for name in watched_gate_names(spec, step):
-            gate = spec.gate(name)
-            window = query_window_seconds(gate, interval_seconds=interval, step_elapsed_seconds=elapsed)
-            contexts.append(GateContext(gate, window, share, gate_step))
-        return contexts
-    for gate in spec.gates:
-        gate_step = _first_gate_step(spec, gate.name)
-        elapsed = elapsed_seconds if elapsed_seconds is not None else _step_window(spec, gate_step)
-        weight = _weight_at(spec, gate_step) if gate_step is not None else first_weight
-        window = query_window_seconds(gate, interval_seconds=interval, step_elapsed_seconds=elapsed)
-        contexts.append(GateContext(gate, window, weight / 100.0, gate_step))
-    return contexts
 
 
 def prometheus_config(rollout: CheckoutRollout, url: str | None) -> PrometheusSpec:

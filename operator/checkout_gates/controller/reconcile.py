@@ -17,6 +17,10 @@ annotation removal (``mid-approval`` before an approval's); ``after-annotation-r
 
 With leader election (controller/leadership.py) ``may_act`` says whether this replica leads;
 a pass that finds it no longer does stops before its next write.
+
+The pass reaches the API server through the port of controller/ports.py (KubeApi in the operator)
+and the routers through a factory (the cluster's, by default), so that its order of reads and
+writes is unit-tested against fakes (tests/unit/test_reconcile.py).
 """
 
 from __future__ import annotations
@@ -24,37 +28,34 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import structlog
 
-from checkout_gates.api.quantities import parse_duration
 from checkout_gates.api.resource import CheckoutRollout, Problem, parse_rollout
 from checkout_gates.api.spec import CheckoutRolloutSpec
-from checkout_gates.api.status import TERMINAL_PHASES, CheckoutRolloutStatus, Weights
+from checkout_gates.api.status import CheckoutRolloutStatus, Weights
 from checkout_gates.controller import telemetry
 from checkout_gates.controller.faults import crash_point
-from checkout_gates.controller.kube import ConflictError, KubeApi, Raw, describe
+from checkout_gates.controller.kube import KubeApi, describe
+from checkout_gates.controller.ports import ConflictError, KubernetesPort, Raw, RouterFactory
 from checkout_gates.gates.observations import SignalReading
 from checkout_gates.metrics.prometheus import PrometheusSource
 from checkout_gates.paging.base import PageContext, owner_secrets
-from checkout_gates.paging.delivery import DeliveryOutcome, new_client, send_page_actions
+from checkout_gates.paging.delivery import new_client, send_page_actions
 from checkout_gates.rollout.actions import Action, ConsumeAnnotation, EmitEvent, PageOwner, ResolvePage, SetWeights
-from checkout_gates.rollout.conditions import set_condition
+from checkout_gates.rollout.conditions import observation_conditions
 from checkout_gates.rollout.machine import Observations, decide
-from checkout_gates.rollout.pages import record_delivery
-from checkout_gates.rollout.plan import reads_needed
+from checkout_gates.rollout.outcomes import DeliveryOutcome, Outcomes, apply_outcomes
+from checkout_gates.rollout.plan import RETRY_SOON, next_pass_delay, reads_needed
 from checkout_gates.routing.base import Router, RoutingError
 from checkout_gates.routing.factory import make_router
 
 log = structlog.get_logger("checkout_gates.controller")
 
 MAX_CONFLICTS = 5
-RETRY_SOON = 5.0  # seconds, after a failed action
-IDLE_RESYNC = 300.0  # seconds, for a rollout with nothing due
 INVALID_RETRY = 60.0
 # The crash point reached right after the status write that moved the phase to one of these.
 _PHASE_CRASH_POINTS = {
@@ -71,30 +72,18 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-@dataclass
-class Outcomes:
-    """What carrying out a decision's actions changed, to record in status."""
-
-    router_target: Weights | None = None
-    router_weights: Weights | None = None
-    router_error: str | None = None
-    deliveries: list[DeliveryOutcome] = field(default_factory=list)
-
-    @property
-    def failed(self) -> bool:
-        return self.router_error is not None or any(not d.ok for d in self.deliveries)
-
-
 class Reconciler:
     def __init__(
         self,
-        kube: KubeApi,
+        kube: KubernetesPort,
         *,
+        routers: RouterFactory | None = None,
         clock: Callable[[], datetime] = utc_now,
         pager_client: httpx.AsyncClient | None = None,
         may_act: Callable[[], bool] = lambda: True,
     ) -> None:
         self.kube = kube
+        self.routers = routers if routers is not None else _cluster_routers(kube)
         self.clock = clock
         self.may_act = may_act
         self.pager_client = pager_client or new_client()
@@ -132,11 +121,11 @@ class Reconciler:
             rollout = parsed
             now = self.clock()
             logger = log.bind(rollout=f"{namespace}/{name}", step=rollout.status.current_step)
-            router = make_router(rollout.spec, namespace, self.kube.api_client)
+            router = self.routers(rollout.spec, namespace)
             observed, router_error = await self._read_router(router)
             readings = await self._read_gates(rollout, now)
             decision = decide(rollout, Observations(readings=readings, router_weights=observed), now)
-            status = _controller_conditions(decision.status, rollout, router_error, readings, now)
+            status = observation_conditions(decision.status, rollout, router_error, readings, now)
             if not self.may_act():
                 logger.info("not leading: the pass stops before writing")
                 return RETRY_SOON
@@ -160,7 +149,7 @@ class Reconciler:
                 await self._record_outcomes(namespace, name, outcomes, now, raw)
             # From the end of the pass: the next evaluation is due an interval after this one's
             # `now`, not an interval after this pass (and its queries and writes) finished.
-            return _next_delay(decided, self.clock(), failed=outcomes is not None and outcomes.failed)
+            return next_pass_delay(decided, self.clock(), failed=outcomes is not None and outcomes.failed)
         log.warning("status kept conflicting; retrying soon", rollout=f"{namespace}/{name}")
         return RETRY_SOON
 
@@ -245,7 +234,7 @@ class Reconciler:
         weights = [a for a in actions if isinstance(a, SetWeights)]
         if weights:
             target = weights[-1].weights  # each states a target; the last is the one that counts
-            router = make_router(rollout.spec, meta.namespace, self.kube.api_client)
+            router = self.routers(rollout.spec, meta.namespace)
             try:
                 outcomes.router_weights = await self.kube.run(lambda: router.set_weights(target))
                 outcomes.router_target = target
@@ -314,7 +303,7 @@ class Reconciler:
             parsed = self._parse(raw)
             if isinstance(parsed, list):
                 return
-            status = _apply_outcomes(parsed, outcomes, now)
+            status = apply_outcomes(parsed, outcomes, now)
             if status == parsed.status:
                 return
             if not self.may_act():
@@ -336,7 +325,7 @@ class Reconciler:
             "status": "False",
             "reason": "Invalid",
             "message": message,
-            "lastTransitionTime": utc_now().isoformat(timespec="seconds").replace("+00:00", "Z"),
+            "lastTransitionTime": self.clock().isoformat(timespec="seconds").replace("+00:00", "Z"),
             "observedGeneration": meta.get("generation", 0),
         }
         try:
@@ -347,6 +336,21 @@ class Reconciler:
             log.warning("could not report the invalid spec", error=describe(error))
 
 
+def _cluster_routers(kube: KubernetesPort) -> RouterFactory:
+    """The routers of a real cluster, on the API client of the KubeApi the reconciler was given.
+
+    Only KubeApi has a cluster behind it; any other port (a test's fake) must bring its routers.
+    """
+    if not isinstance(kube, KubeApi):
+        raise TypeError(f"{type(kube).__name__} is not a KubeApi: give the Reconciler its routers")
+    api_client = kube.api_client
+
+    def router(spec: CheckoutRolloutSpec, namespace: str) -> Router:
+        return make_router(spec, namespace, api_client)
+
+    return router
+
+
 # --- pure helpers --------------------------------------------------------------------------------
 
 _SERVER_META = ("managedFields",)
@@ -355,80 +359,6 @@ _SERVER_META = ("managedFields",)
 def _without_server_fields(raw: Raw) -> Raw:
     meta = {k: v for k, v in raw.get("metadata", {}).items() if k not in _SERVER_META}
     return {**raw, "metadata": meta}
-
-
-def _controller_conditions(
-    status: CheckoutRolloutStatus,
-    rollout: CheckoutRollout,
-    router_error: str | None,
-    readings: Mapping[str, SignalReading],
-    now: datetime,
-) -> CheckoutRolloutStatus:
-    generation = rollout.metadata.generation
-    conditions = status.conditions
-    if router_error is not None:
-        conditions = set_condition(
-            conditions, "RouterReady", "False", "RouterError", router_error, now=now, generation=generation
-        )
-    if readings:
-        errors = [r.error for r in readings.values() if r.error]
-        if errors:
-            conditions = set_condition(
-                conditions, "MetricsAvailable", "False", "QueryFailed", errors[0], now=now, generation=generation
-            )
-        else:
-            conditions = set_condition(
-                conditions, "MetricsAvailable", "True", "Queried", "", now=now, generation=generation
-            )
-    if conditions is status.conditions:
-        return status
-    return status.model_copy(update={"conditions": conditions})
-
-
-def _apply_outcomes(rollout: CheckoutRollout, outcomes: Outcomes, now: datetime) -> CheckoutRolloutStatus:
-    status = rollout.status
-    generation = rollout.metadata.generation
-    conditions = status.conditions
-    if outcomes.router_target is not None and outcomes.router_target == status.weights:
-        status = status.model_copy(
-            update={"router_target": outcomes.router_target, "router_weights": outcomes.router_weights}
-        )
-        conditions = set_condition(
-            conditions,
-            "RouterReady",
-            "True",
-            "WeightsApplied",
-            f"canary {outcomes.router_target.canary}%",
-            now=now,
-            generation=generation,
-        )
-    if outcomes.router_error is not None:
-        conditions = set_condition(
-            conditions, "RouterReady", "False", "RouterError", outcomes.router_error, now=now, generation=generation
-        )
-    for delivery in outcomes.deliveries:
-        status = record_delivery(
-            status,
-            delivery.target_name,
-            dedup_key=delivery.dedup_key,
-            resolved=delivery.resolved,
-            error=delivery.error,
-            now=now,
-        )
-    if outcomes.deliveries:
-        failed = [d for d in outcomes.deliveries if not d.ok]
-        conditions = set_condition(
-            conditions,
-            "PageDelivered",
-            "False" if failed else "True",
-            "DeliveryFailed" if failed else "Delivered",
-            "; ".join(f"{d.target_name}: {d.error}" for d in failed) if failed else "every target accepted the page",
-            now=now,
-            generation=generation,
-        )
-    if conditions is not status.conditions:
-        status = status.model_copy(update={"conditions": conditions})
-    return status
 
 
 def _count(before: CheckoutRolloutStatus, after: CheckoutRolloutStatus, readings: Mapping[str, SignalReading]) -> None:
@@ -442,38 +372,3 @@ def _count(before: CheckoutRolloutStatus, after: CheckoutRolloutStatus, readings
             telemetry.TRANSITIONS.labels(entry.action).inc()
     if after.phase != before.phase and after.phase in ("Halted", "Aborted"):
         telemetry.HALTS.labels(after.phase).inc()
-
-
-def _next_delay(rollout: CheckoutRollout, now: datetime, *, failed: bool) -> float:
-    status, spec = rollout.status, rollout.spec
-    delays = [RETRY_SOON] if failed else []
-    if status.router_target != status.weights:
-        delays.append(RETRY_SOON)
-    page = status.page
-    if page is not None and page.resolved_at is None and page.escalated_at is None and spec.owner.escalate_after:
-        due = page.triggered_at + timedelta(seconds=parse_duration(spec.owner.escalate_after))
-        delays.append((due - now).total_seconds())
-    if status.phase not in TERMINAL_PHASES:
-        delays.append(_until_next_evaluation(spec, status, now))
-        pause = _pause_left(spec, status, now)
-        if pause is not None:
-            delays.append(pause)
-    return max(0.2, min(delays, default=IDLE_RESYNC))
-
-
-def _until_next_evaluation(spec: CheckoutRolloutSpec, status: CheckoutRolloutStatus, now: datetime) -> float:
-    interval = spec.interval_seconds()
-    last = status.last_evaluated_at or status.step_started_at
-    if last is None:
-        return interval
-    return interval - (now - last).total_seconds()
-
-
-def _pause_left(spec: CheckoutRolloutSpec, status: CheckoutRolloutStatus, now: datetime) -> float | None:
-    if status.current_step >= len(spec.steps) or status.step_started_at is None:
-        return None
-    step = spec.steps[status.current_step]
-    if step.pause is None:
-        return None
-    end = status.step_started_at + timedelta(seconds=parse_duration(step.pause.duration))
-    return (end - now).total_seconds()

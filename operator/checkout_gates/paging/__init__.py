@@ -2,7 +2,7 @@
 
 The controller resolves the Secret values a rollout's owner needs (:func:`owner_secrets`),
 then hands the decision's page actions to :func:`send_page_actions` and records each
-:class:`DeliveryOutcome` with ``rollout.pages.record_delivery``.
+:class:`DeliveryOutcome` (a core type, re-exported here) with ``rollout.outcomes.apply_outcomes``.
 """
 
 from checkout_gates.paging.alertmanager import AlertmanagerPager
@@ -16,10 +16,11 @@ from checkout_gates.paging.base import (
     owner_secrets,
     required_secrets,
 )
-from checkout_gates.paging.delivery import DeliveryOutcome, deliver, new_client, send_page_actions
+from checkout_gates.paging.delivery import deliver, new_client, send_page_actions
 from checkout_gates.paging.pagerduty import PagerDutyPager
 from checkout_gates.paging.slack import SlackPager
 from checkout_gates.paging.webhook import WebhookPager
+from checkout_gates.rollout.outcomes import DeliveryOutcome
 
 __all__ = [
     "AlertmanagerPager",

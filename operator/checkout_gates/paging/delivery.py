@@ -6,15 +6,15 @@ server's Retry-After); timeouts of a single request are the httpx client's.
 
 :func:`send_page_actions` sends every :class:`PageOwner` and :class:`ResolvePage` of a decision
 to each target it names, all concurrently, and never raises: each target's result is a
-:class:`DeliveryOutcome`, named as ``rollout.pages`` names it, for the controller to record with
-``pages.record_delivery``.
+:class:`DeliveryOutcome` (defined in the core, ``rollout.outcomes``), named as ``rollout.pages``
+names it, for the controller to record with ``rollout.outcomes.apply_outcomes``.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 
 import httpx
@@ -23,6 +23,7 @@ import structlog
 from checkout_gates.api.spec import Owner, PageTarget
 from checkout_gates.paging.base import DeliveryError, PageContext, Pager, PagingError, SecretValues, make_pager
 from checkout_gates.rollout.actions import PageOwner, ResolvePage
+from checkout_gates.rollout.outcomes import DeliveryOutcome
 from checkout_gates.rollout.pages import ESCALATION_PREFIX, PRIMARY_PREFIX, target_name
 
 log = structlog.get_logger(__name__)
@@ -31,20 +32,6 @@ Sleep = Callable[[float], Awaitable[object]]
 _Call = Callable[[Pager], Awaitable[None]]
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 USER_AGENT = "checkout-gates"
-
-
-@dataclass(frozen=True)
-class DeliveryOutcome:
-    """One target's result: ``error`` is empty on success."""
-
-    target_name: str
-    dedup_key: str
-    resolved: bool
-    error: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return not self.error
 
 
 def new_client(timeout: httpx.Timeout = DEFAULT_TIMEOUT) -> httpx.AsyncClient:

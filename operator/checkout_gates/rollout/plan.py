@@ -1,18 +1,26 @@
-"""Which gates a rollout watches now, over which windows, and whether an evaluation is due.
+"""Which gates a rollout watches now, over which windows, whether an evaluation is due, and when
+the next pass is.
 
 The controller asks this before it queries Prometheus, so that only the needed queries run and the
-decision sees readings for exactly the gates it judges.
+decision sees readings for exactly the gates it judges; and after a pass, how long to wait for
+the next one (all from the ``now`` it is given: nothing here reads a clock). The dry run
+(``checkout-gates evaluate``) plans with :func:`plan` which gates to judge, from the spec alone.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from checkout_gates.api.resource import CheckoutRollout
 from checkout_gates.api.spec import CheckoutRolloutSpec, Gate
-from checkout_gates.api.status import TERMINAL_PHASES
+from checkout_gates.api.status import TERMINAL_PHASES, CheckoutRolloutStatus
 from checkout_gates.gates.evaluate import query_window_seconds
+
+RETRY_SOON = 5.0  # seconds, after a failed action
+IDLE_RESYNC = 300.0  # seconds, for a rollout with nothing due
+# A floor on every delay: a due time already past (a late pass) means a pass soon, not a tight loop.
+MIN_DELAY = 0.2
 
 
 @dataclass(frozen=True)
@@ -67,3 +75,100 @@ def reads_needed(rollout: CheckoutRollout, now: datetime) -> list[GateRead]:
         )
         for name in watched_gate_names(spec, rollout.status.current_step)
     ]
+
+
+# --- when the next pass is due ------------------------------------------------------------------
+
+
+def next_pass_delay(rollout: CheckoutRollout, now: datetime, *, failed: bool) -> float:
+    """Seconds from ``now`` until the rollout wants its next pass: the soonest of a retry after a
+    failed action or unconfirmed weights, a page's escalation, the next evaluation and the end of
+    a pause; an idle resync when nothing is due (terminal phases)."""
+    status, spec = rollout.status, rollout.spec
+    delays = [RETRY_SOON] if failed else []
+    if status.router_target != status.weights:
+        delays.append(RETRY_SOON)
+    page = status.page
+    escalate_after = spec.owner.escalate_after_seconds
+    if page is not None and page.resolved_at is None and page.escalated_at is None and escalate_after:
+        due = page.triggered_at + timedelta(seconds=escalate_after)
+        delays.append((due - now).total_seconds())
+    if status.phase not in TERMINAL_PHASES:
+        delays.append(until_next_evaluation(spec, status, now))
+        pause = pause_left(spec, status, now)
+        if pause is not None:
+            delays.append(pause)
+    return max(MIN_DELAY, min(delays, default=IDLE_RESYNC))
+
+
+def until_next_evaluation(spec: CheckoutRolloutSpec, status: CheckoutRolloutStatus, now: datetime) -> float:
+    interval = spec.interval_seconds()
+    last = status.last_evaluated_at or status.step_started_at
+    if last is None:
+        return interval
+    return interval - (now - last).total_seconds()
+
+
+def pause_left(spec: CheckoutRolloutSpec, status: CheckoutRolloutStatus, now: datetime) -> float | None:
+    if status.current_step >= len(spec.steps) or status.step_started_at is None:
+        return None
+    step = spec.steps[status.current_step]
+    if step.pause is None:
+        return None
+    end = status.step_started_at + timedelta(seconds=step.pause.duration_seconds)
+    return (end - now).total_seconds()
+
+
+# --- the dry run's plan -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GateContext:
+    """One gate of a dry run: the window to query it over, the canary share its counts are
+    normalised by, and the gate step (0-based) it is judged for (None when no gate step applies)."""
+
+    gate: Gate
+    window_seconds: float
+    canary_share: float
+    step: int | None
+
+
+def _weight_at(spec: CheckoutRolloutSpec, index: int) -> int:
+    weights = [s.set_weight for s in spec.steps[: index + 1] if s.set_weight is not None]
+    return weights[-1] if weights else 0
+
+
+def _last_gate_step(spec: CheckoutRolloutSpec, index: int) -> int | None:
+    return next((i for i in range(min(index, len(spec.steps) - 1), -1, -1) if spec.steps[i].gate is not None), None)
+
+
+def _first_gate_step(spec: CheckoutRolloutSpec, name: str) -> int | None:
+    return next((i for i, s in enumerate(spec.steps) if s.gate is not None and name in s.gate.pass_), None)
+
+
+def _step_window(spec: CheckoutRolloutSpec, index: int | None) -> float:
+    step = None if index is None else spec.steps[index].gate
+    return spec.interval_seconds() if step is None else step.window_seconds
+
+
+def plan(spec: CheckoutRolloutSpec, *, step: int | None, elapsed_seconds: float | None) -> list[GateContext]:
+    """Which gates to judge, each with its query window, canary share and the gate step they came from."""
+    interval = spec.interval_seconds()
+    first_weight = next((s.set_weight for s in spec.steps if s.set_weight), 0)
+    contexts: list[GateContext] = []
+    if step is not None:
+        gate_step = _last_gate_step(spec, step)
+        elapsed = elapsed_seconds if elapsed_seconds is not None else _step_window(spec, gate_step)
+        share = _weight_at(spec, step) / 100.0
+        for name in watched_gate_names(spec, step):
+            gate = spec.gate(name)
+            window = query_window_seconds(gate, interval_seconds=interval, step_elapsed_seconds=elapsed)
+            contexts.append(GateContext(gate, window, share, gate_step))
+        return contexts
+    for gate in spec.gates:
+        gate_step = _first_gate_step(spec, gate.name)
+        elapsed = elapsed_seconds if elapsed_seconds is not None else _step_window(spec, gate_step)
+        weight = _weight_at(spec, gate_step) if gate_step is not None else first_weight
+        window = query_window_seconds(gate, interval_seconds=interval, step_elapsed_seconds=elapsed)
+        contexts.append(GateContext(gate, window, weight / 100.0, gate_step))
+    return contexts
