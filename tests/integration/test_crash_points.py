@@ -10,7 +10,7 @@ restart. What must hold afterwards, for every point:
 - one page per halt: Alertmanager holds one alert for the halt's dedup key;
 - no history entry twice (same time, action, actor and step).
 
-The order of a pass and where each point sits are in controller/faults.py and reconcile.py.
+The order of a pass and where each point sits are in controller/crashpoints.py and reconcile.py.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import pytest
 
-from checkout_gates.controller.faults import CRASH_POINTS
+from checkout_gates.controller.crashpoints import CRASH_POINTS
 from checkout_gates_lab.testbed import Alertmanager, ExternalCluster, Kubectl, LocalCluster, Prometheus
 
 from .checkout_traffic import CheckoutTraffic

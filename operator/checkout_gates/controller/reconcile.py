@@ -7,7 +7,7 @@ Only then are the actions carried out, and their outcomes (weights the router co
 delivered) written in a second status write. A crash between the two leaves an intent in status
 that the next pass carries out again; every action is keyed and idempotent, so nothing doubles.
 
-The order of one pass, with the crash points (controller/faults.py) the reliability tests kill
+The order of one pass, with the crash points (controller/crashpoints.py) the reliability tests kill
 the process at: read and decide; ``before-status-write``; the status write;
 ``after-status-write`` (and ``after-halt-write`` / ``after-abort-write`` /
 ``after-promotion-write`` when it moved the phase); the weights patch; ``after-weights-patch``;
@@ -38,7 +38,7 @@ from checkout_gates.api.resource import CheckoutRollout, Problem, parse_rollout
 from checkout_gates.api.spec import CheckoutRolloutSpec
 from checkout_gates.api.status import CheckoutRolloutStatus, Weights
 from checkout_gates.controller import telemetry
-from checkout_gates.controller.faults import crash_point
+from checkout_gates.controller.crashpoints import crash_point
 from checkout_gates.controller.kube import KubeApi, describe
 from checkout_gates.controller.ports import ConflictError, KubernetesPort, Raw, RouterFactory
 from checkout_gates.gates.observations import SignalReading

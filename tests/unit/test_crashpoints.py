@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from checkout_gates.controller import faults
-from checkout_gates.controller.faults import CRASH_POINTS, crash_point
+from checkout_gates.controller import crashpoints
+from checkout_gates.controller.crashpoints import CRASH_POINTS, crash_point
 
-RECONCILE = Path(faults.__file__).with_name("reconcile.py")
+RECONCILE = Path(crashpoints.__file__).with_name("reconcile.py")
 
 
 def test_crash_point_does_nothing_without_the_variable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -34,7 +34,7 @@ def test_crash_point_ignores_other_points(monkeypatch: pytest.MonkeyPatch) -> No
 
 def _run(point: str, *, skip: int, marker: Path, calls: int = 2) -> subprocess.CompletedProcess[str]:
     code = (
-        "from checkout_gates.controller.faults import crash_point\n"
+        "from checkout_gates.controller.crashpoints import crash_point\n"
         f"for i in range({calls}):\n"
         f"    print('reached', i, flush=True)\n"
         f"    crash_point({point!r})\n"
