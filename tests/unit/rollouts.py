@@ -10,6 +10,7 @@ from checkout_gates.api.status import CheckoutRolloutStatus
 from checkout_gates.gates.observations import Sample, SignalReading
 from checkout_gates.rollout.actions import ConsumeAnnotation, SetWeights
 from checkout_gates.rollout.machine import Observations, decide
+from checkout_gates.rollout.plan import waits_on_router
 
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 
@@ -128,18 +129,25 @@ class Driver:
         self.actions: list[Any] = []
 
     def step(self, obs: dict[str, SignalReading] | None = None, advance: float = 30.0) -> CheckoutRollout:
-        decision = decide(self.rollout, Observations(readings=obs or {}), self.now)
-        self.actions.extend(decision.actions)
-        self.rollout = with_status(self.rollout, decision.status)
-        if self.router_confirms:
+        observations = Observations(readings=obs or {})
+        # Like the controller: once the router confirms a step's weights, it passes again at once
+        # (with no readings: those were for the step before), so that the step completes.
+        for _ in range(len(self.rollout.spec.steps) + 2):
+            decision = decide(self.rollout, observations, self.now)
+            self.actions.extend(decision.actions)
+            self.rollout = with_status(self.rollout, decision.status)
+            consumed = {a.key for a in decision.actions if isinstance(a, ConsumeAnnotation)}
+            if consumed:
+                kept = {k: v for k, v in self.rollout.metadata.annotations.items() if k not in consumed}
+                self.rollout = with_annotations(self.rollout, kept)
             applied = [a.weights for a in decision.actions if isinstance(a, SetWeights)]
-            if applied:
-                confirmed = {"router_target": applied[-1], "router_weights": applied[-1]}
-                self.rollout = with_status(self.rollout, self.status.model_copy(update=confirmed))
-        consumed = {a.key for a in decision.actions if isinstance(a, ConsumeAnnotation)}
-        if consumed:
-            kept = {k: v for k, v in self.rollout.metadata.annotations.items() if k not in consumed}
-            self.rollout = with_annotations(self.rollout, kept)
+            if not (self.router_confirms and applied):
+                break
+            confirmed = {"router_target": applied[-1], "router_weights": applied[-1]}
+            self.rollout = with_status(self.rollout, self.status.model_copy(update=confirmed))
+            if not waits_on_router(self.rollout.spec, self.status):
+                break
+            observations = Observations()
         self.now += timedelta(seconds=advance)
         return self.rollout
 

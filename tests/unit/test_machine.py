@@ -270,13 +270,16 @@ def confirm_weights(driver: Driver) -> None:
 
 def test_unconfirmed_weights_are_stated_again_until_the_router_confirms() -> None:
     driver = Driver(make_rollout(), router_confirms=False)
-    run_to_gate(driver)
+    driver.step()  # start: setWeight 5 stated, not confirmed
+    assert driver.status.current_step == 0, "a setWeight step completes only once the router confirms it"
     again = decide(driver.rollout, Observations(router_weights=Weights.canary_at(0)), driver.now)
     assert again.status.phase == "Progressing", "a router still at the old weights is a pending patch, not drift"
+    assert again.status.current_step == 0
     assert [a.weights.canary for a in again.actions if isinstance(a, SetWeights)] == [5]
     confirm_weights(driver)
     settled = decide(driver.rollout, Observations(router_weights=Weights.canary_at(5)), driver.now)
     assert not [a for a in settled.actions if isinstance(a, SetWeights)]
+    assert settled.status.current_step == 1, "confirmed: the step completes and the gate step begins"
 
 
 def test_router_drift_halts_instead_of_overwriting() -> None:

@@ -22,7 +22,7 @@ from checkout_gates.api.spec import CheckoutRolloutSpec
 from checkout_gates.api.status import Weights
 from checkout_gates.controller.ports import ConflictError, Raw
 from checkout_gates.controller.reconcile import INVALID_RETRY, MAX_CONFLICTS, Reconciler
-from checkout_gates.rollout.plan import RETRY_SOON
+from checkout_gates.rollout.plan import MIN_DELAY, RETRY_SOON
 
 from .rollouts import T0, rollout_doc
 
@@ -182,18 +182,26 @@ def pending_rollout() -> Raw:
 
 async def test_a_pass_that_steps_the_weight_writes_status_then_patches_the_router_then_records_outcomes() -> None:
     cluster = FakeCluster(pending_rollout())
-    await cluster.run_pass()
+    delay = await cluster.run_pass()
     assert cluster.journal == [
-        ("write status", "Progressing, step 1, canary 5, router unconfirmed"),
+        ("write status", "Progressing, step 0, canary 5, router unconfirmed"),
         ("patch router", "canary 5"),
         ("post event", "Progressing"),
-        ("post event", "StepAdvanced"),
-        ("write status", "Progressing, step 1, canary 5, router confirmed 5"),
+        ("write status", "Progressing, step 0, canary 5, router confirmed 5"),
     ]
     assert cluster.router.status_canary_at_patches == [5], "the patch came after the status that intends it"
     status = cluster.server.rollout().status
     assert status.router_weights == Weights.canary_at(5)
-    assert [entry.action for entry in status.history] == ["Started", "StepAdvanced"]
+    assert [entry.action for entry in status.history] == ["Started"], "the step waits for the router's word"
+    assert delay == MIN_DELAY, "confirmed: the next pass comes at once, to complete the step"
+
+    cluster.journal.clear()
+    await cluster.run_pass()
+    assert cluster.journal == [
+        ("write status", "Progressing, step 1, canary 5, router confirmed 5"),
+        ("post event", "StepAdvanced"),
+    ], "the setWeight step completes on the confirmed weights, with no second patch"
+    assert [entry.action for entry in cluster.server.rollout().status.history] == ["Started", "StepAdvanced"]
 
 
 # --- (b) a conflict is re-read and re-decided, never forced ---------------------------------------
@@ -221,12 +229,12 @@ async def test_a_conflicting_status_write_is_re_decided_on_a_fresh_read_and_neve
     )
     assert cluster.journal == [
         ("status write refused", "at version 1"),
-        ("write status", "Progressing, step 1, canary 20, router unconfirmed"),
+        ("write status", "Progressing, step 0, canary 20, router unconfirmed"),
         ("patch router", "canary 20"),
         ("post event", "Progressing"),
-        ("post event", "StepAdvanced"),
-        ("write status", "Progressing, step 1, canary 20, router confirmed 20"),
+        ("write status", "Progressing, step 0, canary 20, router confirmed 20"),
     ], "decided again on the new spec: the decision on the stale copy (canary 5) is never carried out"
+    await cluster.run_pass()  # the step completes on the confirmed weights
     status = server.rollout().status
     assert status.observed_generation == 2
     assert [entry.reason for entry in status.history if entry.action == "StepAdvanced"] == ["step 0: canary weight 20%"]
@@ -250,6 +258,7 @@ async def test_a_status_that_keeps_conflicting_is_never_forced_and_nothing_is_ca
 async def test_a_pass_repeated_over_the_object_it_left_changes_nothing() -> None:
     cluster = FakeCluster(pending_rollout())
     await cluster.run_pass()
+    await cluster.run_pass()  # the setWeight step completes on the confirmed weights
     settled = copy.deepcopy(cluster.server.stored)
     cluster.journal.clear()
     for _ in range(3):
@@ -263,14 +272,14 @@ async def test_a_pass_repeated_after_a_crash_before_the_router_patch_carries_out
     cluster.router.killed_at_next_patch = True
     with pytest.raises(ProcessKilledError):
         await cluster.run_pass()
-    assert cluster.journal == [("write status", "Progressing, step 1, canary 5, router unconfirmed")]
+    assert cluster.journal == [("write status", "Progressing, step 0, canary 5, router unconfirmed")]
     intended = cluster.server.rollout().status
     cluster.journal.clear()
 
     await cluster.run_pass()  # the restarted operator
     assert cluster.journal == [
         ("patch router", "canary 5"),
-        ("write status", "Progressing, step 1, canary 5, router confirmed 5"),
+        ("write status", "Progressing, step 0, canary 5, router confirmed 5"),
     ], "the decision is not made (nor written) again: only its weights are stated again"
     status = cluster.server.rollout().status
     assert status.history == intended.history

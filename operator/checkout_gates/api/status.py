@@ -122,7 +122,7 @@ class ConsumedAnnotation(StatusModel):
 class CheckoutRolloutStatus(StatusModel):
     phase: Phase = "Pending"
     observed_generation: int = 0
-    current_step: int = 0
+    current_step: Annotated[int, Field(ge=0)] = 0
     step_started_at: datetime | None = None
     last_evaluated_at: datetime | None = None
     paused_from: Phase | None = None
@@ -138,6 +138,18 @@ class CheckoutRolloutStatus(StatusModel):
     halt_reason: str = ""
     failures: int = 0
     inconclusives: int = 0
+    router_errors: Annotated[
+        int, Field(ge=0, description="Router reads or writes that failed in a row; at 3 the rollout halts.")
+    ] = 0
+    exposure_ceiling: Annotated[
+        int | None,
+        Field(
+            ge=0,
+            le=100,
+            description="After a spec change mid-rollout: the canary weight the earlier generation had reached. "
+            "No setWeight step may exceed it until a gate step of the new generation passes.",
+        ),
+    ] = None
     epoch: Annotated[int, Field(description="Counts transitions; annotations are consumed per epoch.")] = 0
     conditions: list[Condition] = []
     gates: list[GateStatus] = []

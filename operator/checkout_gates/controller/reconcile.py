@@ -124,7 +124,8 @@ class Reconciler:
             router = self.routers(rollout.spec, namespace)
             observed, router_error = await self._read_router(router)
             readings = await self._read_gates(rollout, now)
-            decision = decide(rollout, Observations(readings=readings, router_weights=observed), now)
+            observations = Observations(readings=readings, router_weights=observed, router_error=router_error)
+            decision = decide(rollout, observations, now)
             status = observation_conditions(decision.status, rollout, router_error, readings, now)
             if not self.may_act():
                 logger.info("not leading: the pass stops before writing")
@@ -146,7 +147,9 @@ class Reconciler:
             decided = rollout.model_copy(update={"status": status})
             outcomes = await self._carry_out(raw, decided, decision.actions, now, logger)
             if outcomes is not None:
-                await self._record_outcomes(namespace, name, outcomes, now, raw)
+                recorded = await self._record_outcomes(namespace, name, outcomes, now, raw)
+                if recorded is not None:  # e.g. the router confirmed: a setWeight step completes next pass
+                    decided = decided.model_copy(update={"status": recorded})
             # From the end of the pass: the next evaluation is due an interval after this one's
             # `now`, not an interval after this pass (and its queries and writes) finished.
             return next_pass_delay(decided, self.clock(), failed=outcomes is not None and outcomes.failed)
@@ -290,7 +293,8 @@ class Reconciler:
 
     async def _record_outcomes(
         self, namespace: str, name: str, outcomes: Outcomes, now: datetime, written: Raw | None = None
-    ) -> None:
+    ) -> CheckoutRolloutStatus | None:
+        """Write the outcomes into status; the status written, or None when nothing was."""
         for attempt in range(MAX_CONFLICTS):
             # First from what the status write returned (the latest version), then fresh reads.
             raw = (
@@ -299,22 +303,23 @@ class Reconciler:
                 else await self.kube.get_rollout(namespace, name, fresh=True)
             )
             if raw is None:
-                return
+                return None
             parsed = self._parse(raw)
             if isinstance(parsed, list):
-                return
+                return None
             status = apply_outcomes(parsed, outcomes, now)
             if status == parsed.status:
-                return
+                return None
             if not self.may_act():
-                return  # the leader repeats what is unrecorded; a write from here could only be stale
+                return None  # the leader repeats what is unrecorded; a write from here could only be stale
             try:
                 await self.kube.replace_status(raw, status.to_wire())
                 crash_point("after-outcome-write")
-                return
+                return status
             except ConflictError:
                 telemetry.CONFLICTS.inc()
         log.warning("could not record action outcomes; the next pass repeats them", rollout=f"{namespace}/{name}")
+        return None
 
     async def _report_invalid(self, raw: Raw, problems: list[Problem]) -> None:
         meta = raw["metadata"]

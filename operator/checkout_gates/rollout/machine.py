@@ -59,13 +59,19 @@ from checkout_gates.rollout.plan import evaluation_due, watched_gate_names
 OPERATOR = "checkout-gates"
 
 
+# Router reads or writes that may fail in a row before the rollout halts: with the route unreadable
+# the operator cannot know what customers get, so exposure must not grow on what it last believed.
+ROUTER_ERROR_LIMIT = 3
+
+
 @dataclass(frozen=True)
 class Observations:
-    """What the controller saw before deciding: gate readings (only when an evaluation was due)
-    and the weights the router reports (None when it could not be read)."""
+    """What the controller saw before deciding: gate readings (only when an evaluation was due),
+    the weights the router reports (None when it could not be read) and why it could not."""
 
     readings: Mapping[str, SignalReading] = field(default_factory=dict)
     router_weights: Weights | None = None
+    router_error: str | None = None
 
 
 class _Draft:
@@ -133,6 +139,7 @@ def decide(rollout: CheckoutRollout, observations: Observations, now: datetime) 
         _start(draft)
     else:
         _handle_requests(draft)
+        _track_router_errors(draft, observations)
         _watch(draft, observations)
         _check_router(draft, observations)
     _run_steps(draft)
@@ -291,8 +298,13 @@ def _open_page(draft: _Draft, slug: str, reason: str) -> None:
 
 
 def _watch(draft: _Draft, observations: Observations) -> None:
-    """Judge the watched gates when an evaluation is due and readings came with it."""
+    """Judge the watched gates when an evaluation is due and readings came with it.
+
+    Not while the router has yet to confirm the weights: the readings would be of a split that is
+    not in effect (or not known to be), and a pass window must only count confirmed exposure."""
     if not observations.readings or not evaluation_due(draft.rollout, draft.now):
+        return
+    if _weights_pending(draft.status):
         return
     if draft.status.phase in TERMINAL_PHASES or draft.status.step_started_at != draft.rollout.status.step_started_at:
         return  # a request above moved the rollout on: these readings were for the step before
@@ -367,6 +379,26 @@ def _record_verdicts(draft: _Draft, verdicts: Mapping[str, GateVerdict]) -> None
 # --- router drift -------------------------------------------------------------------------------
 
 
+def _track_router_errors(draft: _Draft, observations: Observations) -> None:
+    """Count router failures in a row (reads here, writes in the outcomes); halt at the limit."""
+    if observations.router_error is not None:
+        draft.update(router_errors=draft.status.router_errors + 1)
+    elif observations.router_weights is not None and draft.status.router_errors:
+        draft.update(router_errors=0)
+    if draft.status.router_errors >= ROUTER_ERROR_LIMIT and draft.status.phase in ("Progressing", "AwaitingApproval"):
+        why = observations.router_error or "the last weights could not be applied"
+        _halt(
+            draft,
+            f"router failed {draft.status.router_errors} times in a row, exposure held at what it last confirmed "
+            f"(canary {_confirmed_canary(draft.status)}%): {why}",
+            "router-error",
+        )
+
+
+def _confirmed_canary(status: CheckoutRolloutStatus) -> str:
+    return "unknown" if status.router_target is None else str(status.router_target.canary)
+
+
 def _check_router(draft: _Draft, observations: Observations) -> None:
     """Halt when the router no longer shows what the rollout last applied: someone edited it."""
     observed, status = observations.router_weights, draft.status
@@ -419,6 +451,8 @@ def _run_steps(draft: _Draft) -> None:
         if step.set_weight is not None:
             if step.set_weight != draft.status.weights.canary:
                 draft.set_weight(step.set_weight, f"step {index}: setWeight {step.set_weight}")
+            if _weights_pending(draft.status):
+                return  # complete only once the router confirms the weights (a later pass)
             draft.record("StepAdvanced", f"step {index}: canary weight {step.set_weight}%")
             draft.emit("StepAdvanced", f"step {index}: canary weight {step.set_weight}%")
             draft.start_step(index + 1)
@@ -459,7 +493,9 @@ def _gate_step_passed(draft: _Draft, names: list[str], window_seconds: float) ->
 
 def _promote(draft: _Draft) -> None:
     if draft.status.weights.canary != 100:
-        draft.set_weight(100, "all steps passed: promoted")
+        draft.set_weight(100, "all steps passed: promoting")
+    if _weights_pending(draft.status):
+        return  # Promoted only once the router confirms that the canary takes all traffic
     draft.update(phase="Promoted", halt_reason="")
     draft.resolve_page()
     draft.record("Promoted", f"all {len(draft.spec.steps)} steps passed")

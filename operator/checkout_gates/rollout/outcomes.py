@@ -52,7 +52,11 @@ def apply_outcomes(rollout: CheckoutRollout, outcomes: Outcomes, now: datetime) 
     conditions = status.conditions
     if outcomes.router_target is not None and outcomes.router_target == status.weights:
         status = status.model_copy(
-            update={"router_target": outcomes.router_target, "router_weights": outcomes.router_weights}
+            update={
+                "router_target": outcomes.router_target,
+                "router_weights": outcomes.router_weights,
+                "router_errors": 0,
+            }
         )
         conditions = set_condition(
             conditions,
@@ -64,6 +68,8 @@ def apply_outcomes(rollout: CheckoutRollout, outcomes: Outcomes, now: datetime) 
             generation=generation,
         )
     if outcomes.router_error is not None:
+        # Counted with the failed reads (rollout/machine.py halts at ROUTER_ERROR_LIMIT in a row).
+        status = status.model_copy(update={"router_errors": status.router_errors + 1})
         conditions = set_condition(
             conditions, "RouterReady", "False", "RouterError", outcomes.router_error, now=now, generation=generation
         )

@@ -88,6 +88,8 @@ def next_pass_delay(rollout: CheckoutRollout, now: datetime, *, failed: bool) ->
     delays = [RETRY_SOON] if failed else []
     if status.router_target != status.weights:
         delays.append(RETRY_SOON)
+    elif waits_on_router(spec, status):
+        delays.append(MIN_DELAY)  # the router confirmed the step's weights: the step completes now
     page = status.page
     escalate_after = spec.owner.escalate_after_seconds
     if page is not None and page.resolved_at is None and page.escalated_at is None and escalate_after:
@@ -99,6 +101,13 @@ def next_pass_delay(rollout: CheckoutRollout, now: datetime, *, failed: bool) ->
         if pause is not None:
             delays.append(pause)
     return max(MIN_DELAY, min(delays, default=IDLE_RESYNC))
+
+
+def waits_on_router(spec: CheckoutRolloutSpec, status: CheckoutRolloutStatus) -> bool:
+    """Whether the rollout stands at a setWeight step or at the promotion after the last step:
+    both complete once the router has confirmed their weights, and on nothing else."""
+    index = status.current_step
+    return status.phase == "Progressing" and (index >= len(spec.steps) or spec.steps[index].set_weight is not None)
 
 
 def until_next_evaluation(spec: CheckoutRolloutSpec, status: CheckoutRolloutStatus, now: datetime) -> float:

@@ -37,7 +37,7 @@ from checkout_gates.gates.observations import Sample, Segment, SignalReading
 from checkout_gates.rollout.actions import ConsumeAnnotation, SetWeights
 from checkout_gates.rollout.annotations import annotation_key
 from checkout_gates.rollout.machine import Observations, decide
-from checkout_gates.rollout.plan import GateRead, reads_needed
+from checkout_gates.rollout.plan import GateRead, reads_needed, waits_on_router
 
 __all__ = [
     "DECIDED_PHASES",
@@ -190,19 +190,27 @@ class Replayer:
             if (reading := readings.get(name)) is not None
         }
         before = self.status.epoch
-        decision = decide(self.rollout, Observations(observed, self.status.router_weights), now)
-        self.decisions += 1
-        self.rollout = self.rollout.model_copy(update={"status": decision.status})
-        if decision.status.last_evaluated_at == now and due:
-            self.evaluations += 1
-
-        applied = [action.weights for action in decision.actions if isinstance(action, SetWeights)]
-        if applied:
+        observations = Observations(observed, self.status.router_weights)
+        # The router (simulated) confirms every weight at once; the operator then passes again at
+        # once (rollout/plan.py: a step waiting on the router completes on the next pass), so do we,
+        # with no readings: those were read for the step before.
+        for _ in range(len(self.rollout.spec.steps) + 2):
+            decision = decide(self.rollout, observations, now)
+            self.decisions += 1
+            self.rollout = self.rollout.model_copy(update={"status": decision.status})
+            if decision.status.last_evaluated_at == now and observations.readings:
+                self.evaluations += 1
+            consumed = {action.key for action in decision.actions if isinstance(action, ConsumeAnnotation)}
+            if consumed:
+                self._set_annotations({k: v for k, v in self.rollout.metadata.annotations.items() if k not in consumed})
+            applied = [action.weights for action in decision.actions if isinstance(action, SetWeights)]
+            if not applied:
+                break
             confirmed = {"router_target": applied[-1], "router_weights": applied[-1]}
             self.rollout = self.rollout.model_copy(update={"status": self.status.model_copy(update=confirmed)})
-        consumed = {action.key for action in decision.actions if isinstance(action, ConsumeAnnotation)}
-        if consumed:
-            self._set_annotations({k: v for k, v in self.rollout.metadata.annotations.items() if k not in consumed})
+            if not waits_on_router(self.rollout.spec, self.status):
+                break
+            observations = Observations({}, self.status.router_weights)
 
         added = self.status.epoch - before
         entries = self.status.history[-added:] if added > 0 else []
