@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from datetime import timedelta
 from typing import Any
 
@@ -260,14 +259,13 @@ def _many(n: int, approval: float) -> dict[Segment, Sample]:
     }
 
 
-def test_five_thousand_segments_are_judged_quickly_and_kept_bounded() -> None:
+def test_five_thousand_segments_are_judged_and_kept_bounded() -> None:
+    # No wall-clock bound here (a loaded CI machine is no yardstick): bench/evaluate_speed.py times it.
     ratio = gate(ratio={"good": "g", "total": "t"}, segmentBy=["provider", "method"], compare={"maxDrop": "1pp"})
     canary = _many(5000, 0.97)
     canary[(("method", "m2"), ("provider", "provider-04321"))] = Sample(value=0.5, samples=1000, good=500, total=1000)
     reading = SignalReading(gate="g", canary=canary, stable=_many(5000, 0.97), window_seconds=30)
-    started = time.perf_counter()
     verdict = evaluate_gate(ratio, reading, canary_share=0.05)
-    assert time.perf_counter() - started < 2.0
     assert verdict.verdict == "Fail"
     assert verdict.segment == "method=m2,provider=provider-04321"
     assert "1 of 5000 segments fail" in verdict.reason

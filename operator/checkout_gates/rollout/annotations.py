@@ -19,6 +19,9 @@ Command = Literal["abort", "retry", "pause", "approve"]
 # Abort wins over everything, so it is read first.
 COMMANDS: tuple[Command, ...] = ("abort", "retry", "pause", "approve")
 REASON_KEY = f"{GROUP}/reason"
+# Who last changed the spec, stamped by admission (the chart's MutatingAdmissionPolicy writes the
+# request's user into it on every spec change, whatever the client sent), read into the history.
+CHANGED_BY_KEY = f"{GROUP}/spec-changed-by"
 
 
 def annotation_key(command: Command) -> str:
@@ -57,3 +60,8 @@ def already_consumed(status: CheckoutRolloutStatus, request: Request) -> bool:
 
 def request_reason(annotations: Mapping[str, str], request: Request) -> str:
     return annotations.get(REASON_KEY, "").strip() or f"{request.command} requested by {request.actor}"
+
+
+def spec_changed_by(annotations: Mapping[str, str]) -> str:
+    """The user admission recorded for the last spec change; ``unknown`` where nothing stamped it."""
+    return annotations.get(CHANGED_BY_KEY, "").strip()[:253] or "unknown (no admission stamp)"

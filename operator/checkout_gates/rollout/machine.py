@@ -52,6 +52,7 @@ from checkout_gates.rollout.annotations import (
     already_consumed,
     pending_requests,
     request_reason,
+    spec_changed_by,
 )
 from checkout_gates.rollout.conditions import set_condition
 from checkout_gates.rollout.plan import evaluation_due, watched_gate_names
@@ -155,20 +156,41 @@ def decide(rollout: CheckoutRollout, observations: Observations, now: datetime) 
 
 def _start(draft: _Draft) -> None:
     generation = draft.rollout.metadata.generation
-    restarted = draft.status.observed_generation not in (0, generation) and draft.status.phase != "Pending"
-    if restarted:
-        draft.resolve_page()
-        if draft.status.weights.canary > 0:
-            draft.set_weight(0, f"spec changed to generation {generation}: exposure starts again from 0")
-        draft.record("Restarted", f"spec changed (generation {draft.status.observed_generation} -> {generation})")
-        draft.emit("Restarted", f"generation {generation}: the rollout starts again from step 0")
-    draft.update(phase="Progressing", observed_generation=generation, halt_reason="", paused_from=None, gates=[])
-    draft.start_step(0)
-    if not restarted:
+    if draft.status.observed_generation not in (0, generation) and draft.status.phase != "Pending":
+        _restart(draft)
+    else:
+        draft.update(phase="Progressing", observed_generation=generation, halt_reason="", paused_from=None, gates=[])
+        draft.start_step(0)
         draft.record("Started", f"rollout of {draft.spec.canary.service} started ({len(draft.spec.steps)} steps)")
         draft.emit("Progressing", f"rollout started with {len(draft.spec.steps)} steps")
     # Annotations set before the start still count (an abort before the first step must win).
     _handle_requests(draft)
+
+
+def _restart(draft: _Draft) -> None:
+    """A new generation of the spec mid-rollout: exposure starts again from 0 on the new steps.
+
+    A spec edit must not skip what it replaces: the new generation may not expose the canary beyond
+    what the earlier one had reached until one of its own gate steps passes (``exposureCeiling``);
+    an open page stays open (only on-call resolves it); a halted, aborted or paused rollout stays
+    so until on-call acts; and the history names who changed the spec, as admission recorded it.
+    """
+    before = draft.status
+    generation = draft.rollout.metadata.generation
+    actor = spec_changed_by(draft.rollout.metadata.annotations)
+    change = f"spec changed by {actor} (generation {before.observed_generation} -> {generation})"
+    ceiling = before.weights.canary if before.exposure_ceiling is None else before.exposure_ceiling
+    if before.weights.canary > 0:
+        draft.set_weight(0, f"generation {generation}: exposure starts again from 0")
+    draft.update(observed_generation=generation, gates=[], exposure_ceiling=ceiling if ceiling > 0 else None)
+    draft.start_step(0)
+    if before.phase in ("Halted", "Aborted", "Paused"):
+        draft.record("SpecChanged", f"{change}: stays {before.phase.lower()} until on-call acts", actor)
+        draft.emit("SpecChanged", f"generation {generation} by {actor}: still {before.phase.lower()}")
+        return
+    draft.update(phase="Progressing", halt_reason="", paused_from=None)
+    draft.record("Restarted", change, actor)
+    draft.emit("Restarted", f"generation {generation} by {actor}: the rollout starts again from step 0")
 
 
 # --- on-call requests ---------------------------------------------------------------------------
@@ -229,7 +251,8 @@ def _apply_request(draft: _Draft, request: Request) -> None:
             draft.emit("Retried", f"{actor}: step {draft.status.current_step} runs again")
         elif phase == "Aborted":
             draft.resolve_page()
-            draft.update(phase="Progressing", halt_reason="", gates=[])
+            # On-call starts it afresh from 0, on whatever spec it has now: their call, not an edit's.
+            draft.update(phase="Progressing", halt_reason="", gates=[], exposure_ceiling=None)
             draft.start_step(0)
             draft.record("Retried", f"{reason} (from step 0)", actor)
             draft.emit("Retried", f"{actor}: the rollout starts again from step 0")
@@ -449,6 +472,16 @@ def _run_steps(draft: _Draft) -> None:
             return
         step = draft.spec.steps[index]
         if step.set_weight is not None:
+            ceiling = draft.status.exposure_ceiling
+            if ceiling is not None and step.set_weight > ceiling:
+                _halt(
+                    draft,
+                    f"step {index} would expose the canary to {step.set_weight}%, above the {ceiling}% it had "
+                    f"reached before its spec changed: a gate step of the new spec must pass first (step up "
+                    f"through a gate, or abort)",
+                    "ungated-exposure",
+                )
+                return
             if step.set_weight != draft.status.weights.canary:
                 draft.set_weight(step.set_weight, f"step {index}: setWeight {step.set_weight}")
             if _weights_pending(draft.status):
@@ -462,6 +495,7 @@ def _run_steps(draft: _Draft) -> None:
             draft.record(
                 "StepAdvanced", f"step {index}: gates {', '.join(step.gate.pass_)} held for {step.gate.window}"
             )
+            draft.update(exposure_ceiling=None)  # this generation's own gates now vouch for its exposure
             draft.emit("StepAdvanced", f"step {index}: gates held for {step.gate.window}")
             draft.start_step(index + 1)
         elif step.approval is not None:
