@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from checkout_gates.api.resource import CheckoutRollout
+from checkout_gates.api.resource import CheckoutRollout, parse_rollout
 from checkout_gates.rollout.actions import PageOwner, SetWeights
 
 from .rollouts import HEALTHY, Driver, make_rollout, readings
@@ -143,3 +143,38 @@ def test_an_abort_given_with_the_edit_still_wins() -> None:
     driver.annotate({**driver.rollout.metadata.annotations, ABORT: "erin"})
     driver.step()
     assert driver.status.phase == "Aborted" and driver.status.weights.canary == 0
+
+
+def test_a_forged_step_beyond_the_spec_aborts_instead_of_promoting() -> None:
+    driver = Driver(make_rollout())
+    to_approval_at_5(driver)
+    forged = driver.status.model_copy(update={"current_step": 99, "phase": "Progressing"})
+    driver.rollout = driver.rollout.model_copy(update={"status": forged})
+    mark = len(driver.actions)
+    driver.step(HEALTHY)
+    status = driver.status
+    assert status.phase == "Aborted" and status.weights.canary == 0
+    assert "status names step 99 of a 6-step rollout" in status.halt_reason
+    assert highest_weight_after(driver, mark) == 0
+    assert "Promoted" not in [e.action for e in status.history]
+    pages = {a.dedup_key for a in driver.actions[mark:] if isinstance(a, PageOwner)}
+    assert len(pages) == 1
+    for _ in range(3):  # and it stays so, paging once
+        driver.step(HEALTHY)
+    assert driver.status.phase == "Aborted"
+    assert {a.dedup_key for a in driver.actions[mark:] if isinstance(a, PageOwner)} == pages
+
+
+def test_a_negative_step_is_refused_as_an_invalid_status() -> None:
+    document = make_rollout().model_dump(mode="json", by_alias=True, exclude_none=True)
+    document["status"] = {"currentStep": -1, "phase": "Progressing"}
+    assert isinstance(parse_rollout(document), list), "-1 no longer indexes from the end"
+
+
+def test_a_status_from_a_future_generation_aborts() -> None:
+    driver = Driver(make_rollout())
+    to_approval_at_5(driver)
+    forged = driver.status.model_copy(update={"observed_generation": 7})
+    driver.rollout = driver.rollout.model_copy(update={"status": forged})
+    driver.step(HEALTHY)
+    assert driver.status.phase == "Aborted" and "claims generation 7" in driver.status.halt_reason

@@ -136,7 +136,13 @@ def decide(rollout: CheckoutRollout, observations: Observations, now: datetime) 
             consume.append(ConsumeAnnotation(REASON_KEY, reason))
         return Decision(draft.status, tuple(consume))
 
-    if draft.status.phase == "Pending" or draft.status.observed_generation != rollout.metadata.generation:
+    forged = _untrustworthy(rollout)
+    if forged is not None:
+        if draft.status.phase != "Aborted" or draft.status.halt_reason != forged:
+            # Nothing it says can be acted on: take exposure to 0 (weights first) and page.
+            draft.update(current_step=min(draft.status.current_step, len(draft.spec.steps)))
+            _abort(draft, forged, OPERATOR, page=True, slug="status-untrusted")
+    elif draft.status.phase == "Pending" or draft.status.observed_generation != rollout.metadata.generation:
         _start(draft)
     else:
         _handle_requests(draft)
@@ -149,6 +155,24 @@ def decide(rollout: CheckoutRollout, observations: Observations, now: datetime) 
     _summarize(draft)
     _remember_consumed(draft)
     return Decision(draft.status, tuple(draft.actions))
+
+
+# --- a status the operator cannot have written ----------------------------------------------------
+
+
+def _untrustworthy(rollout: CheckoutRollout) -> str | None:
+    """Why this status cannot be the operator's own (a forged ``status.currentStep: 99`` once
+    promoted to 100% with a false history entry); None when nothing is out of place."""
+    status, steps = rollout.status, len(rollout.spec.steps)
+    # A step counts in the spec it was written for; a new generation restarts at step 0 anyway.
+    if status.observed_generation == rollout.metadata.generation and status.current_step > steps:
+        return f"status names step {status.current_step} of a {steps}-step rollout: it was not written by the operator"
+    if status.observed_generation > rollout.metadata.generation:
+        return (
+            f"status claims generation {status.observed_generation} of a spec at generation "
+            f"{rollout.metadata.generation}: it was not written by the operator"
+        )
+    return None
 
 
 # --- start and restart --------------------------------------------------------------------------
