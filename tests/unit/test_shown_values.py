@@ -102,3 +102,14 @@ def test_pydantic_problems_are_bounded_and_printable() -> None:
     assert any(p.startswith("spec['\\x1b[31mhidden\\nfield") and "not a known field" in p for p in problems)
     assert any(p.startswith("spec.steps[0].setWeight: is the string '\\x1b[2J") for p in problems)
     assert any(p.startswith("spec.stable.service: 'Bad\\nName") and "is not a DNS label" in p for p in problems)
+
+
+def test_metadata_names_are_what_kube_apiserver_accepts() -> None:
+    """The dry runs print namespace/name, so lint refuses what kube-apiserver would (an escape in a name)."""
+    document = copy.deepcopy(load_example("card-payments.yaml"))
+    document["metadata"].update(name="checkout\x1b[2J", namespace="Payments")
+    problems = _problems(document)
+    assert "metadata.name: 'checkout\\x1b[2J' is not a DNS subdomain (DNS labels joined by '.')" in problems
+    assert any(p.startswith("metadata.namespace: 'Payments' is not a DNS label") for p in problems)
+    document["metadata"].update(name="checkout-api.v2", namespace="payments")
+    assert isinstance(parse_rollout(document), CheckoutRollout)

@@ -350,7 +350,8 @@ def load_documents(data: bytes, *, loader: type[Loader] = DEFAULT_LOADER) -> lis
         raise DocumentError("cannot read: it is nested too deeply; a rollout needs about ten levels") from None
     except MemoryError:
         raise DocumentError("cannot read: it needs more memory than there is; a rollout is a few KiB") from None
-    except (ValueError, TypeError, OverflowError) as error:
-        # The constructor's own checks, e.g. the date 2026-02-30 written unquoted.
-        raise DocumentError(f"holds a value that cannot be read: {printable(str(error)[:200])}") from None
+    except Exception as error:
+        # The constructor's own checks (the date 2026-02-30 unquoted, ``!!bool maybe``) raise what they like.
+        detail = printable(" ".join(str(error).split())[:200])
+        raise DocumentError(f"holds a value that cannot be read ({type(error).__name__}: {detail})") from None
     return [(number, value) for number, value in enumerate(values, start=1) if value is not None]

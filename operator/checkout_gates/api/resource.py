@@ -24,9 +24,11 @@ from checkout_gates.api.status import CheckoutRolloutStatus
 from checkout_gates.api.text import printable, shown
 
 API_VERSION = f"{GROUP}/{VERSION}"
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
 PATTERN_MEANINGS = {
     DNS_LABEL: "a DNS label (lowercase letters, digits and '-', starting and ending alphanumeric)",
+    DNS_SUBDOMAIN: "a DNS subdomain (DNS labels joined by '.')",
     LABEL_NAME: "a Prometheus label name (letters, digits and '_', not starting with a digit)",
     LABEL_VALUE: "a label value (letters, digits, '-', '_' and '.')",
     DURATION_PATTERN: "a duration (a number and a unit: 500ms, 30s, 10m, 1h30m)",
@@ -40,8 +42,9 @@ class ObjectMeta(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
 
-    name: str = Field(min_length=1, max_length=253)
-    namespace: str = "default"
+    # As kube-apiserver requires them; lint checks them too because the dry runs print them.
+    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
+    namespace: str = Field("default", min_length=1, max_length=63, pattern=DNS_LABEL)
     uid: str = ""
     generation: int = 0
     resource_version: str = Field("", alias="resourceVersion")
