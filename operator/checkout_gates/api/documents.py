@@ -48,7 +48,9 @@ MAX_FILE_BYTES: Final = 2 * 1024 * 1024
 MAX_DOCUMENTS: Final = 100
 MAX_DEPTH: Final = 64
 MAX_ALIASES: Final = 256
-MAX_NODES: Final = 20_000  # values in the whole stream, every alias counted as the whole node it repeats
+# Values in the whole stream, every alias counted as the whole node it repeats: a rollout has about
+# 200, so this is MAX_DOCUMENTS rollouts' worth.
+MAX_NODES: Final = 20_000
 MAX_NUMBER_DIGITS: Final = 100  # Python refuses to read integers of more than 4,300 digits anyway
 
 _CORE = "tag:yaml.org,2002:"
