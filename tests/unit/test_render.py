@@ -230,3 +230,27 @@ def test_step_labels_and_ages() -> None:
         "3d",
     ]
     assert age(None, T0) == "-"
+
+
+def test_control_characters_in_recorded_strings_never_reach_the_terminal(halted: Driver) -> None:
+    """A status is whatever someone with write access made it: an ANSI escape (clear screen, a
+    fake prompt, a terminal title) in a history reason, the message or an actor is shown escaped."""
+    raw = _wire(halted.rollout)
+    entry = dict(raw["status"]["history"][-1])
+    entry.update(reason="looks fine\x1b[2J\x1b[1;1Hall gates Pass", actor="mallory\x1b]0;owned\x07")
+    raw["status"]["history"].append(entry)
+    raw["status"]["message"] = "halted\r\x1b[32mPromoted\x1b[0m"
+    raw["status"]["gates"][0]["reason"] = "bad\x00reason\u202e"
+    raw["metadata"]["annotations"] = {APPROVE: "eve\x1b[8m"}
+    view = view_of(raw)
+    for text in (render_status(view, now=halted.now), render_list([view], now=halted.now)):
+        assert "\x1b" not in text and "\x00" not in text and "\r" not in text and "\u202e" not in text
+        assert all(line.isprintable() for line in text.splitlines())
+    text = render_status(view, now=halted.now)
+    assert "looks fine\\x1b[2J\\x1b[1;1Hall gates Pass" in text
+    assert "mallory\\x1b]0;owned\\x07" in text
+    assert "halted \\x1b[32mPromoted\\x1b[0m" in text.splitlines()[1]
+    assert "bad\\x00reason\\u202e" in text
+    # Colour, when asked for, is still the CLI's own: it paints around the escaped text.
+    coloured = render_status(view, now=halted.now, colour=True)
+    assert "\x1b[31mHalted\x1b[0m" in coloured and "\x1b[2J" not in coloured

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,11 +21,14 @@ from checkout_gates.api.spec import (
     CheckoutRolloutSpec,
 )
 from checkout_gates.api.status import CheckoutRolloutStatus
+from checkout_gates.api.text import printable, shown
 
 API_VERSION = f"{GROUP}/{VERSION}"
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
 PATTERN_MEANINGS = {
     DNS_LABEL: "a DNS label (lowercase letters, digits and '-', starting and ending alphanumeric)",
+    DNS_SUBDOMAIN: "a DNS subdomain (DNS labels joined by '.')",
     LABEL_NAME: "a Prometheus label name (letters, digits and '_', not starting with a digit)",
     LABEL_VALUE: "a label value (letters, digits, '-', '_' and '.')",
     DURATION_PATTERN: "a duration (a number and a unit: 500ms, 30s, 10m, 1h30m)",
@@ -38,8 +42,9 @@ class ObjectMeta(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
 
-    name: str = Field(min_length=1, max_length=253)
-    namespace: str = "default"
+    # As kube-apiserver requires them; lint checks them too because the dry runs print them.
+    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
+    namespace: str = Field("default", min_length=1, max_length=63, pattern=DNS_LABEL)
     uid: str = ""
     generation: int = 0
     resource_version: str = Field("", alias="resourceVersion")
@@ -68,16 +73,29 @@ class Problem:
         return f"{self.path}: {self.message}" if self.path else self.message
 
 
+# How pydantic names a union or validator branch: "function-after[...]", "tagged-union[...]", "str".
+_BRANCH = re.compile(r"function-[a-z-]+|[a-z][a-z-]*\[.*\]", re.DOTALL)
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_./-]{1,80}")
+MESSAGE_LENGTH = 300  # a problem's message; longer ones are cut (each quoted value is cut first)
+
+
+def _key(part: str) -> str:
+    """A mapping key as a path shows it: as written when it is a plain name, else quoted and bounded
+    (keys come from the document too: an unknown field can be a megabyte of ANSI escapes)."""
+    return part if _PLAIN_KEY.fullmatch(part) else f"[{shown(part)}]"
+
+
 def _path(location: tuple[int | str, ...]) -> str:
     text = ""
     for part in location:
         if isinstance(part, int):
             text += f"[{part}]"
-        elif "[" in part or part.startswith("function-"):
+        elif _BRANCH.fullmatch(part):
             # pydantic names union/validator branches in the location; they are not fields.
             continue
         else:
-            text += f".{part}" if text else part
+            key = _key(part)
+            text += key if key.startswith("[") or not text else f".{key}"
     return text
 
 
@@ -100,10 +118,9 @@ def _found(value: Any) -> str:
     if isinstance(value, bool):
         return f"the boolean {str(value).lower()}"
     if isinstance(value, str):
-        shown = value if len(value) <= 40 else value[:40] + "..."
-        return f"the string {shown!r}"
+        return f"the string {shown(value, limit=40)}"
     if isinstance(value, int | float):
-        return f"the number {value!r}"
+        return f"the number {shown(value)}"
     if isinstance(value, list):
         return "a list"
     if isinstance(value, dict):
@@ -127,8 +144,14 @@ def _message(error: Any) -> str:
     if kind == "string_pattern_mismatch":
         pattern = error.get("ctx", {}).get("pattern", "")
         expected = PATTERN_MEANINGS.get(pattern, f"the pattern {pattern}")
-        return f"{error.get('input')!r} is not {expected}"
+        return f"{shown(error.get('input'))} is not {expected}"
     return message
+
+
+def _bounded_message(message: str) -> str:
+    # The models' own messages quote values they checked; this is the backstop for any that do not.
+    cut = message if len(message) <= MESSAGE_LENGTH else message[:MESSAGE_LENGTH] + "..."
+    return printable(" ".join(cut.split()))
 
 
 def problems_of(error: ValidationError, prefix: str = "") -> list[Problem]:
@@ -140,7 +163,7 @@ def problems_of(error: ValidationError, prefix: str = "") -> list[Problem]:
             inner, message = message[1:].split(FIELD_MARK, 1)
             location = f"{location}.{inner}" if location else inner
         path = ".".join(part for part in (prefix, location) if part)
-        out.append(Problem(path, message))
+        out.append(Problem(path, _bounded_message(message)))
     return out
 
 
@@ -149,10 +172,13 @@ def parse_rollout(document: Any) -> CheckoutRollout | list[Problem]:
     if not isinstance(document, dict):
         return [Problem("", f"expected a {KIND} object (a mapping), found {type(document).__name__}")]
     problems = []
+    # The values are quoted through shown(): a repr() of an alias bomb is gigabytes long.
     if document.get("apiVersion") != API_VERSION:
-        problems.append(Problem("apiVersion", f"is {document.get('apiVersion')!r} (expected {API_VERSION!r})"))
+        problems.append(
+            Problem("apiVersion", f"is {shown(document.get('apiVersion'))} (expected {shown(API_VERSION)})")
+        )
     if document.get("kind") != KIND:
-        problems.append(Problem("kind", f"is {document.get('kind')!r} (expected {KIND!r})"))
+        problems.append(Problem("kind", f"is {shown(document.get('kind'))} (expected {shown(KIND)})"))
     if problems:
         return problems
     try:

@@ -5,6 +5,7 @@ Colour, tables and time formatting are the CLI's output kit (:mod:`checkout_gate
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -12,10 +13,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
-import yaml
-
+from checkout_gates.api.documents import MAX_FILE_BYTES, DocumentError, check_size, load_documents
 from checkout_gates.api.quantities import parse_duration
-from checkout_gates.api.resource import CheckoutRollout, parse_rollout
+from checkout_gates.api.resource import CheckoutRollout, Problem, parse_rollout
+from checkout_gates.api.text import printable
 
 # Exit codes of a dry run. A CI job blocks on 1, may retry or wait on 2, and fixes its input on 3.
 EXIT_PASS = 0  # every gate passes (replay and backtest: promoted)
@@ -37,6 +38,10 @@ class InvalidInputError(Exception):
     """Input that cannot be used; the message is what to print (it may span lines)."""
 
 
+class UnreadableFileError(InvalidInputError):
+    """A file that cannot be read as YAML at all (lint's exit 2); the message is one line naming it."""
+
+
 class _UsageErrorsExit3Parser(argparse.ArgumentParser):
     """A sub-command parser whose usage errors exit 3, not argparse's 2: in a dry run 2 means
     Inconclusive, and for the on-call commands it means the operator did not answer in time."""
@@ -51,6 +56,13 @@ class _UsageErrorsExit3Parser(argparse.ArgumentParser):
         if extras:
             self.error(f"unrecognized arguments: {' '.join(extras)}")
         return parsed, extras
+
+
+def internal_error(error: BaseException) -> str:
+    """An unforeseen exception as one bounded line (its text may quote the input), for a command
+    whose exit codes are a contract: CI reads them, so no traceback and no stray exit 1."""
+    detail = printable(" ".join(str(error).split())[:200])
+    return f"internal error ({type(error).__name__}{': ' + detail if detail else ''}); please report it with the input"
 
 
 def usage_errors_exit_invalid(parser: argparse.ArgumentParser) -> None:
@@ -71,6 +83,8 @@ def dry_run_parser(
         name, help=summary, description=description, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     usage_errors_exit_invalid(parser)
+    # Whatever goes wrong unforeseen is still invalid input to CI, never "a gate fails" (1).
+    parser.set_defaults(unexpected_exit=EXIT_INVALID)
     parser.add_argument("rollout", type=Path, metavar="ROLLOUT.yaml", help="a file with one CheckoutRollout")
     return parser
 
@@ -97,23 +111,49 @@ def add_output_arguments(group: argparse._ActionsContainer, choices: Sequence[st
 # --- the rollout --------------------------------------------------------------------------------
 
 
+def file_name(path: Path) -> str:
+    """A path as messages show it: file names come from pull requests too, and may hold escapes."""
+    return printable(str(path))
+
+
+def read_documents(path: Path) -> list[tuple[int, Any]]:
+    """The non-empty YAML documents of a file with their 1-based positions, through the safe loader
+    (:mod:`checkout_gates.api.documents`: its size, depth, alias and duplicate-key checks);
+    UnreadableFileError, one line naming the file, otherwise.
+
+    A file over the size limit is refused by its size, unread; the read stops after the limit
+    anyway, for what has no size (a FIFO, /dev/zero, a file still growing)."""
+    try:
+        with path.open("rb") as file:
+            check_size(os.fstat(file.fileno()).st_size)
+            data = file.read(MAX_FILE_BYTES + 1)
+        return load_documents(data)
+    except OSError as error:
+        reason = printable(error.strerror or str(error))
+        raise UnreadableFileError(f"{file_name(path)}: cannot read: {reason}") from None
+    except DocumentError as error:
+        raise UnreadableFileError(f"{file_name(path)}: {error}") from None
+
+
+def problem_lines(path: Path, problems: Sequence[tuple[int, Problem]], *, numbered: bool) -> list[str]:
+    """``file:path: message`` per problem; ``file#2:...`` names the document when ``numbered``."""
+    lines = []
+    for number, problem in problems:
+        where = f"{file_name(path)}#{number}" if numbered else file_name(path)
+        lines.append(f"{where}:{problem}" if problem.path else f"{where}: {problem}")
+    return lines
+
+
 def load_rollout(path: Path) -> CheckoutRollout:
     """The one CheckoutRollout in a YAML file; InvalidInputError with lint's lines when it has problems."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise InvalidInputError(f"{path}: cannot read: {error}") from error
-    try:
-        documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
-    except yaml.YAMLError as error:
-        raise InvalidInputError(f"{path}: not valid YAML: {error}".replace("\n", " ")) from error
+    documents = read_documents(path)
     if len(documents) != 1:
         found = "no YAML document" if not documents else f"{len(documents)} documents"
-        raise InvalidInputError(f"{path}: holds {found}; give a file with exactly one CheckoutRollout")
-    outcome = parse_rollout(documents[0])
+        raise InvalidInputError(f"{file_name(path)}: holds {found}; give a file with exactly one CheckoutRollout")
+    outcome = parse_rollout(documents[0][1])
     if isinstance(outcome, list):
         # The same lines as `checkout-gates lint` prints.
-        raise InvalidInputError("\n".join(f"{path}:{p}" if p.path else f"{path}: {p}" for p in outcome))
+        raise InvalidInputError("\n".join(problem_lines(path, [(1, p) for p in outcome], numbered=False)))
     return outcome
 
 

@@ -1,6 +1,8 @@
 """``checkout-gates lint``: validate rollout YAML offline, one line per problem.
 
-Exit codes: 0 clean, 1 problems found, 2 a file could not be read or parsed as YAML.
+Exit codes: 0 clean, 1 problems found, 2 a file could not be read or parsed as YAML, or broke a
+limit of the safe loader (:mod:`checkout_gates.api.documents`: size, nesting, aliases, duplicate
+keys, tags); each such file gets one line on stderr.
 """
 
 from __future__ import annotations
@@ -11,9 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from checkout_gates.api.documents import load_documents
 from checkout_gates.api.resource import Problem, parse_rollout
+from checkout_gates.cli.common import UnreadableFileError, file_name, internal_error, problem_lines, read_documents
 
 EXIT_CLEAN, EXIT_PROBLEMS, EXIT_UNREADABLE = 0, 1, 2
 
@@ -21,7 +23,7 @@ EXIT_CLEAN, EXIT_PROBLEMS, EXIT_UNREADABLE = 0, 1, 2
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser("lint", help="validate CheckoutRollout YAML files or folders offline")
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="YAML files or folders of them")
-    parser.set_defaults(handler=run)
+    parser.set_defaults(handler=run, unexpected_exit=EXIT_UNREADABLE)
 
 
 def _files(paths: list[Path]) -> Iterator[Path]:
@@ -30,11 +32,6 @@ def _files(paths: list[Path]) -> Iterator[Path]:
             yield from sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml"))
         else:
             yield path
-
-
-def _documents(text: str) -> list[tuple[int, Any]]:
-    """The non-empty documents of a YAML stream, each with its 1-based position in the stream."""
-    return [(number, doc) for number, doc in enumerate(yaml.safe_load_all(text), start=1) if doc is not None]
 
 
 def _problems(documents: list[tuple[int, Any]]) -> list[tuple[int, Problem]]:
@@ -49,31 +46,32 @@ def _problems(documents: list[tuple[int, Any]]) -> list[tuple[int, Problem]]:
 
 
 def lint_text(text: str) -> list[tuple[int, Problem]]:
-    """Problems of every document in a YAML stream, with the document's 1-based position in it."""
-    return _problems(_documents(text))
+    """Problems of every document in a YAML stream, with the document's 1-based position in it;
+    DocumentError when the text is not a safe YAML stream."""
+    return _problems(load_documents(text.encode("utf-8")))
+
+
+def _lint_file(path: Path) -> int:
+    try:
+        documents = read_documents(path)
+        problems = _problems(documents)
+    except UnreadableFileError as error:
+        print(error, file=sys.stderr)
+        return EXIT_UNREADABLE
+    except Exception as error:  # a bug must not hide the other files' results behind a traceback
+        print(f"{file_name(path)}: cannot lint: {internal_error(error)}", file=sys.stderr)
+        return EXIT_UNREADABLE
+    # In a file of several documents, every problem names its document (file#2), the first one too.
+    for line in problem_lines(path, problems, numbered=len(documents) > 1):
+        print(line)
+    if problems:
+        return EXIT_PROBLEMS
+    print(f"{file_name(path)}: ok", file=sys.stderr)
+    return EXIT_CLEAN
 
 
 def run(arguments: argparse.Namespace) -> int:
     worst = EXIT_CLEAN
     for path in _files(arguments.paths):
-        try:
-            documents = _documents(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as error:
-            print(f"{path}: cannot read: {error}", file=sys.stderr)
-            worst = EXIT_UNREADABLE
-            continue
-        except yaml.YAMLError as error:
-            print(f"{path}: not valid YAML: {error}".replace("\n", " "), file=sys.stderr)
-            worst = EXIT_UNREADABLE
-            continue
-        problems = _problems(documents)
-        # In a file of several documents, every problem names its document (file#2), the first one too.
-        many = len(documents) > 1
-        for number, problem in problems:
-            where = f"{path}#{number}" if many else str(path)
-            print(f"{where}:{problem}" if problem.path else f"{where}: {problem}")
-        if problems:
-            worst = max(worst, EXIT_PROBLEMS)
-        else:
-            print(f"{path}: ok", file=sys.stderr)
+        worst = max(worst, _lint_file(path))
     return worst

@@ -14,6 +14,7 @@ from importlib.metadata import entry_points
 
 from checkout_gates import __version__
 from checkout_gates.cli import backtest, crd_command, evaluate, lint, oncall, run, status
+from checkout_gates.cli.common import internal_error
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
@@ -65,7 +66,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     arguments = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = arguments.handler
-    return handler(arguments)
+    # lint, evaluate and backtest promise their exit codes (CI acts on them): for those, an
+    # unforeseen exception is one line and the command's invalid-input code, not a traceback and 1.
+    unexpected_exit: int | None = getattr(arguments, "unexpected_exit", None)
+    if unexpected_exit is None:
+        return handler(arguments)
+    try:
+        return handler(arguments)
+    except Exception as error:  # MemoryError and RecursionError included
+        print(f"checkout-gates {arguments.command}: {internal_error(error)}", file=sys.stderr)
+        return unexpected_exit
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TextIO
 
+from checkout_gates.api.text import printable
+
 # ANSI SGR codes by what is shown: verdicts and phases share their colours.
 COLOURS = {
     "Pass": "32",
@@ -87,5 +89,7 @@ def format_time(moment: datetime | None) -> str:
 
 
 def one_line(text: str) -> str:
-    """Runs of white space (newlines included) folded into single spaces."""
-    return " ".join(text.split())
+    """Runs of white space (newlines included) folded into single spaces, and every other control or
+    format character written as an escape (``\\x1b``): recorded reasons, messages and actors come
+    from whoever could write the object, and an ANSI escape in one must not reach on-call's terminal."""
+    return printable(" ".join(text.split()))

@@ -46,12 +46,12 @@ def view_of(rollout: CheckoutRollout | Mapping[str, Any]) -> RolloutView:
     annotations = {str(k): str(v) for k, v in (meta.get("annotations") or {}).items()}
     created = meta.get("creationTimestamp")
     return RolloutView(
-        namespace=str(meta.get("namespace", "")),
-        name=str(meta.get("name", "")),
+        namespace=one_line(str(meta.get("namespace", ""))),
+        name=one_line(str(meta.get("name", ""))),
         created=_parse_time(created) if isinstance(created, str) else None,
         steps=tuple(step_label(step) for step in spec.get("steps") or []),
         gate_kinds={str(g.get("name")): _gate_kind(g) for g in spec.get("gates") or [] if isinstance(g, dict)},
-        pending=tuple((r.command, r.actor) for r in pending_requests(annotations)),
+        pending=tuple((one_line(r.command), one_line(r.actor)) for r in pending_requests(annotations)),
         status=CheckoutRolloutStatus.model_validate(raw.get("status") or {}),
     )
 
@@ -59,17 +59,17 @@ def view_of(rollout: CheckoutRollout | Mapping[str, Any]) -> RolloutView:
 def step_label(step: Any) -> str:
     """One step of the spec in a few words: ``setWeight 5%``, ``gate a, b for 10m``, ``approval``."""
     if not isinstance(step, Mapping):
-        return str(step)
+        return one_line(str(step))
     if "setWeight" in step:
         return f"setWeight {step['setWeight']}%"
     if isinstance(step.get("gate"), Mapping):
         gate = step["gate"]
-        return f"gate {', '.join(str(n) for n in gate.get('pass', []))} for {gate.get('window', '?')}"
+        return one_line(f"gate {', '.join(str(n) for n in gate.get('pass', []))} for {gate.get('window', '?')}")
     if "approval" in step:
         reason = (step.get("approval") or {}).get("reason", "")
-        return f"approval ({reason})" if reason else "approval"
+        return one_line(f"approval ({reason})") if reason else "approval"
     if isinstance(step.get("pause"), Mapping):
-        return f"pause {step['pause'].get('duration', '?')}"
+        return one_line(f"pause {step['pause'].get('duration', '?')}")
     return json.dumps(step, sort_keys=True)
 
 
@@ -155,7 +155,7 @@ def _gate_lines(view: RolloutView, *, now: datetime, colour: bool) -> list[str]:
 def _gate_row(name: str, verdict: str, segment: str, numbers: Any, kind: str, reason: str) -> list[str]:
     samples = "-" if numbers.samples is None else f"{numbers.samples:.0f}"
     value, baseline = _number(numbers.value, kind), _number(numbers.baseline, kind)
-    return [name, verdict, segment or "-", value, baseline, samples, one_line(reason)]
+    return [one_line(name), verdict, one_line(segment) or "-", value, baseline, samples, one_line(reason)]
 
 
 def _page_lines(page: PageState | None, *, now: datetime) -> list[str]:
@@ -163,7 +163,7 @@ def _page_lines(page: PageState | None, *, now: datetime) -> list[str]:
         return ["page:     none"]
     state = "resolved" if page.resolved_at else "escalated" if page.escalated_at else "open"
     lines = [
-        f"page:     {state}  key {page.dedup_key}",
+        f"page:     {state}  key {one_line(page.dedup_key)}",
         f"  triggered {_when(page.triggered_at, now)}  escalated {_when(page.escalated_at, now)}"
         f"  resolved {_when(page.resolved_at, now)}",
         f"  {one_line(page.summary)}",
@@ -173,7 +173,7 @@ def _page_lines(page: PageState | None, *, now: datetime) -> list[str]:
             outcome = f"failed after {delivery.attempts} attempts: {one_line(delivery.error)}"
         else:
             outcome = f"delivered {format_time(delivery.delivered_at)}" if delivery.delivered_at else "not sent yet"
-        lines.append(f"  {delivery.target}: {outcome}")
+        lines.append(f"  {one_line(delivery.target)}: {outcome}")
     return lines
 
 
@@ -181,7 +181,7 @@ def _history_lines(status: CheckoutRolloutStatus, *, now: datetime) -> list[str]
     entries = status.history[-HISTORY_SHOWN:]
     if not entries:
         return ["history:  none"]
-    rows = [[format_time(e.time), e.actor, e.action, one_line(e.reason)] for e in reversed(entries)]
+    rows = [[format_time(e.time), one_line(e.actor), one_line(e.action), one_line(e.reason)] for e in reversed(entries)]
     title = f"history (newest first, {len(entries)} of {len(status.history)}):"
     return [title, *table_lines(("TIME", "ACTOR", "ACTION", "REASON"), rows, colour=False, indent="  ")]
 
@@ -277,11 +277,14 @@ def request_outcome(before: RolloutView, after: RolloutView, *, command: str, ac
     """What the operator did with ``command`` by ``actor``: the newest new history entry of that actor."""
     mine = [e for e in new_entries(before.status.history, after.status.history) if e.actor == actor]
     if not mine:
-        return Outcome(False, f"Ignored: the {command} by {actor} repeated one already consumed; nothing changed")
+        return Outcome(
+            False,
+            f"Ignored: the {one_line(command)} by {one_line(actor)} repeated one already consumed; nothing changed",
+        )
     entry = mine[-1]
     if entry.action not in APPLIED_ACTIONS:
         reason = entry.reason.removeprefix(f"{command} by {actor}: ")
-        return Outcome(False, f"{entry.action}: {one_line(reason)}")
+        return Outcome(False, f"{one_line(entry.action)}: {one_line(reason)}")
     was, now = before.status, after.status
     steps = f"at step {now.current_step}"
     if was.current_step != now.current_step:
@@ -289,4 +292,4 @@ def request_outcome(before: RolloutView, after: RolloutView, *, command: str, ac
     canary = f"canary {now.weights.canary}%"
     if was.weights.canary != now.weights.canary:
         canary = f"canary {was.weights.canary}% -> {now.weights.canary}%"
-    return Outcome(True, f"{entry.action} by {actor}: {steps}, {canary}; phase {now.phase}")
+    return Outcome(True, f"{one_line(entry.action)} by {one_line(actor)}: {steps}, {canary}; phase {now.phase}")
