@@ -43,6 +43,7 @@ CRD_FILE = f"{PLURAL}.{GROUP}.yaml"
 ISTIO_CRD = Path(__file__).resolve().parent / "manifests" / "istio-virtualservice-crd.yaml"
 KUBE_VERSION = "1.36.0"  # for `helm template`, which does not ask a cluster
 APPROVERS = "checkout-approvers"
+DEPLOYERS = "checkout-deployers"
 ROLLOUTS = f"{PLURAL}.{GROUP}"
 ANNOTATIONS = [f"{GROUP}/{key}" for key in ("approve", "abort", "retry", "pause")]
 APPROVE = f"{GROUP}/approve"
@@ -143,6 +144,7 @@ def test_template_cluster_wide_by_default(helm: Helm) -> None:
         ("ClusterRole", "cg-checkout-gates-discovery"),
         ("ClusterRoleBinding", "cg-checkout-gates-discovery"),
         ("ClusterRole", "cg-checkout-gates-approver"),
+        ("ClusterRole", "cg-checkout-gates-deployer"),
         ("Deployment", "cg-checkout-gates"),
         ("PodDisruptionBudget", "cg-checkout-gates"),
         ("Service", "cg-checkout-gates-metrics"),
@@ -318,6 +320,7 @@ def release(helm: Helm, kubectl: Kubectl) -> Iterator[Release]:
     values = {
         "admissionPolicy": {"namespaceSelector": {"matchLabels": {"checkout-gates.dev/policy-test": suffix}}},
         "approvers": {"roleBinding": {"enabled": True, "namespaces": [installed.rollouts]}},
+        "deployers": {"roleBinding": {"enabled": True, "namespaces": [installed.rollouts]}},
         "prometheus": {"credentialSecrets": [PROMETHEUS_SECRET]},
     }
     try:
@@ -343,6 +346,8 @@ def test_install_creates_every_object(helm: Helm, kubectl: Kubectl, release: Rel
         ("ClusterRoleBinding", f"{release.fullname}-discovery", None),
         ("ClusterRole", f"{release.fullname}-approver", None),
         ("RoleBinding", f"{release.fullname}-approver", release.rollouts),
+        ("ClusterRole", f"{release.fullname}-deployer", None),
+        ("RoleBinding", f"{release.fullname}-deployer", release.rollouts),
         ("Deployment", release.fullname, release.namespace),
         ("PodDisruptionBudget", release.fullname, release.namespace),
         ("Service", f"{release.fullname}-metrics", release.namespace),
@@ -474,6 +479,25 @@ def test_approver_role_is_patch_and_read_only(kubectl: Kubectl, release: Release
     assert not can_i(kubectl, "alice", "update", ROLLOUTS, "rollouts", f"--as-group={APPROVERS}", release=release)
     assert not can_i(kubectl, "alice", "delete", ROLLOUTS, "rollouts", f"--as-group={APPROVERS}", release=release)
     assert not can_i(kubectl, "alice", "patch", ROLLOUTS, "rollouts", release=release), "only through the group"
+
+
+def test_deployer_role_creates_and_changes_rollouts_but_never_deletes_them(kubectl: Kubectl, release: Release) -> None:
+    role = kubectl.json("get", "clusterrole", f"{release.fullname}-deployer")
+    verbs = ["get", "list", "watch", "create", "update", "patch"]
+    assert role["rules"] == [{"apiGroups": [GROUP], "resources": [PLURAL], "verbs": verbs}]
+    for verb in ("create", "update", "patch"):
+        assert can_i(kubectl, "dan", verb, ROLLOUTS, "rollouts", f"--as-group={DEPLOYERS}", release=release)
+    assert not can_i(kubectl, "dan", "delete", ROLLOUTS, "rollouts", f"--as-group={DEPLOYERS}", release=release)
+    assert not can_i(
+        kubectl,
+        "dan",
+        "patch",
+        ROLLOUTS,
+        "rollouts",
+        "--subresource=status",
+        f"--as-group={DEPLOYERS}",
+        release=release,
+    )
 
 
 # --- approvals bound to identity ------------------------------------------------------------------
