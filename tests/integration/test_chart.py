@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from checkout_gates.api.spec import GROUP, PLURAL
+from checkout_gates.rollout.annotations import CHANGED_BY_KEY
 from checkout_gates_lab.testbed import (
     ExternalCluster,
     Kubectl,
@@ -47,6 +48,7 @@ DEPLOYERS = "checkout-deployers"
 ROLLOUTS = f"{PLURAL}.{GROUP}"
 ANNOTATIONS = [f"{GROUP}/{key}" for key in ("approve", "abort", "retry", "pause")]
 APPROVE = f"{GROUP}/approve"
+STAMP = CHANGED_BY_KEY  # gates.checkout.dev/spec-changed-by, written by the MutatingAdmissionPolicy
 PAGING_SECRET = "pd-payments"  # in the chart's default paging.secrets
 PROMETHEUS_SECRET = "prometheus-token"  # added through prometheus.credentialSecrets
 
@@ -114,16 +116,11 @@ def of_kind(documents: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 
 
 def test_lint_passes(helm: Helm) -> None:
-    helm("lint", "--strict", str(CHART))
-    helm(
-        "lint",
-        "--strict",
-        str(CHART),
-        "--set",
-        "watchNamespaces={payments,refunds}",
-        "--set",
-        "serviceMonitor.enabled=true",
-    )
+    # At the Kubernetes version the chart needs: helm lint's default (1.20) would stop rendering at
+    # the admission policies' version check, which lint reports as [INFO] only.
+    for extra in ([], ["--set", "watchNamespaces={payments,refunds}", "--set", "serviceMonitor.enabled=true"]):
+        result = helm("lint", "--strict", str(CHART), "--kube-version", KUBE_VERSION, *extra)
+        assert "Fail:" not in result.stdout + result.stderr, result.stdout + result.stderr
 
 
 def test_chart_crd_is_the_generated_crd_byte_for_byte() -> None:
@@ -150,6 +147,10 @@ def test_template_cluster_wide_by_default(helm: Helm) -> None:
         ("Service", "cg-checkout-gates-metrics"),
         ("ValidatingAdmissionPolicy", "cg-checkout-gates-approvals"),
         ("ValidatingAdmissionPolicyBinding", "cg-checkout-gates-approvals"),
+        ("ValidatingAdmissionPolicy", "cg-checkout-gates-spec-changes"),
+        ("ValidatingAdmissionPolicyBinding", "cg-checkout-gates-spec-changes"),
+        ("MutatingAdmissionPolicy", "cg-checkout-gates-spec-changed-by"),
+        ("MutatingAdmissionPolicyBinding", "cg-checkout-gates-spec-changed-by"),
     }
     assert not of_kind(documents, "ServiceMonitor")
     assert not of_kind(documents, "RoleBinding")
@@ -199,6 +200,17 @@ def test_template_with_service_monitor(helm: Helm) -> None:
     selector = monitor["spec"]["selector"]["matchLabels"]
     assert selector.items() <= service["metadata"]["labels"].items()
     assert service["spec"]["ports"] == [{"name": "metrics", "port": 8081, "targetPort": "metrics", "protocol": "TCP"}]
+
+
+def test_admission_policies_need_kubernetes_1_36(helm: Helm) -> None:
+    result = helm("template", "cg", str(CHART), "--kube-version", "1.35.0", check=False)
+    assert result.returncode != 0
+    assert "admissionPolicy.enabled needs Kubernetes 1.36" in result.stderr
+    documents = helm("template", "cg", str(CHART), "--kube-version", "1.35.0", "--set", "admissionPolicy.enabled=false")
+    assert documents.returncode == 0
+    policies = [doc for doc in helm.template() if doc["kind"].endswith("AdmissionPolicy")]
+    assert {doc["apiVersion"] for doc in policies} == {"admissionregistration.k8s.io/v1"}
+    assert sorted(doc["kind"] for doc in policies) == ["MutatingAdmissionPolicy"] + ["ValidatingAdmissionPolicy"] * 2
 
 
 def test_template_refuses_more_than_one_replica_without_leader_election(helm: Helm) -> None:
@@ -353,6 +365,10 @@ def test_install_creates_every_object(helm: Helm, kubectl: Kubectl, release: Rel
         ("Service", f"{release.fullname}-metrics", release.namespace),
         ("ValidatingAdmissionPolicy", f"{release.fullname}-approvals", None),
         ("ValidatingAdmissionPolicyBinding", f"{release.fullname}-approvals", None),
+        ("ValidatingAdmissionPolicy", f"{release.fullname}-spec-changes", None),
+        ("ValidatingAdmissionPolicyBinding", f"{release.fullname}-spec-changes", None),
+        ("MutatingAdmissionPolicy", f"{release.fullname}-spec-changed-by", None),
+        ("MutatingAdmissionPolicyBinding", f"{release.fullname}-spec-changed-by", None),
     }
     rendered = {(doc["kind"], doc["metadata"]["name"], doc["metadata"].get("namespace")) for doc in documents}
     assert rendered == expected
@@ -506,7 +522,8 @@ def test_deployer_role_creates_and_changes_rollouts_but_never_deletes_them(kubec
 @dataclass
 class Actors:
     alice: Kubectl  # in the approvers group
-    mallory: Kubectl  # not in it, but with RBAC rights to patch rollouts
+    dan: Kubectl  # in the deployers group (the chart's deployer binding), not an approver
+    mallory: Kubectl  # in neither, but with RBAC rights to patch rollouts
     operator: Kubectl  # the chart's ServiceAccount, by token
 
 
@@ -528,6 +545,7 @@ def actors(
     )  # fmt: skip
     return Actors(
         alice=kubectl.as_kubeconfig(kube.kubeconfig_for("alice", [APPROVERS])),
+        dan=kubectl.as_kubeconfig(kube.kubeconfig_for("dan", [DEPLOYERS])),
         mallory=kubectl.as_kubeconfig(kube.kubeconfig_for("mallory", ["payments-devs"])),
         operator=kubectl.as_kubeconfig(operator_kubeconfig),
     )
@@ -631,6 +649,134 @@ def test_kubectl_errors_carry_the_policy_message(actors: Actors, release: Releas
         actors.alice("annotate", "cro", cro, "-n", release.rollouts, f"{APPROVE}=bob")
     assert f"ValidatingAdmissionPolicy '{release.fullname}-approvals'" in str(raised.value)
     assert f"{APPROVE} must name you (alice), not bob" in str(raised.value)
+
+
+# --- who changed the spec, and when a spec may change ---------------------------------------------
+
+
+def rollout_of(kubectl: Kubectl, release: Release, name: str) -> dict[str, Any]:
+    found: dict[str, Any] = kubectl.json("get", ROLLOUTS, name, "-n", release.rollouts)
+    return found
+
+
+def write_status(
+    actor: Kubectl, release: Release, name: str, status: dict[str, Any]
+) -> subprocess.CompletedProcess[str]:
+    patch = json.dumps({"status": status})
+    return actor(
+        "patch", "cro", name, "-n", release.rollouts, "--subresource=status", "--type=merge", "-p", patch, check=False
+    )
+
+
+def patch_spec(
+    actor: Kubectl, release: Release, name: str, spec: dict[str, Any], annotations: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    document: dict[str, Any] = {"spec": spec}
+    if annotations:
+        document["metadata"] = {"annotations": annotations}
+    return actor("patch", "cro", name, "-n", release.rollouts, "--type=merge", "-p", json.dumps(document), check=False)
+
+
+def exposed(actors: Actors, release: Release, name: str, canary: int = 5, phase: str = "Progressing") -> None:
+    """Give the rollout the status of a live canary, written as the operator's ServiceAccount."""
+    written = write_status(
+        actors.operator, release, name, {"phase": phase, "weights": {"stable": 100 - canary, "canary": canary}}
+    )
+    assert written.returncode == 0, written.stderr
+
+
+def live_exposure_refusal(name: str, canary: int = 5, phase: str = "Progressing") -> str:
+    return (
+        f"only members of {DEPLOYERS} may change the spec of {name} while its canary is exposed"
+        f" (canary {canary}%, phase {phase}): exposure is live"
+    )
+
+
+def test_creation_is_stamped_with_the_creator_whatever_the_client_sent(kubectl: Kubectl, release: Release) -> None:
+    admin = kubectl.json("auth", "whoami")["status"]["userInfo"]["username"]
+    name = f"stamp-{uuid.uuid4().hex[:6]}"
+    document = rollout_document(name, release.rollouts, {STAMP: "bob"})
+    try:
+        kubectl("apply", "-f", "-", input=yaml.safe_dump(document))
+        assert annotations_of(kubectl, release, name)[STAMP] == admin
+    finally:
+        kubectl("delete", ROLLOUTS, name, "-n", release.rollouts, "--wait=false", check=False)
+
+
+def test_non_deployer_approver_cannot_change_the_steps_of_an_exposed_rollout(
+    actors: Actors, kubectl: Kubectl, release: Release, cro: str
+) -> None:
+    exposed(actors, release, cro)
+    before = rollout_of(kubectl, release, cro)
+    result = patch_spec(actors.alice, release, cro, {"steps": [{"setWeight": 100}]})
+    assert refused(result, live_exposure_refusal(cro)), result.stderr
+    assert "a spec change restarts the rollout from step 0" in result.stderr
+    result = patch_spec(actors.mallory, release, cro, {"steps": [{"setWeight": 100}]})  # nor anyone else
+    assert refused(result, live_exposure_refusal(cro)), result.stderr
+    after = rollout_of(kubectl, release, cro)
+    assert after["spec"] == before["spec"] and after["metadata"]["generation"] == before["metadata"]["generation"]
+
+
+def test_halted_exposure_is_live_too(actors: Actors, release: Release, cro: str) -> None:
+    exposed(actors, release, cro, canary=25, phase="Halted")
+    result = patch_spec(actors.mallory, release, cro, {"onHalt": "abort"})
+    assert refused(result, live_exposure_refusal(cro, 25, "Halted")), result.stderr
+
+
+def test_deployer_changes_an_exposed_rollouts_spec_and_is_stamped_whatever_the_client_sent(
+    actors: Actors, kubectl: Kubectl, release: Release, cro: str
+) -> None:
+    exposed(actors, release, cro)
+    generation = rollout_of(kubectl, release, cro)["metadata"]["generation"]
+    result = patch_spec(actors.dan, release, cro, {"steps": [{"setWeight": 100}]}, {STAMP: "mallory"})
+    assert result.returncode == 0, result.stderr
+    after = rollout_of(kubectl, release, cro)
+    assert after["spec"]["steps"] == [{"setWeight": 100}]
+    assert after["metadata"]["generation"] == generation + 1
+    assert after["metadata"]["annotations"][STAMP] == "dan"
+
+
+def test_approver_who_is_not_a_deployer_changes_metadata_only(
+    actors: Actors, kubectl: Kubectl, release: Release, cro: str
+) -> None:
+    # No status at all (the operator never saw the rollout): still no spec change by an approver.
+    assert "status" not in rollout_of(kubectl, release, cro)
+    result = patch_spec(actors.alice, release, cro, {"onHalt": "abort"})
+    assert refused(result, f"members of {APPROVERS} who are not in {DEPLOYERS} may change a rollout's metadata only"), (
+        result.stderr
+    )
+    labelled = actors.alice("label", "cro", cro, "-n", release.rollouts, "oncall=alice", check=False)
+    assert labelled.returncode == 0, labelled.stderr
+    assert rollout_of(kubectl, release, cro)["spec"].get("onHalt", "hold") == "hold"
+
+
+def test_spec_change_before_exposure_or_after_the_outcome_needs_no_deployer(
+    actors: Actors, kubectl: Kubectl, release: Release, cro: str
+) -> None:
+    assert "status" not in rollout_of(kubectl, release, cro)  # never exposed
+    result = patch_spec(actors.mallory, release, cro, {"onHalt": "abort"})
+    assert result.returncode == 0, result.stderr
+    assert annotations_of(kubectl, release, cro)[STAMP] == "mallory"
+    for phase, canary in (("Promoted", 100), ("Aborted", 0), ("Progressing", 0)):
+        exposed(actors, release, cro, canary=canary, phase=phase)
+        onhalt = "hold" if rollout_of(kubectl, release, cro)["spec"]["onHalt"] == "abort" else "abort"
+        result = patch_spec(actors.mallory, release, cro, {"onHalt": onhalt})
+        assert result.returncode == 0, f"{phase} {canary}%: {result.stderr}"
+
+
+def test_the_stamp_cannot_be_changed_or_removed_without_a_spec_change(
+    actors: Actors, kubectl: Kubectl, release: Release, cro: str
+) -> None:
+    stamp = annotations_of(kubectl, release, cro)[STAMP]
+    message = f"{STAMP} records who last changed the spec"
+    for actor in (kubectl, actors.dan, actors.alice):  # the cluster admin included
+        for change in (f"{STAMP}=dan", f"{STAMP}-"):
+            result = annotate(actor, release, cro, change)
+            assert refused(result, message), result.stderr
+    assert annotations_of(kubectl, release, cro)[STAMP] == stamp
+    # Other metadata changes leave it as it was, and pass.
+    assert annotate(actors.mallory, release, cro, "note=hello").returncode == 0
+    assert annotations_of(kubectl, release, cro)[STAMP] == stamp
 
 
 # --- a narrower install ---------------------------------------------------------------------------
