@@ -149,6 +149,8 @@ def test_template_cluster_wide_by_default(helm: Helm) -> None:
         ("ValidatingAdmissionPolicyBinding", "cg-checkout-gates-approvals"),
         ("ValidatingAdmissionPolicy", "cg-checkout-gates-spec-changes"),
         ("ValidatingAdmissionPolicyBinding", "cg-checkout-gates-spec-changes"),
+        ("ValidatingAdmissionPolicy", "cg-checkout-gates-status"),
+        ("ValidatingAdmissionPolicyBinding", "cg-checkout-gates-status"),
         ("MutatingAdmissionPolicy", "cg-checkout-gates-spec-changed-by"),
         ("MutatingAdmissionPolicyBinding", "cg-checkout-gates-spec-changed-by"),
     }
@@ -210,7 +212,7 @@ def test_admission_policies_need_kubernetes_1_36(helm: Helm) -> None:
     assert documents.returncode == 0
     policies = [doc for doc in helm.template() if doc["kind"].endswith("AdmissionPolicy")]
     assert {doc["apiVersion"] for doc in policies} == {"admissionregistration.k8s.io/v1"}
-    assert sorted(doc["kind"] for doc in policies) == ["MutatingAdmissionPolicy"] + ["ValidatingAdmissionPolicy"] * 2
+    assert sorted(doc["kind"] for doc in policies) == ["MutatingAdmissionPolicy"] + ["ValidatingAdmissionPolicy"] * 3
 
 
 def test_template_refuses_more_than_one_replica_without_leader_election(helm: Helm) -> None:
@@ -367,6 +369,8 @@ def test_install_creates_every_object(helm: Helm, kubectl: Kubectl, release: Rel
         ("ValidatingAdmissionPolicyBinding", f"{release.fullname}-approvals", None),
         ("ValidatingAdmissionPolicy", f"{release.fullname}-spec-changes", None),
         ("ValidatingAdmissionPolicyBinding", f"{release.fullname}-spec-changes", None),
+        ("ValidatingAdmissionPolicy", f"{release.fullname}-status", None),
+        ("ValidatingAdmissionPolicyBinding", f"{release.fullname}-status", None),
         ("MutatingAdmissionPolicy", f"{release.fullname}-spec-changed-by", None),
         ("MutatingAdmissionPolicyBinding", f"{release.fullname}-spec-changed-by", None),
     }
@@ -777,6 +781,59 @@ def test_the_stamp_cannot_be_changed_or_removed_without_a_spec_change(
     # Other metadata changes leave it as it was, and pass.
     assert annotate(actors.mallory, release, cro, "note=hello").returncode == 0
     assert annotations_of(kubectl, release, cro)[STAMP] == stamp
+
+
+# --- status: written by the operator only ---------------------------------------------------------
+
+
+def test_only_the_operator_writes_status(actors: Actors, kubectl: Kubectl, release: Release, cro: str) -> None:
+    message = f"only the checkout-gates operator ({release.user}) writes the status of a rollout"
+    kubectl(
+        "create", "role", "status-writer", "-n", release.rollouts, "--verb=get,patch,update",
+        f"--resource={ROLLOUTS}/status",
+    )  # fmt: skip
+    kubectl(
+        "create",
+        "rolebinding",
+        "mallory-writes-status",
+        "-n",
+        release.rollouts,
+        "--role=status-writer",
+        "--user=mallory",
+    )
+    try:
+        assert (
+            actors.mallory(
+                "auth", "can-i", "patch", ROLLOUTS, "--subresource=status", "-n", release.rollouts
+            ).stdout.strip()
+            == "yes"
+        )
+        for actor, user in ((actors.mallory, "mallory"), (kubectl, None)):  # RBAC allows both; the policy does not
+            result = write_status(actor, release, cro, {"phase": "Promoted", "weights": {"stable": 0, "canary": 100}})
+            assert refused(result, message), result.stderr
+            if user:
+                assert f"not {user}" in result.stderr
+        assert "status" not in rollout_of(kubectl, release, cro)
+        exposed(actors, release, cro)
+        assert rollout_of(kubectl, release, cro)["status"]["weights"]["canary"] == 5
+    finally:
+        kubectl("delete", "rolebinding", "mallory-writes-status", "-n", release.rollouts, check=False)
+        kubectl("delete", "role", "status-writer", "-n", release.rollouts, check=False)
+
+
+def test_status_writers_are_the_operator_and_the_listed_users_only(helm: Helm) -> None:
+    def writers(values: dict[str, Any] | None) -> tuple[str, str]:
+        (policy,) = [
+            p
+            for p in of_kind(helm.template(values), "ValidatingAdmissionPolicy")
+            if p["metadata"]["name"].endswith("-status")
+        ]
+        assert policy["spec"]["matchConstraints"]["resourceRules"][0]["resources"] == [f"{PLURAL}/status"]
+        found = {v["name"]: v["expression"] for v in policy["spec"]["variables"]}
+        return found["operator"], found["writers"]
+
+    assert writers(None) == ('"system:serviceaccount:ops:cg-checkout-gates"', "[]")
+    assert writers({"admissionPolicy": {"statusWriters": ["break-glass"]}})[1] == '["break-glass"]'
 
 
 # --- a narrower install ---------------------------------------------------------------------------
