@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from checkout_gates.api.spec import GROUP, PLURAL
-from checkout_gates.rollout.annotations import CHANGED_BY_KEY
+from checkout_gates.rollout.annotations import CHANGED_BY_KEY, REASON_KEY
 from checkout_gates_lab.testbed import (
     ExternalCluster,
     Kubectl,
@@ -48,7 +48,9 @@ DEPLOYERS = "checkout-deployers"
 ROLLOUTS = f"{PLURAL}.{GROUP}"
 ANNOTATIONS = [f"{GROUP}/{key}" for key in ("approve", "abort", "retry", "pause")]
 APPROVE = f"{GROUP}/approve"
+ABORT = f"{GROUP}/abort"
 STAMP = CHANGED_BY_KEY  # gates.checkout.dev/spec-changed-by, written by the MutatingAdmissionPolicy
+REASON = REASON_KEY
 PAGING_SECRET = "pd-payments"  # in the chart's default paging.secrets
 PROMETHEUS_SECRET = "prometheus-token"  # added through prometheus.credentialSecrets
 
@@ -526,6 +528,7 @@ def test_deployer_role_creates_and_changes_rollouts_but_never_deletes_them(kubec
 @dataclass
 class Actors:
     alice: Kubectl  # in the approvers group
+    bob: Kubectl  # in the approvers group too
     dan: Kubectl  # in the deployers group (the chart's deployer binding), not an approver
     mallory: Kubectl  # in neither, but with RBAC rights to patch rollouts
     operator: Kubectl  # the chart's ServiceAccount, by token
@@ -549,6 +552,7 @@ def actors(
     )  # fmt: skip
     return Actors(
         alice=kubectl.as_kubeconfig(kube.kubeconfig_for("alice", [APPROVERS])),
+        bob=kubectl.as_kubeconfig(kube.kubeconfig_for("bob", [APPROVERS])),
         dan=kubectl.as_kubeconfig(kube.kubeconfig_for("dan", [DEPLOYERS])),
         mallory=kubectl.as_kubeconfig(kube.kubeconfig_for("mallory", ["payments-devs"])),
         operator=kubectl.as_kubeconfig(operator_kubeconfig),
@@ -834,6 +838,69 @@ def test_status_writers_are_the_operator_and_the_listed_users_only(helm: Helm) -
 
     assert writers(None) == ('"system:serviceaccount:ops:cg-checkout-gates"', "[]")
     assert writers({"admissionPolicy": {"statusWriters": ["break-glass"]}})[1] == '["break-glass"]'
+
+
+# --- the reason, and who may take a request back --------------------------------------------------
+
+
+def test_reason_without_a_command_is_refused(actors: Actors, kubectl: Kubectl, release: Release, cro: str) -> None:
+    message = f"{REASON} is accepted only in the same request as the on-call command it explains"
+    result = annotate(actors.alice, release, cro, f"{REASON}=card declines up")
+    assert refused(result, message), result.stderr
+    result = annotate(actors.alice, release, cro, f"{ABORT}=alice", f"{REASON}=card declines up")
+    assert result.returncode == 0, result.stderr
+    assert annotations_of(kubectl, release, cro)[REASON] == "card declines up"
+    result = annotate(actors.alice, release, cro, f"{REASON}=rewritten later")  # not afterwards either
+    assert refused(result, message), result.stderr
+    assert annotations_of(kubectl, release, cro)[REASON] == "card declines up"
+
+
+def test_reason_by_a_non_approver_is_refused(actors: Actors, kubectl: Kubectl, release: Release, cro: str) -> None:
+    result = annotate(actors.mallory, release, cro, f"{REASON}=trust me")
+    assert refused(result, f"only members of {APPROVERS} may set {REASON}"), result.stderr
+    result = annotate(actors.dan, release, cro, f"{ABORT}=dan", f"{REASON}=trust me")
+    assert refused(result, f"only members of {APPROVERS} may set {ABORT}, {REASON}"), result.stderr
+    assert not {REASON, ABORT} & set(annotations_of(kubectl, release, cro))
+    # Nor on a new rollout.
+    forged = rollout_document(f"reason-{uuid.uuid4().hex[:6]}", release.rollouts, {REASON: "pre-approved"})
+    result = kubectl("apply", "-f", "-", input=yaml.safe_dump(forged), check=False)
+    assert refused(result, f"only members of {APPROVERS} may set {REASON}"), result.stderr
+
+
+def test_removing_someone_elses_pending_abort_is_refused(
+    actors: Actors, kubectl: Kubectl, release: Release, cro: str
+) -> None:
+    assert annotate(actors.alice, release, cro, f"{ABORT}=alice", f"{REASON}=declines").returncode == 0
+    message = f"{ABORT} names alice: only alice or the checkout-gates operator may remove it"
+    for actor in (actors.mallory, actors.bob, actors.dan, kubectl):  # another approver, and the admin, too
+        result = annotate(actor, release, cro, f"{ABORT}-")
+        assert refused(result, message), result.stderr
+    result = annotate(actors.mallory, release, cro, f"{REASON}-")
+    assert refused(result, f"only the checkout-gates operator or members of {APPROVERS} may remove {REASON}"), (
+        result.stderr
+    )
+    assert annotations_of(kubectl, release, cro)[ABORT] == "alice"
+
+
+def test_removing_your_own_pending_abort_is_admitted(
+    actors: Actors, kubectl: Kubectl, release: Release, cro: str
+) -> None:
+    assert annotate(actors.alice, release, cro, f"{ABORT}=alice", f"{REASON}=declines").returncode == 0
+    result = annotate(actors.alice, release, cro, f"{ABORT}-", f"{REASON}-")
+    assert result.returncode == 0, result.stderr
+    assert not {ABORT, REASON} & set(annotations_of(kubectl, release, cro))
+
+
+def test_the_operators_removal_of_a_pending_abort_and_its_reason_is_admitted(
+    actors: Actors, kubectl: Kubectl, release: Release, cro: str
+) -> None:
+    assert annotate(actors.alice, release, cro, f"{ABORT}=alice", f"{REASON}=declines").returncode == 0
+    for key, value in ((ABORT, "alice"), (REASON, "declines")):  # as controller/kube.py remove_annotation
+        path = "/metadata/annotations/" + key.replace("~", "~0").replace("/", "~1")
+        patch = json.dumps([{"op": "test", "path": path, "value": value}, {"op": "remove", "path": path}])
+        removed = actors.operator("patch", "cro", cro, "-n", release.rollouts, "--type=json", "-p", patch, check=False)
+        assert removed.returncode == 0, removed.stderr
+    assert not {ABORT, REASON} & set(annotations_of(kubectl, release, cro))
 
 
 # --- a narrower install ---------------------------------------------------------------------------
