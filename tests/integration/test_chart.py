@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from checkout_gates.api.spec import GROUP, PLURAL
+from checkout_gates.rollout.annotations import CHANGED_BY_KEY, REASON_KEY
 from checkout_gates_lab.testbed import (
     ExternalCluster,
     Kubectl,
@@ -43,9 +44,13 @@ CRD_FILE = f"{PLURAL}.{GROUP}.yaml"
 ISTIO_CRD = Path(__file__).resolve().parent / "manifests" / "istio-virtualservice-crd.yaml"
 KUBE_VERSION = "1.36.0"  # for `helm template`, which does not ask a cluster
 APPROVERS = "checkout-approvers"
+DEPLOYERS = "checkout-deployers"
 ROLLOUTS = f"{PLURAL}.{GROUP}"
 ANNOTATIONS = [f"{GROUP}/{key}" for key in ("approve", "abort", "retry", "pause")]
 APPROVE = f"{GROUP}/approve"
+ABORT = f"{GROUP}/abort"
+STAMP = CHANGED_BY_KEY  # gates.checkout.dev/spec-changed-by, written by the MutatingAdmissionPolicy
+REASON = REASON_KEY
 PAGING_SECRET = "pd-payments"  # in the chart's default paging.secrets
 PROMETHEUS_SECRET = "prometheus-token"  # added through prometheus.credentialSecrets
 
@@ -113,16 +118,11 @@ def of_kind(documents: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 
 
 def test_lint_passes(helm: Helm) -> None:
-    helm("lint", "--strict", str(CHART))
-    helm(
-        "lint",
-        "--strict",
-        str(CHART),
-        "--set",
-        "watchNamespaces={payments,refunds}",
-        "--set",
-        "serviceMonitor.enabled=true",
-    )
+    # At the Kubernetes version the chart needs: helm lint's default (1.20) would stop rendering at
+    # the admission policies' version check, which lint reports as [INFO] only.
+    for extra in ([], ["--set", "watchNamespaces={payments,refunds}", "--set", "serviceMonitor.enabled=true"]):
+        result = helm("lint", "--strict", str(CHART), "--kube-version", KUBE_VERSION, *extra)
+        assert "Fail:" not in result.stdout + result.stderr, result.stdout + result.stderr
 
 
 def test_chart_crd_is_the_generated_crd_byte_for_byte() -> None:
@@ -143,11 +143,18 @@ def test_template_cluster_wide_by_default(helm: Helm) -> None:
         ("ClusterRole", "cg-checkout-gates-discovery"),
         ("ClusterRoleBinding", "cg-checkout-gates-discovery"),
         ("ClusterRole", "cg-checkout-gates-approver"),
+        ("ClusterRole", "cg-checkout-gates-deployer"),
         ("Deployment", "cg-checkout-gates"),
         ("PodDisruptionBudget", "cg-checkout-gates"),
         ("Service", "cg-checkout-gates-metrics"),
         ("ValidatingAdmissionPolicy", "cg-checkout-gates-approvals"),
         ("ValidatingAdmissionPolicyBinding", "cg-checkout-gates-approvals"),
+        ("ValidatingAdmissionPolicy", "cg-checkout-gates-spec-changes"),
+        ("ValidatingAdmissionPolicyBinding", "cg-checkout-gates-spec-changes"),
+        ("ValidatingAdmissionPolicy", "cg-checkout-gates-status"),
+        ("ValidatingAdmissionPolicyBinding", "cg-checkout-gates-status"),
+        ("MutatingAdmissionPolicy", "cg-checkout-gates-spec-changed-by"),
+        ("MutatingAdmissionPolicyBinding", "cg-checkout-gates-spec-changed-by"),
     }
     assert not of_kind(documents, "ServiceMonitor")
     assert not of_kind(documents, "RoleBinding")
@@ -197,6 +204,17 @@ def test_template_with_service_monitor(helm: Helm) -> None:
     selector = monitor["spec"]["selector"]["matchLabels"]
     assert selector.items() <= service["metadata"]["labels"].items()
     assert service["spec"]["ports"] == [{"name": "metrics", "port": 8081, "targetPort": "metrics", "protocol": "TCP"}]
+
+
+def test_admission_policies_need_kubernetes_1_36(helm: Helm) -> None:
+    result = helm("template", "cg", str(CHART), "--kube-version", "1.35.0", check=False)
+    assert result.returncode != 0
+    assert "admissionPolicy.enabled needs Kubernetes 1.36" in result.stderr
+    documents = helm("template", "cg", str(CHART), "--kube-version", "1.35.0", "--set", "admissionPolicy.enabled=false")
+    assert documents.returncode == 0
+    policies = [doc for doc in helm.template() if doc["kind"].endswith("AdmissionPolicy")]
+    assert {doc["apiVersion"] for doc in policies} == {"admissionregistration.k8s.io/v1"}
+    assert sorted(doc["kind"] for doc in policies) == ["MutatingAdmissionPolicy"] + ["ValidatingAdmissionPolicy"] * 3
 
 
 def test_template_refuses_more_than_one_replica_without_leader_election(helm: Helm) -> None:
@@ -318,6 +336,7 @@ def release(helm: Helm, kubectl: Kubectl) -> Iterator[Release]:
     values = {
         "admissionPolicy": {"namespaceSelector": {"matchLabels": {"checkout-gates.dev/policy-test": suffix}}},
         "approvers": {"roleBinding": {"enabled": True, "namespaces": [installed.rollouts]}},
+        "deployers": {"roleBinding": {"enabled": True, "namespaces": [installed.rollouts]}},
         "prometheus": {"credentialSecrets": [PROMETHEUS_SECRET]},
     }
     try:
@@ -343,11 +362,19 @@ def test_install_creates_every_object(helm: Helm, kubectl: Kubectl, release: Rel
         ("ClusterRoleBinding", f"{release.fullname}-discovery", None),
         ("ClusterRole", f"{release.fullname}-approver", None),
         ("RoleBinding", f"{release.fullname}-approver", release.rollouts),
+        ("ClusterRole", f"{release.fullname}-deployer", None),
+        ("RoleBinding", f"{release.fullname}-deployer", release.rollouts),
         ("Deployment", release.fullname, release.namespace),
         ("PodDisruptionBudget", release.fullname, release.namespace),
         ("Service", f"{release.fullname}-metrics", release.namespace),
         ("ValidatingAdmissionPolicy", f"{release.fullname}-approvals", None),
         ("ValidatingAdmissionPolicyBinding", f"{release.fullname}-approvals", None),
+        ("ValidatingAdmissionPolicy", f"{release.fullname}-spec-changes", None),
+        ("ValidatingAdmissionPolicyBinding", f"{release.fullname}-spec-changes", None),
+        ("ValidatingAdmissionPolicy", f"{release.fullname}-status", None),
+        ("ValidatingAdmissionPolicyBinding", f"{release.fullname}-status", None),
+        ("MutatingAdmissionPolicy", f"{release.fullname}-spec-changed-by", None),
+        ("MutatingAdmissionPolicyBinding", f"{release.fullname}-spec-changed-by", None),
     }
     rendered = {(doc["kind"], doc["metadata"]["name"], doc["metadata"].get("namespace")) for doc in documents}
     assert rendered == expected
@@ -476,13 +503,34 @@ def test_approver_role_is_patch_and_read_only(kubectl: Kubectl, release: Release
     assert not can_i(kubectl, "alice", "patch", ROLLOUTS, "rollouts", release=release), "only through the group"
 
 
+def test_deployer_role_creates_and_changes_rollouts_but_never_deletes_them(kubectl: Kubectl, release: Release) -> None:
+    role = kubectl.json("get", "clusterrole", f"{release.fullname}-deployer")
+    verbs = ["get", "list", "watch", "create", "update", "patch"]
+    assert role["rules"] == [{"apiGroups": [GROUP], "resources": [PLURAL], "verbs": verbs}]
+    for verb in ("create", "update", "patch"):
+        assert can_i(kubectl, "dan", verb, ROLLOUTS, "rollouts", f"--as-group={DEPLOYERS}", release=release)
+    assert not can_i(kubectl, "dan", "delete", ROLLOUTS, "rollouts", f"--as-group={DEPLOYERS}", release=release)
+    assert not can_i(
+        kubectl,
+        "dan",
+        "patch",
+        ROLLOUTS,
+        "rollouts",
+        "--subresource=status",
+        f"--as-group={DEPLOYERS}",
+        release=release,
+    )
+
+
 # --- approvals bound to identity ------------------------------------------------------------------
 
 
 @dataclass
 class Actors:
     alice: Kubectl  # in the approvers group
-    mallory: Kubectl  # not in it, but with RBAC rights to patch rollouts
+    bob: Kubectl  # in the approvers group too
+    dan: Kubectl  # in the deployers group (the chart's deployer binding), not an approver
+    mallory: Kubectl  # in neither, but with RBAC rights to patch rollouts
     operator: Kubectl  # the chart's ServiceAccount, by token
 
 
@@ -504,6 +552,8 @@ def actors(
     )  # fmt: skip
     return Actors(
         alice=kubectl.as_kubeconfig(kube.kubeconfig_for("alice", [APPROVERS])),
+        bob=kubectl.as_kubeconfig(kube.kubeconfig_for("bob", [APPROVERS])),
+        dan=kubectl.as_kubeconfig(kube.kubeconfig_for("dan", [DEPLOYERS])),
         mallory=kubectl.as_kubeconfig(kube.kubeconfig_for("mallory", ["payments-devs"])),
         operator=kubectl.as_kubeconfig(operator_kubeconfig),
     )
@@ -607,6 +657,250 @@ def test_kubectl_errors_carry_the_policy_message(actors: Actors, release: Releas
         actors.alice("annotate", "cro", cro, "-n", release.rollouts, f"{APPROVE}=bob")
     assert f"ValidatingAdmissionPolicy '{release.fullname}-approvals'" in str(raised.value)
     assert f"{APPROVE} must name you (alice), not bob" in str(raised.value)
+
+
+# --- who changed the spec, and when a spec may change ---------------------------------------------
+
+
+def rollout_of(kubectl: Kubectl, release: Release, name: str) -> dict[str, Any]:
+    found: dict[str, Any] = kubectl.json("get", ROLLOUTS, name, "-n", release.rollouts)
+    return found
+
+
+def write_status(
+    actor: Kubectl, release: Release, name: str, status: dict[str, Any]
+) -> subprocess.CompletedProcess[str]:
+    patch = json.dumps({"status": status})
+    return actor(
+        "patch", "cro", name, "-n", release.rollouts, "--subresource=status", "--type=merge", "-p", patch, check=False
+    )
+
+
+def patch_spec(
+    actor: Kubectl, release: Release, name: str, spec: dict[str, Any], annotations: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    document: dict[str, Any] = {"spec": spec}
+    if annotations:
+        document["metadata"] = {"annotations": annotations}
+    return actor("patch", "cro", name, "-n", release.rollouts, "--type=merge", "-p", json.dumps(document), check=False)
+
+
+def exposed(actors: Actors, release: Release, name: str, canary: int = 5, phase: str = "Progressing") -> None:
+    """Give the rollout the status of a live canary, written as the operator's ServiceAccount."""
+    written = write_status(
+        actors.operator, release, name, {"phase": phase, "weights": {"stable": 100 - canary, "canary": canary}}
+    )
+    assert written.returncode == 0, written.stderr
+
+
+def live_exposure_refusal(name: str, canary: int = 5, phase: str = "Progressing") -> str:
+    return (
+        f"only members of {DEPLOYERS} may change the spec of {name} while its canary is exposed"
+        f" (canary {canary}%, phase {phase}): exposure is live"
+    )
+
+
+def test_creation_is_stamped_with_the_creator_whatever_the_client_sent(kubectl: Kubectl, release: Release) -> None:
+    admin = kubectl.json("auth", "whoami")["status"]["userInfo"]["username"]
+    name = f"stamp-{uuid.uuid4().hex[:6]}"
+    document = rollout_document(name, release.rollouts, {STAMP: "bob"})
+    try:
+        kubectl("apply", "-f", "-", input=yaml.safe_dump(document))
+        assert annotations_of(kubectl, release, name)[STAMP] == admin
+    finally:
+        kubectl("delete", ROLLOUTS, name, "-n", release.rollouts, "--wait=false", check=False)
+
+
+def test_non_deployer_approver_cannot_change_the_steps_of_an_exposed_rollout(
+    actors: Actors, kubectl: Kubectl, release: Release, cro: str
+) -> None:
+    exposed(actors, release, cro)
+    before = rollout_of(kubectl, release, cro)
+    result = patch_spec(actors.alice, release, cro, {"steps": [{"setWeight": 100}]})
+    assert refused(result, live_exposure_refusal(cro)), result.stderr
+    assert "a spec change restarts the rollout from step 0" in result.stderr
+    result = patch_spec(actors.mallory, release, cro, {"steps": [{"setWeight": 100}]})  # nor anyone else
+    assert refused(result, live_exposure_refusal(cro)), result.stderr
+    after = rollout_of(kubectl, release, cro)
+    assert after["spec"] == before["spec"] and after["metadata"]["generation"] == before["metadata"]["generation"]
+
+
+def test_halted_exposure_is_live_too(actors: Actors, release: Release, cro: str) -> None:
+    exposed(actors, release, cro, canary=25, phase="Halted")
+    result = patch_spec(actors.mallory, release, cro, {"onHalt": "abort"})
+    assert refused(result, live_exposure_refusal(cro, 25, "Halted")), result.stderr
+
+
+def test_deployer_changes_an_exposed_rollouts_spec_and_is_stamped_whatever_the_client_sent(
+    actors: Actors, kubectl: Kubectl, release: Release, cro: str
+) -> None:
+    exposed(actors, release, cro)
+    generation = rollout_of(kubectl, release, cro)["metadata"]["generation"]
+    result = patch_spec(actors.dan, release, cro, {"steps": [{"setWeight": 100}]}, {STAMP: "mallory"})
+    assert result.returncode == 0, result.stderr
+    after = rollout_of(kubectl, release, cro)
+    assert after["spec"]["steps"] == [{"setWeight": 100}]
+    assert after["metadata"]["generation"] == generation + 1
+    assert after["metadata"]["annotations"][STAMP] == "dan"
+
+
+def test_approver_who_is_not_a_deployer_changes_metadata_only(
+    actors: Actors, kubectl: Kubectl, release: Release, cro: str
+) -> None:
+    # No status at all (the operator never saw the rollout): still no spec change by an approver.
+    assert "status" not in rollout_of(kubectl, release, cro)
+    result = patch_spec(actors.alice, release, cro, {"onHalt": "abort"})
+    assert refused(result, f"members of {APPROVERS} who are not in {DEPLOYERS} may change a rollout's metadata only"), (
+        result.stderr
+    )
+    labelled = actors.alice("label", "cro", cro, "-n", release.rollouts, "oncall=alice", check=False)
+    assert labelled.returncode == 0, labelled.stderr
+    assert rollout_of(kubectl, release, cro)["spec"].get("onHalt", "hold") == "hold"
+
+
+def test_spec_change_before_exposure_or_after_the_outcome_needs_no_deployer(
+    actors: Actors, kubectl: Kubectl, release: Release, cro: str
+) -> None:
+    assert "status" not in rollout_of(kubectl, release, cro)  # never exposed
+    result = patch_spec(actors.mallory, release, cro, {"onHalt": "abort"})
+    assert result.returncode == 0, result.stderr
+    assert annotations_of(kubectl, release, cro)[STAMP] == "mallory"
+    for phase, canary in (("Promoted", 100), ("Aborted", 0), ("Progressing", 0)):
+        exposed(actors, release, cro, canary=canary, phase=phase)
+        onhalt = "hold" if rollout_of(kubectl, release, cro)["spec"]["onHalt"] == "abort" else "abort"
+        result = patch_spec(actors.mallory, release, cro, {"onHalt": onhalt})
+        assert result.returncode == 0, f"{phase} {canary}%: {result.stderr}"
+
+
+def test_the_stamp_cannot_be_changed_or_removed_without_a_spec_change(
+    actors: Actors, kubectl: Kubectl, release: Release, cro: str
+) -> None:
+    stamp = annotations_of(kubectl, release, cro)[STAMP]
+    message = f"{STAMP} records who last changed the spec"
+    for actor in (kubectl, actors.dan, actors.alice):  # the cluster admin included
+        for change in (f"{STAMP}=dan", f"{STAMP}-"):
+            result = annotate(actor, release, cro, change)
+            assert refused(result, message), result.stderr
+    assert annotations_of(kubectl, release, cro)[STAMP] == stamp
+    # Other metadata changes leave it as it was, and pass.
+    assert annotate(actors.mallory, release, cro, "note=hello").returncode == 0
+    assert annotations_of(kubectl, release, cro)[STAMP] == stamp
+
+
+# --- status: written by the operator only ---------------------------------------------------------
+
+
+def test_only_the_operator_writes_status(actors: Actors, kubectl: Kubectl, release: Release, cro: str) -> None:
+    message = f"only the checkout-gates operator ({release.user}) writes the status of a rollout"
+    kubectl(
+        "create", "role", "status-writer", "-n", release.rollouts, "--verb=get,patch,update",
+        f"--resource={ROLLOUTS}/status",
+    )  # fmt: skip
+    kubectl(
+        "create",
+        "rolebinding",
+        "mallory-writes-status",
+        "-n",
+        release.rollouts,
+        "--role=status-writer",
+        "--user=mallory",
+    )
+    try:
+        assert (
+            actors.mallory(
+                "auth", "can-i", "patch", ROLLOUTS, "--subresource=status", "-n", release.rollouts
+            ).stdout.strip()
+            == "yes"
+        )
+        for actor, user in ((actors.mallory, "mallory"), (kubectl, None)):  # RBAC allows both; the policy does not
+            result = write_status(actor, release, cro, {"phase": "Promoted", "weights": {"stable": 0, "canary": 100}})
+            assert refused(result, message), result.stderr
+            if user:
+                assert f"not {user}" in result.stderr
+        assert "status" not in rollout_of(kubectl, release, cro)
+        exposed(actors, release, cro)
+        assert rollout_of(kubectl, release, cro)["status"]["weights"]["canary"] == 5
+    finally:
+        kubectl("delete", "rolebinding", "mallory-writes-status", "-n", release.rollouts, check=False)
+        kubectl("delete", "role", "status-writer", "-n", release.rollouts, check=False)
+
+
+def test_status_writers_are_the_operator_and_the_listed_users_only(helm: Helm) -> None:
+    def writers(values: dict[str, Any] | None) -> tuple[str, str]:
+        (policy,) = [
+            p
+            for p in of_kind(helm.template(values), "ValidatingAdmissionPolicy")
+            if p["metadata"]["name"].endswith("-status")
+        ]
+        assert policy["spec"]["matchConstraints"]["resourceRules"][0]["resources"] == [f"{PLURAL}/status"]
+        found = {v["name"]: v["expression"] for v in policy["spec"]["variables"]}
+        return found["operator"], found["writers"]
+
+    assert writers(None) == ('"system:serviceaccount:ops:cg-checkout-gates"', "[]")
+    assert writers({"admissionPolicy": {"statusWriters": ["break-glass"]}})[1] == '["break-glass"]'
+
+
+# --- the reason, and who may take a request back --------------------------------------------------
+
+
+def test_reason_without_a_command_is_refused(actors: Actors, kubectl: Kubectl, release: Release, cro: str) -> None:
+    message = f"{REASON} is accepted only in the same request as the on-call command it explains"
+    result = annotate(actors.alice, release, cro, f"{REASON}=card declines up")
+    assert refused(result, message), result.stderr
+    result = annotate(actors.alice, release, cro, f"{ABORT}=alice", f"{REASON}=card declines up")
+    assert result.returncode == 0, result.stderr
+    assert annotations_of(kubectl, release, cro)[REASON] == "card declines up"
+    result = annotate(actors.alice, release, cro, f"{REASON}=rewritten later")  # not afterwards either
+    assert refused(result, message), result.stderr
+    assert annotations_of(kubectl, release, cro)[REASON] == "card declines up"
+
+
+def test_reason_by_a_non_approver_is_refused(actors: Actors, kubectl: Kubectl, release: Release, cro: str) -> None:
+    result = annotate(actors.mallory, release, cro, f"{REASON}=trust me")
+    assert refused(result, f"only members of {APPROVERS} may set {REASON}"), result.stderr
+    result = annotate(actors.dan, release, cro, f"{ABORT}=dan", f"{REASON}=trust me")
+    assert refused(result, f"only members of {APPROVERS} may set {ABORT}, {REASON}"), result.stderr
+    assert not {REASON, ABORT} & set(annotations_of(kubectl, release, cro))
+    # Nor on a new rollout.
+    forged = rollout_document(f"reason-{uuid.uuid4().hex[:6]}", release.rollouts, {REASON: "pre-approved"})
+    result = kubectl("apply", "-f", "-", input=yaml.safe_dump(forged), check=False)
+    assert refused(result, f"only members of {APPROVERS} may set {REASON}"), result.stderr
+
+
+def test_removing_someone_elses_pending_abort_is_refused(
+    actors: Actors, kubectl: Kubectl, release: Release, cro: str
+) -> None:
+    assert annotate(actors.alice, release, cro, f"{ABORT}=alice", f"{REASON}=declines").returncode == 0
+    message = f"{ABORT} names alice: only alice or the checkout-gates operator may remove it"
+    for actor in (actors.mallory, actors.bob, actors.dan, kubectl):  # another approver, and the admin, too
+        result = annotate(actor, release, cro, f"{ABORT}-")
+        assert refused(result, message), result.stderr
+    result = annotate(actors.mallory, release, cro, f"{REASON}-")
+    assert refused(result, f"only the checkout-gates operator or members of {APPROVERS} may remove {REASON}"), (
+        result.stderr
+    )
+    assert annotations_of(kubectl, release, cro)[ABORT] == "alice"
+
+
+def test_removing_your_own_pending_abort_is_admitted(
+    actors: Actors, kubectl: Kubectl, release: Release, cro: str
+) -> None:
+    assert annotate(actors.alice, release, cro, f"{ABORT}=alice", f"{REASON}=declines").returncode == 0
+    result = annotate(actors.alice, release, cro, f"{ABORT}-", f"{REASON}-")
+    assert result.returncode == 0, result.stderr
+    assert not {ABORT, REASON} & set(annotations_of(kubectl, release, cro))
+
+
+def test_the_operators_removal_of_a_pending_abort_and_its_reason_is_admitted(
+    actors: Actors, kubectl: Kubectl, release: Release, cro: str
+) -> None:
+    assert annotate(actors.alice, release, cro, f"{ABORT}=alice", f"{REASON}=declines").returncode == 0
+    for key, value in ((ABORT, "alice"), (REASON, "declines")):  # as controller/kube.py remove_annotation
+        path = "/metadata/annotations/" + key.replace("~", "~0").replace("/", "~1")
+        patch = json.dumps([{"op": "test", "path": path, "value": value}, {"op": "remove", "path": path}])
+        removed = actors.operator("patch", "cro", cro, "-n", release.rollouts, "--type=json", "-p", patch, check=False)
+        assert removed.returncode == 0, removed.stderr
+    assert not {ABORT, REASON} & set(annotations_of(kubectl, release, cro))
 
 
 # --- a narrower install ---------------------------------------------------------------------------
