@@ -18,10 +18,12 @@ import kopf
 import structlog
 
 from checkout_gates.api.spec import GROUP, PLURAL, VERSION
+from checkout_gates.api.status import CheckoutRolloutStatus
 from checkout_gates.controller.kube import KubeApi
 from checkout_gates.controller.leadership import ElectionConfig, KubeLeaseStore, LeaderElector
 from checkout_gates.controller.reconcile import Reconciler
 from checkout_gates.controller.scheduler import Scheduler
+from checkout_gates.rollout.annotations import stops_exposure
 
 log = structlog.get_logger("checkout_gates.handlers")
 
@@ -33,6 +35,16 @@ def _fingerprint(body: Any) -> tuple[Any, ...]:
     meta = body.get("metadata", {})
     ours = tuple(sorted((k, v) for k, v in (meta.get("annotations") or {}).items() if k.startswith(ANNOTATION_PREFIX)))
     return (meta.get("generation"), ours, meta.get("deletionTimestamp"))
+
+
+def _stop_requested(body: Any) -> bool:
+    """An on-call abort or pause on the object that its status has not consumed yet."""
+    annotations = body.get("metadata", {}).get("annotations") or {}
+    try:
+        status = CheckoutRolloutStatus.model_validate(body.get("status") or {})
+    except ValueError:
+        status = None  # an unreadable status: better one urgent pass too many than one too few
+    return stops_exposure(annotations, status)
 
 
 class _NoDiffBase(kopf.AnnotationsDiffBaseStorage):
@@ -110,7 +122,7 @@ async def on_rollout_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
     fingerprint = _fingerprint(body)
     if memo["fingerprints"].get(key) != fingerprint or not scheduler.knows(namespace, name):
         memo["fingerprints"][key] = fingerprint
-        scheduler.poke(namespace, name)
+        scheduler.poke(namespace, name, urgent=_stop_requested(body))
 
 
 @kopf.on.probe(id="rollouts")

@@ -46,6 +46,7 @@ from checkout_gates.metrics.prometheus import PrometheusSource
 from checkout_gates.paging.base import PageContext, owner_secrets
 from checkout_gates.paging.delivery import new_client, send_page_actions
 from checkout_gates.rollout.actions import Action, ConsumeAnnotation, EmitEvent, PageOwner, ResolvePage, SetWeights
+from checkout_gates.rollout.annotations import stops_exposure
 from checkout_gates.rollout.conditions import observation_conditions
 from checkout_gates.rollout.machine import Observations, decide
 from checkout_gates.rollout.outcomes import DeliveryOutcome, Outcomes, apply_outcomes
@@ -123,7 +124,9 @@ class Reconciler:
             logger = log.bind(rollout=f"{namespace}/{name}", step=rollout.status.current_step)
             router = self.routers(rollout.spec, namespace)
             observed, router_error = await self._read_router(router)
-            readings = await self._read_gates(rollout, now)
+            # An on-call abort or pause is applied first, with no queries: weights before evaluation.
+            urgent = stops_exposure(rollout.metadata.annotations, rollout.status)
+            readings = {} if urgent else await self._read_gates(rollout, now)
             observations = Observations(readings=readings, router_weights=observed, router_error=router_error)
             decision = decide(rollout, observations, now)
             status = observation_conditions(decision.status, rollout, router_error, readings, now)
