@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import pytest
 
-from checkout_gates.controller.scheduler import Scheduler
+from checkout_gates.controller.scheduler import Scheduler, io_wait
 
 BOUND = 30.0  # seconds: a regression fails instead of hanging
 
@@ -127,3 +127,29 @@ async def test_stop_ends_hanging_passes() -> None:
     await asyncio.wait_for(scheduler.stop(), timeout=BOUND)
     assert scheduler.keys == []
     assert sum(passes.cancelled.values()) == sum(passes.started.values()) - sum(passes.finished.values())
+
+
+async def test_rollouts_waiting_on_io_hold_no_slot_wherever_they_are() -> None:
+    """16 hanging rollouts in 16 namespaces (per-namespace shares cannot help) and one slot."""
+    gate = asyncio.Event()
+    done: Counter[tuple[str, str]] = Counter()
+    enough = asyncio.Event()
+
+    async def reconcile(namespace: str, name: str) -> float | None:
+        if namespace.startswith("hostile"):
+            async with io_wait():  # the gate queries of a Prometheus that never answers
+                await gate.wait()
+        done[(namespace, name)] += 1
+        if done[("shop", "checkout")] >= 20:
+            enough.set()
+        return 0.01
+
+    scheduler = Scheduler(reconcile, concurrency=1)
+    try:
+        for index in range(16):
+            scheduler.poke(f"hostile-{index}", "hang")
+        scheduler.poke("shop", "checkout")
+        await asyncio.wait_for(enough.wait(), timeout=BOUND)
+    finally:
+        gate.set()
+        await scheduler.stop()

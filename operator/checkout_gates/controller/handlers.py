@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
+import threading
 from typing import Any
 
 import kopf
@@ -87,8 +90,27 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     log.info("operator started, standing by until it leads", identity=elector.identity)
 
 
+# From the start of shutdown to the process's end at the latest, whatever is still running (a
+# thread stuck on a socket cannot be cancelled): inside Kubernetes' default 30 s grace period.
+SHUTDOWN_DEADLINE = 20.0
+
+
+def _exit_by(deadline: float) -> None:
+    """A watchdog: end the process ``deadline`` seconds from now if it has not ended by then."""
+
+    def end() -> None:
+        log.warning("shutdown took too long; exiting now", deadline=deadline)
+        logging.shutdown()
+        os._exit(0)
+
+    timer = threading.Timer(deadline, end)
+    timer.daemon = True
+    timer.start()
+
+
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    _exit_by(SHUTDOWN_DEADLINE)
     task: asyncio.Task[None] | None = memo.get("election_task")
     if task is not None:
         task.cancel()

@@ -6,6 +6,9 @@ the others. A semaphore bounds concurrent passes, which bounds load on the API s
 Prometheus however many rollouts there are; a second one per namespace keeps any namespace to a
 share of them, so one namespace of rollouts whose Prometheus never answers cannot take every slot.
 Every pass has a deadline that starts when it is dispatched (not while it waits for a slot).
+No slot is held while a pass waits on Prometheus or a pager: the pass gives it back around that
+I/O (:func:`io_wait`) and takes one again after, so rollouts whose Prometheus never answers hold
+no slot at all while they wait.
 
 An urgent poke (an on-call abort or pause waiting) goes around both semaphores and cuts short the
 rollout's own pass in flight: a pass may stop at any await (crash-safe by construction: status is
@@ -20,7 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
 
 import structlog
 
@@ -35,6 +39,45 @@ MAX_BACKOFF = 60.0
 # prometheus.timeout, at most 60 s: api/quantities.py), with room to spare. Past it the pass is
 # cancelled (safe at any await) and retried with backoff.
 PASS_DEADLINE = 150.0
+
+
+class _Slot:
+    """The semaphores one pass holds, which it can give back around slow I/O and take again."""
+
+    def __init__(self, semaphores: list[asyncio.Semaphore]) -> None:
+        self._semaphores = semaphores
+        self._held: list[asyncio.Semaphore] = []
+
+    async def acquire(self) -> None:
+        for semaphore in self._semaphores:
+            await semaphore.acquire()
+            self._held.append(semaphore)  # one by one: a cancellation mid-way releases only these
+
+    def release(self) -> None:
+        while self._held:
+            self._held.pop().release()
+
+    @contextlib.asynccontextmanager
+    async def released(self) -> AsyncIterator[None]:
+        self.release()
+        try:
+            yield
+        finally:
+            await self.acquire()
+
+
+_current_slot: ContextVar[_Slot | None] = ContextVar("checkout_gates_slot", default=None)
+
+
+@contextlib.asynccontextmanager
+async def io_wait() -> AsyncIterator[None]:
+    """Around a pass's slow I/O (gate queries, page deliveries): its slot is free meanwhile."""
+    slot = _current_slot.get()
+    if slot is None:
+        yield
+        return
+    async with slot.released():
+        yield
 
 
 class Scheduler:
@@ -156,14 +199,27 @@ class Scheduler:
                 return
             if key in self._urgent:
                 continue
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that races
+            # its own timeout, and a loop that sleeps briefly then never stops (seen as a hung stop()).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wakeup.wait(), timeout=delay)
+                async with asyncio.timeout(delay):
+                    await wakeup.wait()
 
     async def _pass(self, namespace: str, name: str, *, urgent: bool) -> float | None:
         """One pass within its deadline; an ordinary one waits for a slot overall and in its namespace."""
         if urgent:
-            return await asyncio.wait_for(self._reconcile(namespace, name), timeout=self.pass_deadline)
+            async with asyncio.timeout(self.pass_deadline):
+                return await self._reconcile(namespace, name)
         limit = self._namespace_limits.setdefault(namespace, asyncio.Semaphore(self._per_namespace))
-        async with limit, self._limit:
-            # The deadline starts now, at dispatch: time spent queueing for a slot is not the pass's.
-            return await asyncio.wait_for(self._reconcile(namespace, name), timeout=self.pass_deadline)
+        slot = _Slot([limit, self._limit])
+        try:
+            await slot.acquire()
+            token = _current_slot.set(slot)  # this task's own context: see io_wait
+            try:
+                # The deadline starts now, at dispatch: time spent queueing for a slot is not the pass's.
+                async with asyncio.timeout(self.pass_deadline):
+                    return await self._reconcile(namespace, name)
+            finally:
+                _current_slot.reset(token)
+        finally:
+            slot.release()
