@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 
@@ -116,4 +117,9 @@ def run(arguments: argparse.Namespace) -> int:
             memo=memo,
         )
     )
-    return 0
+    # The operator has stopped; a worker thread still blocked on a socket (the Kubernetes client is
+    # synchronous) must not keep the process alive past its grace period: leave without joining it.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(0)

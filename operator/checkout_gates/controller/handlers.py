@@ -12,16 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
+import threading
 from typing import Any
 
 import kopf
 import structlog
 
 from checkout_gates.api.spec import GROUP, PLURAL, VERSION
+from checkout_gates.api.status import CheckoutRolloutStatus
 from checkout_gates.controller.kube import KubeApi
 from checkout_gates.controller.leadership import ElectionConfig, KubeLeaseStore, LeaderElector
 from checkout_gates.controller.reconcile import Reconciler
 from checkout_gates.controller.scheduler import Scheduler
+from checkout_gates.rollout.annotations import stops_exposure
 
 log = structlog.get_logger("checkout_gates.handlers")
 
@@ -33,6 +38,16 @@ def _fingerprint(body: Any) -> tuple[Any, ...]:
     meta = body.get("metadata", {})
     ours = tuple(sorted((k, v) for k, v in (meta.get("annotations") or {}).items() if k.startswith(ANNOTATION_PREFIX)))
     return (meta.get("generation"), ours, meta.get("deletionTimestamp"))
+
+
+def _stop_requested(body: Any) -> bool:
+    """An on-call abort or pause on the object that its status has not consumed yet."""
+    annotations = body.get("metadata", {}).get("annotations") or {}
+    try:
+        status = CheckoutRolloutStatus.model_validate(body.get("status") or {})
+    except ValueError:
+        status = None  # an unreadable status: better one urgent pass too many than one too few
+    return stops_exposure(annotations, status)
 
 
 class _NoDiffBase(kopf.AnnotationsDiffBaseStorage):
@@ -75,8 +90,27 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     log.info("operator started, standing by until it leads", identity=elector.identity)
 
 
+# From the start of shutdown to the process's end at the latest, whatever is still running (a
+# thread stuck on a socket cannot be cancelled): inside Kubernetes' default 30 s grace period.
+SHUTDOWN_DEADLINE = 20.0
+
+
+def _exit_by(deadline: float) -> None:
+    """A watchdog: end the process ``deadline`` seconds from now if it has not ended by then."""
+
+    def end() -> None:
+        log.warning("shutdown took too long; exiting now", deadline=deadline)
+        logging.shutdown()
+        os._exit(0)
+
+    timer = threading.Timer(deadline, end)
+    timer.daemon = True
+    timer.start()
+
+
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    _exit_by(SHUTDOWN_DEADLINE)
     task: asyncio.Task[None] | None = memo.get("election_task")
     if task is not None:
         task.cancel()
@@ -110,7 +144,7 @@ async def on_rollout_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
     fingerprint = _fingerprint(body)
     if memo["fingerprints"].get(key) != fingerprint or not scheduler.knows(namespace, name):
         memo["fingerprints"][key] = fingerprint
-        scheduler.poke(namespace, name)
+        scheduler.poke(namespace, name, urgent=_stop_requested(body))
 
 
 @kopf.on.probe(id="rollouts")

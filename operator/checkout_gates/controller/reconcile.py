@@ -41,11 +41,13 @@ from checkout_gates.controller import telemetry
 from checkout_gates.controller.crashpoints import crash_point
 from checkout_gates.controller.kube import KubeApi, describe
 from checkout_gates.controller.ports import ConflictError, KubernetesPort, Raw, RouterFactory
+from checkout_gates.controller.scheduler import io_wait
 from checkout_gates.gates.observations import SignalReading
 from checkout_gates.metrics.prometheus import PrometheusSource
 from checkout_gates.paging.base import PageContext, owner_secrets
 from checkout_gates.paging.delivery import new_client, send_page_actions
 from checkout_gates.rollout.actions import Action, ConsumeAnnotation, EmitEvent, PageOwner, ResolvePage, SetWeights
+from checkout_gates.rollout.annotations import stops_exposure
 from checkout_gates.rollout.conditions import observation_conditions
 from checkout_gates.rollout.machine import Observations, decide
 from checkout_gates.rollout.outcomes import DeliveryOutcome, Outcomes, apply_outcomes
@@ -123,7 +125,13 @@ class Reconciler:
             logger = log.bind(rollout=f"{namespace}/{name}", step=rollout.status.current_step)
             router = self.routers(rollout.spec, namespace)
             observed, router_error = await self._read_router(router)
-            readings = await self._read_gates(rollout, now)
+            # An on-call abort or pause is applied first, with no queries: weights before evaluation.
+            urgent = stops_exposure(rollout.metadata.annotations, rollout.status)
+            if urgent:
+                readings: dict[str, SignalReading] = {}
+            else:
+                async with io_wait():  # no reconcile slot is held while Prometheus answers (or not)
+                    readings = await self._read_gates(rollout, now)
             observations = Observations(readings=readings, router_weights=observed, router_error=router_error)
             decision = decide(rollout, observations, now)
             status = observation_conditions(decision.status, rollout, router_error, readings, now)
@@ -264,7 +272,8 @@ class Reconciler:
         pages = [a for a in actions if isinstance(a, PageOwner | ResolvePage)]
         if pages:
             crash_point("before-page-delivery")
-            outcomes.deliveries = await self._send_pages(rollout, pages, now)
+            async with io_wait():  # a slow pager holds no reconcile slot either
+                outcomes.deliveries = await self._send_pages(rollout, pages, now)
             crash_point("after-page-delivery")
             for delivery in outcomes.deliveries:
                 logger.info(

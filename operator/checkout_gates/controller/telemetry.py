@@ -34,3 +34,8 @@ RECONCILE_SECONDS = Histogram(
 ERRORS = Counter("checkout_gates_errors_total", "Errors by where they happened.", ["where"], registry=REGISTRY)
 CONFLICTS = Counter("checkout_gates_status_conflicts_total", "Status writes refused with 409.", registry=REGISTRY)
 ROLLOUTS = Gauge("checkout_gates_rollouts", "Rollouts this operator carries.", registry=REGISTRY)
+PREEMPTED = Counter(
+    "checkout_gates_passes_preempted_total",
+    "Passes cut short by an on-call abort or pause, whose pass went ahead at once.",
+    registry=REGISTRY,
+)

@@ -65,3 +65,18 @@ def request_reason(annotations: Mapping[str, str], request: Request) -> str:
 def spec_changed_by(annotations: Mapping[str, str]) -> str:
     """The user admission recorded for the last spec change; ``unknown`` where nothing stamped it."""
     return annotations.get(CHANGED_BY_KEY, "").strip()[:253] or "unknown (no admission stamp)"
+
+
+STOPPING: frozenset[Command] = frozenset({"abort", "pause"})
+
+
+def stops_exposure(annotations: Mapping[str, str], status: CheckoutRolloutStatus | None = None) -> bool:
+    """Whether an on-call abort or pause waits to be applied (not a leftover already consumed).
+
+    Such a pass is urgent: it goes ahead of the queue, cuts short the rollout's own pass in flight,
+    and skips the gate queries (weights first, evaluation after), so a hanging Prometheus or a
+    namespace of slow rollouts never delays taking exposure down."""
+    return any(
+        request.command in STOPPING and (status is None or not already_consumed(status, request))
+        for request in pending_requests(annotations)
+    )
