@@ -104,7 +104,7 @@ class Reconciler:
 
     async def close(self) -> None:
         for source in self._sources.values():
-            source.close()
+            await source.aclose()
         await self.pager_client.aclose()
         self.kube.close()
 
