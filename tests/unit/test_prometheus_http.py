@@ -355,3 +355,13 @@ async def test_a_refused_connection_is_retried_and_says_so() -> None:
     reading = await read(dead)
     assert reading.error is not None
     assert f"cannot connect to Prometheus at {address}: Connection refused (after 3 attempts)" in reading.error
+
+
+async def test_check_gives_the_reason_instead_of_raising(server: Server) -> None:
+    async with source(server) as live:
+        assert await live.check(AT) is None
+        assert live.description == f"Prometheus at {server.url}"
+    address = f"http://127.0.0.1:{closed_port()}"
+    async with PrometheusSource(PrometheusSpec(address=address), retries=0) as dead:
+        problem = await dead.check(AT)
+    assert problem is not None and "Connection refused" in problem

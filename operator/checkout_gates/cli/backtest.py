@@ -29,6 +29,7 @@ from checkout_gates.cli.common import (
 )
 from checkout_gates.cli.evaluate import APPROVER, probe, prometheus_config, write_replay
 from checkout_gates.cli.reports import replay_exit_code
+from checkout_gates.metrics.port import MetricsSource
 from checkout_gates.metrics.prometheus import PrometheusSource
 from checkout_gates.rollout.replay import Replayer, ReplayResult
 
@@ -117,9 +118,10 @@ class Progress:
 
 
 async def backtest(
-    replayer: Replayer, source: PrometheusSource, times: list[datetime], *, progress: Progress | None = None
+    replayer: Replayer, source: MetricsSource, times: list[datetime], *, progress: Progress | None = None
 ) -> ReplayResult:
-    """Drive the replay loop with instant queries at each time; stops at the first outcome."""
+    """Drive the replay loop with the source's readings at each time (Prometheus: instant queries at
+    that past time); stops at the first outcome."""
     rollout = replayer.rollout
     for done, now in enumerate(times):
         if replayer.done:
@@ -154,6 +156,7 @@ def decision_times(start: datetime, end: datetime, step_seconds: float) -> list[
 async def _run(arguments: argparse.Namespace, replayer: Replayer, times: list[datetime]) -> ReplayResult:
     config = prometheus_config(replayer.rollout, arguments.prometheus)
     progress = Progress(sys.stderr, len(times))
+    source: MetricsSource
     async with PrometheusSource(config) as source:
         await probe(source, times[0])
         try:

@@ -43,7 +43,8 @@ from checkout_gates.cli.reports import (
     replay_table,
 )
 from checkout_gates.gates.evaluate import evaluate_gate, query_window_seconds
-from checkout_gates.metrics.prometheus import PrometheusSource, QueryError
+from checkout_gates.metrics.port import MetricsSource
+from checkout_gates.metrics.prometheus import PrometheusSource
 from checkout_gates.metrics.replay import ReplayError, ReplaySource
 from checkout_gates.rollout.plan import watched_gate_names
 from checkout_gates.rollout.replay import ReplayResult, replay
@@ -190,17 +191,17 @@ def prometheus_config(rollout: CheckoutRollout, url: str | None) -> PrometheusSp
         raise InvalidInputError(f"--prometheus {url!r} is not an http:// or https:// URL") from None
 
 
-async def probe(source: PrometheusSource, at: datetime | None) -> None:
-    """Raise InvalidInputError with the reason when Prometheus does not answer a trivial query."""
-    try:
-        await source.query("vector(1)", at=at)
-    except QueryError as error:
-        raise InvalidInputError(f"Prometheus at {source.address} is unreachable: {error.message}") from error
+async def probe(source: MetricsSource, at: datetime | None) -> None:
+    """Raise InvalidInputError with the reason when the source cannot answer reads at ``at``."""
+    problem = await source.check(at)
+    if problem is not None:
+        raise InvalidInputError(f"{source.description} is unreachable: {problem}")
 
 
 async def evaluate_live(
     rollout: CheckoutRollout, config: PrometheusSpec, contexts: list[GateContext], at: datetime, *, step: int | None
 ) -> Evaluation:
+    source: MetricsSource
     async with PrometheusSource(config) as source:
         await probe(source, at)
         readings = await source.read_gates(

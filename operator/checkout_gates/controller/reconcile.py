@@ -39,6 +39,7 @@ from checkout_gates.controller import telemetry
 from checkout_gates.controller.faults import crash_point
 from checkout_gates.controller.kube import ConflictError, KubeApi, Raw, describe
 from checkout_gates.gates.observations import SignalReading
+from checkout_gates.metrics.port import MetricsSource
 from checkout_gates.metrics.prometheus import PrometheusSource
 from checkout_gates.paging.base import PageContext, owner_secrets
 from checkout_gates.paging.delivery import DeliveryOutcome, new_client, send_page_actions
@@ -98,7 +99,7 @@ class Reconciler:
         self.clock = clock
         self.may_act = may_act
         self.pager_client = pager_client or new_client()
-        self._sources: dict[tuple[Any, ...], PrometheusSource] = {}
+        self._sources: dict[tuple[Any, ...], MetricsSource] = {}
         # The spec last parsed per rollout, with its (uid, generation): see _parse.
         self._specs: dict[tuple[str, str], tuple[tuple[Any, Any], CheckoutRolloutSpec]] = {}
 
@@ -205,7 +206,7 @@ class Reconciler:
         telemetry.QUERY_SECONDS.observe(time.perf_counter() - started)
         return readings
 
-    async def _source(self, rollout: CheckoutRollout) -> PrometheusSource:
+    async def _source(self, rollout: CheckoutRollout) -> MetricsSource:
         config = rollout.spec.prometheus
         token: str | None = None
         basic: tuple[str, str] | None = None

@@ -1,7 +1,8 @@
 """The live metrics source: a gate's PromQL queries against Prometheus' instant-query API.
 
-One :class:`PrometheusSource` per Prometheus server (per ``spec.prometheus`` and credentials).
-Queries go out on one ``httpx.AsyncClient``; at most ``max_in_flight`` of them are on the wire at once, and a gate's
+One :class:`PrometheusSource` per Prometheus server (per ``spec.prometheus`` and credentials),
+implementing the metrics port (:mod:`checkout_gates.metrics.port`). Queries go out on one
+``httpx.AsyncClient``; at most ``max_in_flight`` of them are on the wire at once, and a gate's
 queries for both variants run concurrently.
 
 Failures never escape :meth:`PrometheusSource.read_gate`: a refused connection, a timeout, a
@@ -30,7 +31,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any, Literal
 
 import httpx
@@ -39,6 +39,7 @@ from checkout_gates.api.quantities import parse_duration
 from checkout_gates.api.spec import CheckoutRolloutSpec, Gate
 from checkout_gates.api.spec import PrometheusSource as PrometheusSpec
 from checkout_gates.gates.observations import SCALAR, Sample, Segment, SignalReading, segment_name, segment_of
+from checkout_gates.metrics.port import MetricsSource
 from checkout_gates.metrics.singleflight import SingleFlight, moment
 from checkout_gates.metrics.templates import TemplateError, promql_duration, query_variables, render
 
@@ -117,7 +118,7 @@ def gate_queries(gate: Gate) -> dict[Role, str]:
     return queries
 
 
-class PrometheusSource:
+class PrometheusSource(MetricsSource):
     """Reads gates from one Prometheus server.
 
     ``bearer_token`` or ``basic_auth`` (username, password) are the values already read from the
@@ -167,19 +168,41 @@ class PrometheusSource:
             transport=transport,
         )
 
-    # --- lifecycle ---------------------------------------------------------------------------
+    # --- the port ----------------------------------------------------------------------------
+
+    @property
+    def description(self) -> str:
+        return f"Prometheus at {self.address}"
+
+    async def check(self, at: datetime | None = None) -> str | None:
+        try:
+            await self.query("vector(1)", at=at)
+        except QueryError as error:
+            return error.message
+        except Exception as error:  # the contract: a reason, never an exception
+            return _unexpected(error)
+        return None
 
     async def aclose(self) -> None:
         self._flights.close()
         await self._client.aclose()
 
-    async def __aenter__(self) -> PrometheusSource:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
+    async def read_gate(
+        self,
+        gate: Gate,
+        *,
+        spec: CheckoutRolloutSpec,
+        namespace: str,
+        name: str,
+        window_seconds: float,
+        at: datetime | None = None,
+    ) -> SignalReading:
+        try:
+            return await self._read_gate(
+                gate, spec=spec, namespace=namespace, name=name, window_seconds=window_seconds, at=at
+            )
+        except Exception as error:  # the contract: a reading, never an exception
+            return SignalReading(gate=gate.name, error=_unexpected(error), window_seconds=window_seconds)
 
     # --- queries -----------------------------------------------------------------------------
 
@@ -331,47 +354,6 @@ class PrometheusSource:
         )
 
     # --- gates -------------------------------------------------------------------------------
-
-    async def read_gate(
-        self,
-        gate: Gate,
-        *,
-        spec: CheckoutRolloutSpec,
-        namespace: str,
-        name: str,
-        window_seconds: float,
-        at: datetime | None = None,
-    ) -> SignalReading:
-        """Both variants' readings of one gate over the last ``window_seconds`` (before ``at``)."""
-        try:
-            return await self._read_gate(
-                gate, spec=spec, namespace=namespace, name=name, window_seconds=window_seconds, at=at
-            )
-        except Exception as error:  # the contract: a reading, never an exception
-            return SignalReading(gate=gate.name, error=_unexpected(error), window_seconds=window_seconds)
-
-    async def read_gates(
-        self,
-        gates: Sequence[Gate],
-        *,
-        spec: CheckoutRolloutSpec,
-        namespace: str,
-        name: str,
-        window_seconds: float | Mapping[str, float],
-        at: datetime | None = None,
-    ) -> dict[str, SignalReading]:
-        """Readings of several gates, concurrently; ``window_seconds`` may differ per gate name."""
-
-        def window(gate: Gate) -> float:
-            return window_seconds[gate.name] if isinstance(window_seconds, Mapping) else window_seconds
-
-        readings = await asyncio.gather(
-            *(
-                self.read_gate(gate, spec=spec, namespace=namespace, name=name, window_seconds=window(gate), at=at)
-                for gate in gates
-            )
-        )
-        return {reading.gate: reading for reading in readings}
 
     async def _read_gate(
         self,
