@@ -148,6 +148,7 @@ async def test_a_query_result_and_the_request_that_asked_for_it(server: Server) 
     assert asked.params["time"] == f"{AT.timestamp():.3f}"
     assert asked.params["timeout"] == "1500ms"  # Prometheus takes no fractions: not 1.5s
     assert asked.headers["Authorization"] == "Bearer t0ken"
+    assert asked.headers["Accept-Encoding"] == "identity"  # small answers: gzip costs more than it saves
 
 
 async def test_basic_auth_is_sent(server: Server) -> None:
