@@ -30,7 +30,6 @@ from checkout_gates.cli.common import (
 from checkout_gates.cli.evaluate import APPROVER, probe, prometheus_config, write_replay
 from checkout_gates.cli.reports import replay_exit_code
 from checkout_gates.metrics.port import MetricsSource
-from checkout_gates.metrics.prometheus import PrometheusSource
 from checkout_gates.rollout.replay import Replayer, ReplayResult
 
 MAX_TIMES = 200_000  # decisions in one backtest: a year at 30 s is about a million; this is ~70 days
@@ -154,6 +153,8 @@ def decision_times(start: datetime, end: datetime, step_seconds: float) -> list[
 
 
 async def _run(arguments: argparse.Namespace, replayer: Replayer, times: list[datetime]) -> ReplayResult:
+    from checkout_gates.metrics.prometheus import PrometheusSource  # only when run (see evaluate_live)
+
     config = prometheus_config(replayer.rollout, arguments.prometheus)
     progress = Progress(sys.stderr, len(times))
     source: MetricsSource

@@ -44,7 +44,6 @@ from checkout_gates.cli.reports import (
 )
 from checkout_gates.gates.evaluate import evaluate_gate, query_window_seconds
 from checkout_gates.metrics.port import MetricsSource
-from checkout_gates.metrics.prometheus import PrometheusSource
 from checkout_gates.metrics.replay import ReplayError, ReplaySource
 from checkout_gates.rollout.plan import watched_gate_names
 from checkout_gates.rollout.replay import ReplayResult, replay
@@ -201,6 +200,10 @@ async def probe(source: MetricsSource, at: datetime | None) -> None:
 async def evaluate_live(
     rollout: CheckoutRollout, config: PrometheusSpec, contexts: list[GateContext], at: datetime, *, step: int | None
 ) -> Evaluation:
+    # Here, not at the top: the HTTP stack is a good part of the CLI's start-up, and only a live
+    # evaluation needs it (lint, crd and the replay do not).
+    from checkout_gates.metrics.prometheus import PrometheusSource
+
     source: MetricsSource
     async with PrometheusSource(config) as source:
         await probe(source, at)
