@@ -161,7 +161,8 @@ class PrometheusSource(MetricsSource):
             headers["Authorization"] = f"Bearer {bearer_token}"
         # The semaphore, not the pool, makes queries wait for their turn: waiting for one of our own
         # connections is not Prometheus being slow, so it must not count against the timeout.
-        self._in_flight = asyncio.Semaphore(max(1, max_in_flight))
+        in_flight = max(1, max_in_flight)
+        self._in_flight = asyncio.Semaphore(in_flight)
         # An http:// address never does TLS through this client (it asks that one address and follows
         # no redirect), so it is spared loading the CA bundle (~50 ms per source, most of a dry run's
         # set-up); should TLS ever happen on it, it fails closed: verification on, nothing trusted.
@@ -173,7 +174,7 @@ class PrometheusSource(MetricsSource):
             headers=headers,
             auth=httpx.BasicAuth(*basic_auth) if basic_auth is not None else None,
             timeout=httpx.Timeout(self.timeout_seconds, pool=None),
-            limits=httpx.Limits(max_connections=max(1, max_in_flight), max_keepalive_connections=max(1, max_in_flight)),
+            limits=httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight),
             follow_redirects=False,
             transport=transport,
         )
