@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
 from checkout_gates.api.resource import CheckoutRollout
 from checkout_gates.api.spec import CheckoutRolloutSpec, Gate
@@ -61,7 +62,7 @@ def backfill(prometheus: Prometheus) -> Backfill:
     return Backfill(run, datetime.fromtimestamp(start + STEP * (STEPS - 1), tz=UTC))
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="function")  # the test's loop: it owns the pooled connections
 async def source(prometheus: Prometheus) -> Any:
     async with PrometheusSource(PrometheusSpec(address=prometheus.url, timeout="10s")) as live:
         yield live

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 import yaml
 
 from checkout_gates.api.spec import CheckoutRolloutSpec, Gate
@@ -98,7 +99,7 @@ def spec() -> CheckoutRolloutSpec:
     return CheckoutRolloutSpec.model_validate(document["spec"])
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="function")  # the test's loop: it owns the pooled connections
 async def source(prometheus: Prometheus) -> Any:
     async with PrometheusSource(PrometheusSpec(address=prometheus.url, timeout="5s")) as live:
         yield live

@@ -31,7 +31,7 @@ from checkout_gates.cli.common import (
 from checkout_gates.cli.evaluate import APPROVER, probe, prometheus_config, write_replay
 from checkout_gates.cli.output import format_time
 from checkout_gates.cli.reports import replay_exit_code
-from checkout_gates.metrics.prometheus import PrometheusSource
+from checkout_gates.metrics.port import MetricsSource
 from checkout_gates.rollout.replay import Replayer, ReplayResult
 
 MAX_TIMES = 200_000  # decisions in one backtest: a year at 30 s is about a million; this is ~70 days
@@ -110,9 +110,10 @@ class Progress:
 
 
 async def backtest(
-    replayer: Replayer, source: PrometheusSource, times: list[datetime], *, progress: Progress | None = None
+    replayer: Replayer, source: MetricsSource, times: list[datetime], *, progress: Progress | None = None
 ) -> ReplayResult:
-    """Drive the replay loop with instant queries at each time; stops at the first outcome."""
+    """Drive the replay loop with the source's readings at each time (Prometheus: instant queries at
+    that past time); stops at the first outcome."""
     rollout = replayer.rollout
     for done, now in enumerate(times):
         if replayer.done:
@@ -145,8 +146,11 @@ def decision_times(start: datetime, end: datetime, step_seconds: float) -> list[
 
 
 async def _run(arguments: argparse.Namespace, replayer: Replayer, times: list[datetime]) -> ReplayResult:
+    from checkout_gates.metrics.prometheus import PrometheusSource  # only when run (see evaluate_live)
+
     config = prometheus_config(replayer.rollout, arguments.prometheus)
     progress = Progress(sys.stderr, len(times))
+    source: MetricsSource
     async with PrometheusSource(config) as source:
         await probe(source, times[0])
         try:

@@ -43,7 +43,7 @@ from checkout_gates.cli.reports import (
     replay_table,
 )
 from checkout_gates.gates.evaluate import evaluate_gate
-from checkout_gates.metrics.prometheus import PrometheusSource, QueryError
+from checkout_gates.metrics.port import MetricsSource
 from checkout_gates.metrics.replay import ReplayError, ReplaySource
 from checkout_gates.rollout.plan import GateContext, plan
 from checkout_gates.rollout.replay import ReplayResult, replay
@@ -131,17 +131,21 @@ def prometheus_config(rollout: CheckoutRollout, url: str | None) -> PrometheusSp
         raise InvalidInputError(f"--prometheus {url!r} is not an http:// or https:// URL") from None
 
 
-async def probe(source: PrometheusSource, at: datetime | None) -> None:
-    """Raise InvalidInputError with the reason when Prometheus does not answer a trivial query."""
-    try:
-        await source.query("vector(1)", at=at)
-    except QueryError as error:
-        raise InvalidInputError(f"Prometheus at {source.address} is unreachable: {error.message}") from error
+async def probe(source: MetricsSource, at: datetime | None) -> None:
+    """Raise InvalidInputError with the reason when the source cannot answer reads at ``at``."""
+    problem = await source.check(at)
+    if problem is not None:
+        raise InvalidInputError(f"{source.description} is unreachable: {problem}")
 
 
 async def evaluate_live(
     rollout: CheckoutRollout, config: PrometheusSpec, contexts: list[GateContext], at: datetime, *, step: int | None
 ) -> Evaluation:
+    # Here, not at the top: the HTTP stack is a good part of the CLI's start-up, and only a live
+    # evaluation needs it (lint, crd and the replay do not).
+    from checkout_gates.metrics.prometheus import PrometheusSource
+
+    source: MetricsSource
     async with PrometheusSource(config) as source:
         await probe(source, at)
         readings = await source.read_gates(

@@ -43,6 +43,7 @@ from checkout_gates.controller.kube import KubeApi, describe
 from checkout_gates.controller.ports import ConflictError, KubernetesPort, Raw, RouterFactory
 from checkout_gates.controller.scheduler import io_wait
 from checkout_gates.gates.observations import SignalReading
+from checkout_gates.metrics.port import MetricsSource
 from checkout_gates.metrics.prometheus import PrometheusSource
 from checkout_gates.paging.base import PageContext, owner_secrets
 from checkout_gates.paging.delivery import new_client, send_page_actions
@@ -89,13 +90,13 @@ class Reconciler:
         self.clock = clock
         self.may_act = may_act
         self.pager_client = pager_client or new_client()
-        self._sources: dict[tuple[Any, ...], PrometheusSource] = {}
+        self._sources: dict[tuple[Any, ...], MetricsSource] = {}
         # The spec last parsed per rollout, with its (uid, generation): see _parse.
         self._specs: dict[tuple[str, str], tuple[tuple[Any, Any], CheckoutRolloutSpec]] = {}
 
     async def close(self) -> None:
         for source in self._sources.values():
-            source.close()
+            await source.aclose()
         await self.pager_client.aclose()
         self.kube.close()
 
@@ -205,7 +206,7 @@ class Reconciler:
         telemetry.QUERY_SECONDS.observe(time.perf_counter() - started)
         return readings
 
-    async def _source(self, rollout: CheckoutRollout) -> PrometheusSource:
+    async def _source(self, rollout: CheckoutRollout) -> MetricsSource:
         config = rollout.spec.prometheus
         token: str | None = None
         basic: tuple[str, str] | None = None

@@ -1,14 +1,16 @@
 """The live metrics source: a gate's PromQL queries against Prometheus' instant-query API.
 
-One :class:`PrometheusSource` per Prometheus server (per ``spec.prometheus`` and credentials).
-prometheus-api-client is synchronous, so each query runs on the source's own bounded thread
-pool through ``loop.run_in_executor``: the event loop never waits on a socket, and the pool
-bounds how many queries one source has in flight. A gate's queries for both variants run
-concurrently.
+One :class:`PrometheusSource` per Prometheus server (per ``spec.prometheus`` and credentials),
+implementing the metrics port (:mod:`checkout_gates.metrics.port`). Queries go out on one
+``httpx.AsyncClient``; at most ``max_in_flight`` of them are on the wire at once, and a gate's
+queries for both variants run concurrently.
 
 Failures never escape :meth:`PrometheusSource.read_gate`: a refused connection, a timeout, a
-query Prometheus rejects (its own error text is kept), a NaN or a value that is not a number
-all come back as ``SignalReading(error=...)``, which the core judges Inconclusive.
+query Prometheus rejects (its own ``error`` text is kept, bounded), an answer that is not
+Prometheus', a NaN or a value that is not a number all come back as ``SignalReading(error=...)``,
+which the core judges Inconclusive. Error texts are made of the HTTP status, the content type and
+Prometheus' own error fields, never of a foreign response body. Redirects are not followed: a
+redirected query would carry the credentials to wherever the redirect points.
 Connection errors and 5xx answers are retried a bounded number of times with exponential
 backoff; a 4xx answer (bad PromQL, bad auth) and a read timeout are not.
 
@@ -20,31 +22,24 @@ one query per bucket.
 
 from __future__ import annotations
 
-import ast
 import asyncio
-import functools
 import json
 import math
-import re
+import os
+import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any, Literal
+from urllib.parse import urlencode
 
-import requests
-from prometheus_api_client import PrometheusConnect
-from prometheus_api_client.exceptions import PrometheusApiClientException
-from requests.adapters import HTTPAdapter
-from urllib3.exceptions import ReadTimeoutError
-from urllib3.util.retry import Retry
+import httpx
 
-from checkout_gates.api.quantities import parse_duration
 from checkout_gates.api.spec import CheckoutRolloutSpec, Gate
 from checkout_gates.api.spec import PrometheusSource as PrometheusSpec
 from checkout_gates.gates.observations import SCALAR, Sample, Segment, SignalReading, segment_name, segment_of
+from checkout_gates.metrics.port import MetricsSource
 from checkout_gates.metrics.singleflight import SingleFlight, moment
 from checkout_gates.metrics.templates import TemplateError, promql_duration, query_variables, render
 
@@ -55,8 +50,20 @@ SIDES: tuple[Side, Side] = ("stable", "canary")
 Role = Literal["good", "total", "count", "quantile", "gauge", "samples", "exposure"]
 
 SETTLE_SECONDS = 2.0  # how old the evaluation instant is: longer than a scrape takes to be stored
+QUERY_PATH = "/api/v1/query"
+USER_AGENT = "checkout-gates"
+# httpx bounds each connect and each read by the timeout; this much more bounds the whole answer,
+# so that a server dripping a byte now and then cannot hold a query for ever.
+DRIP_GRACE_SECONDS = 1.0
+MAX_ANSWER_BYTES = 64 * 2**20  # a larger query result is refused (5,000 segments are well under 1 MB)
+MAX_ERROR_ANSWER_BYTES = 64 * 2**10  # Prometheus' error answers are a few hundred bytes
 _QUERY_SHOWN = 240  # characters of a rejected query quoted in an error
-_BODY_SHOWN = 300  # characters of a non-JSON error answer quoted in an error
+_ERROR_SHOWN = 300  # characters of Prometheus' own error text quoted in an error
+_ERROR_TYPE_SHOWN = 40  # characters of Prometheus' errorType
+_CONTENT_TYPE_SHOWN = 60  # characters of a response's content type quoted in an error
+_VALUE_SHOWN = 40  # characters of a sample value that is not a number
+_LABELS_SHOWN = 200  # characters of a series' labels quoted in an error
+_UNEXPECTED_SHOWN = 300  # characters of an unexpected exception's text
 
 
 class QueryError(Exception):
@@ -76,6 +83,15 @@ class Series:
     labels: Mapping[str, str]
     value: float
     scalar: bool = False
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """What came back for one query: the status, the media type and the body (bounded in size)."""
+
+    status: int
+    media_type: str
+    body: bytes
 
 
 def gate_queries(gate: Gate) -> dict[Role, str]:
@@ -102,7 +118,7 @@ def gate_queries(gate: Gate) -> dict[Role, str]:
     return queries
 
 
-class PrometheusSource:
+class PrometheusSource(MetricsSource):
     """Reads gates from one Prometheus server.
 
     ``bearer_token`` or ``basic_auth`` (username, password) are the values already read from the
@@ -110,7 +126,8 @@ class PrometheusSource:
     ``retries`` extra attempts follow a connection error or a 5xx answer, after
     ``backoff_seconds``, then twice that, and so on. ``dedupe_seconds`` > 0 shares identical
     queries within buckets of that length (see the module's docstring); 0 sends every query.
-    Close the source (or use it as an async context manager) to release its threads and connections.
+    ``transport`` replaces the network (tests). Close the source (:meth:`aclose`, or use it as an
+    async context manager) to release its connections.
     """
 
     def __init__(
@@ -119,53 +136,83 @@ class PrometheusSource:
         *,
         bearer_token: str | None = None,
         basic_auth: tuple[str, str] | None = None,
-        max_workers: int = 8,
+        max_in_flight: int = 8,
         retries: int = 2,
         backoff_seconds: float = 0.2,
         dedupe_seconds: float = 0.0,
         clock: Callable[[], float] = time.time,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if bearer_token is not None and basic_auth is not None:
             raise ValueError("Prometheus takes a bearer token or basic auth, not both")
         self.address = config.address.rstrip("/")
-        self.timeout_seconds = parse_duration(config.timeout)
+        self.timeout_seconds = config.timeout_seconds
         self.retries = max(0, retries)
         self.backoff_seconds = backoff_seconds
         self.dedupe_seconds = max(0.0, dedupe_seconds)
         self._clock = clock
         self._flights: SingleFlight[list[Series]] = SingleFlight(clock)
         self._sent = 0
-        headers = {"Authorization": f"Bearer {bearer_token}"} if bearer_token is not None else None
-        session = requests.Session()
-        # No retries inside requests/urllib3: they would sleep on a pool thread and ignore the
-        # difference between a refused connection and a rejected query. Retrying is done here.
-        no_retry = Retry(total=0, raise_on_redirect=False, raise_on_status=False)
-        self._client = PrometheusConnect(
-            url=self.address,
-            headers=headers,
-            auth=basic_auth,
-            retry=no_retry,
-            session=session,
-            timeout=self.timeout_seconds,
+        # Uncompressed: gate answers are a few kilobytes, mostly on the cluster's own network, and gzip
+        # (which Prometheus applies whenever it may) cost both ends more CPU per query than it saved.
+        headers = {"User-Agent": USER_AGENT, "Accept": "application/json", "Accept-Encoding": "identity"}
+        if bearer_token is not None:
+            headers["Authorization"] = f"Bearer {bearer_token}"
+        # The semaphore, not the pool, makes queries wait for their turn: waiting for one of our own
+        # connections is not Prometheus being slow, so it must not count against the timeout.
+        in_flight = max(1, max_in_flight)
+        self._in_flight = asyncio.Semaphore(in_flight)
+        # An http:// address never does TLS through this client (it asks that one address and follows
+        # no redirect), so it is spared loading the CA bundle (~50 ms per source, most of a dry run's
+        # set-up); should TLS ever happen on it, it fails closed: verification on, nothing trusted.
+        verify: ssl.SSLContext | bool = (
+            True if httpx.URL(self.address).scheme == "https" else ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         )
-        session.mount(self.address, HTTPAdapter(max_retries=no_retry, pool_maxsize=max_workers))
-        self._session = session
-        self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="prometheus")
+        self._client = httpx.AsyncClient(
+            verify=verify,
+            headers=headers,
+            auth=httpx.BasicAuth(*basic_auth) if basic_auth is not None else None,
+            timeout=httpx.Timeout(self.timeout_seconds, pool=None),
+            limits=httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight),
+            follow_redirects=False,
+            transport=transport,
+        )
 
-    # --- lifecycle ---------------------------------------------------------------------------
+    # --- the port ----------------------------------------------------------------------------
 
-    def close(self) -> None:
+    @property
+    def description(self) -> str:
+        return f"Prometheus at {self.address}"
+
+    async def check(self, at: datetime | None = None) -> str | None:
+        try:
+            await self.query("vector(1)", at=at)
+        except QueryError as error:
+            return error.message
+        except Exception as error:  # the contract: a reason, never an exception
+            return _unexpected(error)
+        return None
+
+    async def aclose(self) -> None:
         self._flights.close()
-        self._executor.shutdown(wait=False, cancel_futures=True)
-        self._session.close()
+        await self._client.aclose()
 
-    async def __aenter__(self) -> PrometheusSource:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
+    async def read_gate(
+        self,
+        gate: Gate,
+        *,
+        spec: CheckoutRolloutSpec,
+        namespace: str,
+        name: str,
+        window_seconds: float,
+        at: datetime | None = None,
+    ) -> SignalReading:
+        try:
+            return await self._read_gate(
+                gate, spec=spec, namespace=namespace, name=name, window_seconds=window_seconds, at=at
+            )
+        except Exception as error:  # the contract: a reading, never an exception
+            return SignalReading(gate=gate.name, error=_unexpected(error), window_seconds=window_seconds)
 
     # --- queries -----------------------------------------------------------------------------
 
@@ -226,37 +273,92 @@ class PrometheusSource:
             attempt += 1
 
     async def _query_once(self, promql: str, at: datetime | None) -> list[Series]:
-        params = {"timeout": promql_duration(self.timeout_seconds)}  # Prometheus stops evaluating then too
+        params = {
+            "query": promql,
+            "timeout": promql_duration(self.timeout_seconds),  # Prometheus stops evaluating then too
+        }
         if at is not None:
-            moment = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
-            params["time"] = f"{moment.timestamp():.3f}"
-        call = functools.partial(self._client.custom_query, query=promql, params=params, timeout=self.timeout_seconds)
-        loop = asyncio.get_running_loop()
+            instant = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+            params["time"] = f"{instant.timestamp():.3f}"
+        # Encoded here with the standard library's urlencode: handing httpx the params costs about three
+        # times the CPU per query (it quotes them character by character), and a dry run is mostly queries.
+        url = f"{self.address}{QUERY_PATH}?{urlencode(params)}"
+        async with self._in_flight:
+            answer = await self._get(url)
+        return self._result(answer, promql)
+
+    async def _get(self, url: str) -> _Answer:
+        """One GET of the query API; QueryError for anything but an answer, read within its bounds."""
         try:
-            # requests' timeout bounds each socket wait; the outer bound also covers a slow drip.
-            result = await asyncio.wait_for(loop.run_in_executor(self._executor, call), self.timeout_seconds + 1.0)
-        except requests.ConnectTimeout as error:
+            async with asyncio.timeout(self.timeout_seconds + DRIP_GRACE_SECONDS):
+                return await self._send(url)
+        except TimeoutError as error:
+            raise self._timed_out() from error
+        except httpx.ConnectTimeout as error:
             raise QueryError(
                 f"cannot connect to Prometheus at {self.address} within {self.timeout_seconds:g}s", retryable=True
             ) from error
-        except requests.ConnectionError as error:
-            if _read_timeout(error):
-                raise self._timed_out() from error
+        except httpx.TimeoutException as error:  # read, write (pool waits are the semaphore's)
+            raise self._timed_out() from error
+        except httpx.ConnectError as error:
             raise QueryError(
                 f"cannot connect to Prometheus at {self.address}: {_connection_reason(error)}", retryable=True
             ) from error
-        except (TimeoutError, requests.Timeout) as error:
-            raise self._timed_out() from error
-        except PrometheusApiClientException as error:
-            raise _http_error(str(error), promql) from error
-        except requests.RequestException as error:
-            raise QueryError(f"request to Prometheus at {self.address} failed: {error}") from error
-        except (ValueError, KeyError, TypeError) as error:
+        except (httpx.NetworkError, httpx.RemoteProtocolError) as error:
+            # The connection broke after it was made (reset, closed without an answer): worth another try.
             raise QueryError(
-                f"Prometheus at {self.address} gave an answer that is not a query result ({error}); "
-                "is spec.prometheus.address the Prometheus HTTP API?"
+                f"the connection to Prometheus at {self.address} broke: {_connection_reason(error)}", retryable=True
             ) from error
-        return parse_result(result)
+        except (httpx.HTTPError, httpx.InvalidURL) as error:
+            raise QueryError(f"request to Prometheus at {self.address} failed ({type(error).__name__})") from error
+
+    async def _send(self, url: str) -> _Answer:
+        async with self._client.stream("GET", url) as response:
+            media_type = _media_type(response.headers.get("content-type", ""))
+            if response.is_redirect:
+                return _Answer(response.status_code, media_type, b"")  # never read: it is not ours to show
+            limit = MAX_ANSWER_BYTES if response.status_code == httpx.codes.OK else MAX_ERROR_ANSWER_BYTES
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > limit:
+                    if response.status_code == httpx.codes.OK:
+                        raise QueryError(
+                            f"Prometheus at {self.address} answered with more than {limit // 2**20} MiB; "
+                            "aggregate the query (sum by the segmentBy labels)"
+                        )
+                    break  # far larger than any Prometheus error: judged by its status alone
+            return _Answer(response.status_code, media_type, bytes(body))
+
+    def _result(self, answer: _Answer, promql: str) -> list[Series]:
+        """The series of a successful answer; QueryError (retryable for 5xx) for any other."""
+        status = answer.status
+        document = _prometheus_document(answer.body)
+        if document is not None and document.get("status") == "error":
+            kind = _bounded_text(document.get("errorType"), _ERROR_TYPE_SHOWN) or "error"
+            text = _bounded_text(document.get("error"), _ERROR_SHOWN) or "no error text"
+            if status >= httpx.codes.INTERNAL_SERVER_ERROR:
+                raise QueryError(f"Prometheus failed the query (HTTP {status}, {kind}): {text}", retryable=True)
+            raise QueryError(f"Prometheus rejected the query (HTTP {status}, {kind}): {text}", query=promql)
+        if document is not None and status == httpx.codes.OK:
+            data = document.get("data")
+            if isinstance(data, dict) and "result" in data:
+                return parse_result(data["result"])
+        if 300 <= status < 400:
+            raise QueryError(
+                f"Prometheus at {self.address} answered with a redirect (HTTP {status}), which is not followed; "
+                "set spec.prometheus.address to the address of the Prometheus HTTP API itself"
+            )
+        if status in (httpx.codes.UNAUTHORIZED, httpx.codes.FORBIDDEN):
+            raise QueryError(
+                f"Prometheus at {self.address} refused the credentials (HTTP {status}, {answer.media_type}); "
+                "check spec.prometheus.bearerTokenSecret or basicAuth"
+            )
+        raise QueryError(
+            f"Prometheus at {self.address} gave an answer that is not a query result (HTTP {status}, "
+            f"{answer.media_type}); is spec.prometheus.address the Prometheus HTTP API?",
+            retryable=status >= httpx.codes.INTERNAL_SERVER_ERROR,
+        )
 
     def _timed_out(self) -> QueryError:
         # Not retried: a server too slow to answer in time is not helped by asking again at once.
@@ -265,49 +367,6 @@ class PrometheusSource:
         )
 
     # --- gates -------------------------------------------------------------------------------
-
-    async def read_gate(
-        self,
-        gate: Gate,
-        *,
-        spec: CheckoutRolloutSpec,
-        namespace: str,
-        name: str,
-        window_seconds: float,
-        at: datetime | None = None,
-    ) -> SignalReading:
-        """Both variants' readings of one gate over the last ``window_seconds`` (before ``at``)."""
-        try:
-            return await self._read_gate(
-                gate, spec=spec, namespace=namespace, name=name, window_seconds=window_seconds, at=at
-            )
-        except Exception as error:  # the contract: a reading, never an exception
-            return SignalReading(
-                gate=gate.name, error=f"unexpected {type(error).__name__}: {error}", window_seconds=window_seconds
-            )
-
-    async def read_gates(
-        self,
-        gates: Sequence[Gate],
-        *,
-        spec: CheckoutRolloutSpec,
-        namespace: str,
-        name: str,
-        window_seconds: float | Mapping[str, float],
-        at: datetime | None = None,
-    ) -> dict[str, SignalReading]:
-        """Readings of several gates, concurrently; ``window_seconds`` may differ per gate name."""
-
-        def window(gate: Gate) -> float:
-            return window_seconds[gate.name] if isinstance(window_seconds, Mapping) else window_seconds
-
-        readings = await asyncio.gather(
-            *(
-                self.read_gate(gate, spec=spec, namespace=namespace, name=name, window_seconds=window(gate), at=at)
-                for gate in gates
-            )
-        )
-        return {reading.gate: reading for reading in readings}
 
     async def _read_gate(
         self,
@@ -358,6 +417,57 @@ class PrometheusSource:
         )
 
 
+# --- answers ----------------------------------------------------------------------------------
+
+
+def _prometheus_document(body: bytes) -> dict[str, Any] | None:
+    """The answer's JSON object when it is one of Prometheus' API answers (a ``status`` field), else None."""
+    try:
+        document = json.loads(body)
+    except ValueError:  # not JSON, or not UTF-8
+        return None
+    if isinstance(document, dict) and document.get("status") in ("success", "error"):
+        return document
+    return None
+
+
+def _media_type(content_type: str) -> str:
+    """The media type of a Content-Type header, printable and short, for an error text."""
+    media = "".join(ch for ch in content_type.split(";", 1)[0].strip().lower() if ch.isprintable())
+    return media[:_CONTENT_TYPE_SHOWN] or "no content type"
+
+
+def _bounded_text(value: Any, limit: int) -> str:
+    """Prometheus' own error text, on one line and at most ``limit`` characters."""
+    if not isinstance(value, str):
+        return ""
+    flat = " ".join("".join(ch if ch.isprintable() else " " for ch in value).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def _connection_reason(error: BaseException) -> str:
+    """Why a connection failed, from the operating system's error under httpx's (not from its text)."""
+    cause: BaseException | None = error
+    for _ in range(8):  # httpx -> httpcore -> OSError, sometimes one more level
+        if cause is None:
+            break
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return f"TLS certificate not trusted ({cause.verify_message})"
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS failed ({cause.reason})"
+        if isinstance(cause, OSError) and cause.errno is not None:
+            # asyncio's own text names the address ("Connect call failed (...)"); the code's is the reason.
+            return os.strerror(cause.errno) if cause.errno > 0 else str(cause.strerror)
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(error, httpx.RemoteProtocolError):
+        return "the server closed the connection or broke the HTTP protocol"
+    return type(error).__name__
+
+
+def _unexpected(error: Exception) -> str:
+    return f"unexpected {type(error).__name__}: {_bounded_text(str(error), _UNEXPECTED_SHOWN)}"
+
+
 # --- result parsing ---------------------------------------------------------------------------
 
 
@@ -371,11 +481,11 @@ def parse_result(result: Any) -> list[Series]:
     ):
         return [Series(labels={}, value=_number(result[1], {}), scalar=True)]
     if not isinstance(result, list):
-        raise QueryError(f"unexpected result {str(result)[:_BODY_SHOWN]!r}")
+        raise QueryError(f"unexpected result: a JSON {_json_kind(result)}, not a vector or a scalar")
     series: list[Series] = []
     for item in result:
         if not isinstance(item, dict):
-            raise QueryError(f"unexpected result item {str(item)[:_BODY_SHOWN]!r}")
+            raise QueryError(f"unexpected result item: a JSON {_json_kind(item)}, not a series")
         labels = {str(key): str(value) for key, value in (item.get("metric") or {}).items()}
         if "values" in item:
             raise QueryError(
@@ -384,9 +494,15 @@ def parse_result(result: Any) -> list[Series]:
             )
         sample = item.get("value")
         if not isinstance(sample, list) or len(sample) != 2:
-            raise QueryError(f"unexpected result item {str(item)[:_BODY_SHOWN]!r}")
+            raise QueryError("unexpected result item: a series without a [time, value] pair")
         series.append(Series(labels=labels, value=_number(sample[1], labels)))
     return series
+
+
+def _json_kind(value: Any) -> str:
+    """The JSON type of a value, to name what was found without quoting it."""
+    kinds = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+    return "null" if value is None else kinds.get(type(value), type(value).__name__)
 
 
 def by_segment(series: Sequence[Series], segment_by: Sequence[str]) -> dict[Segment, float]:
@@ -395,7 +511,7 @@ def by_segment(series: Sequence[Series], segment_by: Sequence[str]) -> dict[Segm
     for one in series:
         segment = SCALAR if one.scalar else segment_of(one.labels, list(segment_by))
         if segment in values:
-            labels = ", ".join(sorted(one.labels)) or "none"
+            labels = _bounded_text(", ".join(sorted(one.labels)), _LABELS_SHOWN) or "none"
             raise QueryError(
                 f"more than one series falls into segment {segment_name(segment)} (series labels: {labels}); "
                 f"aggregate the query by the segmentBy labels, e.g. sum by ({', '.join(segment_by) or '...'}) (...)"
@@ -409,7 +525,8 @@ def _number(text: Any, labels: Mapping[str, str]) -> float:
     try:
         value = float(text)
     except (TypeError, ValueError):
-        raise QueryError(f"returned {text!r}{where}, which is not a number") from None
+        shown = repr(text) if len(repr(text)) <= _VALUE_SHOWN else repr(text)[: _VALUE_SHOWN - 3] + "..."
+        raise QueryError(f"returned {shown}{where}, which is not a number") from None
     if math.isnan(value):
         raise QueryError(
             f"returned NaN{where} (no data in the window, e.g. histogram_quantile over zero rates, or 0/0)"
@@ -418,7 +535,8 @@ def _number(text: Any, labels: Mapping[str, str]) -> float:
 
 
 def _labels_text(labels: Mapping[str, str]) -> str:
-    return "{" + ", ".join(f'{key}="{value}"' for key, value in sorted(labels.items())) + "}"
+    text = "{" + ", ".join(f'{key}="{value}"' for key, value in sorted(labels.items())) + "}"
+    return _bounded_text(text, _LABELS_SHOWN)
 
 
 def _samples(gate: Gate, values: Mapping[Role, Mapping[Segment, float]]) -> dict[Segment, Sample]:
@@ -452,48 +570,6 @@ def _samples(gate: Gate, values: Mapping[Role, Mapping[Segment, float]]) -> dict
 
 
 # --- error text -------------------------------------------------------------------------------
-
-_HTTP_ERROR = re.compile(r"^HTTP Status Code (\d+) \((.*)\)$", re.DOTALL)
-_ERRNO = re.compile(r"\[Errno -?\d+\] [^'\")\]]+")
-
-
-def _http_error(text: str, promql: str) -> QueryError:
-    """A QueryError from prometheus-api-client's "HTTP Status Code 400 (b'...')" with Prometheus' own text."""
-    match = _HTTP_ERROR.match(text)
-    if match is None:
-        return QueryError(f"Prometheus answered: {text[:_BODY_SHOWN]}")
-    status = int(match.group(1))
-    body = match.group(2)
-    try:
-        raw = ast.literal_eval(body)
-        body = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-    except (ValueError, SyntaxError):
-        pass
-    retryable = status >= 500
-    try:
-        answer = json.loads(body)
-    except ValueError:
-        answer = None
-    if isinstance(answer, dict) and answer.get("error"):
-        kind = answer.get("errorType", "error")
-        if retryable:
-            return QueryError(f"Prometheus failed the query (HTTP {status}, {kind}): {answer['error']}", retryable=True)
-        return QueryError(f"Prometheus rejected the query (HTTP {status}, {kind}): {answer['error']}", query=promql)
-    return QueryError(f"Prometheus answered HTTP {status}: {body.strip()[:_BODY_SHOWN]}", retryable=retryable)
-
-
-def _read_timeout(error: requests.ConnectionError) -> bool:
-    """Whether urllib3 wrapped a read timeout (it does when it gives up retrying) as a connection error."""
-    reason = getattr(error.args[0], "reason", None) if error.args else None
-    return isinstance(reason, ReadTimeoutError)
-
-
-def _connection_reason(error: requests.ConnectionError) -> str:
-    text = str(error)
-    match = _ERRNO.search(text)
-    if match is not None:
-        return match.group(0).strip()
-    return text[:_BODY_SHOWN]
 
 
 def _summarise(errors: Sequence[tuple[str, QueryError]]) -> str:

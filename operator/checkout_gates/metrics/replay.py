@@ -1,5 +1,9 @@
 """The replay source: recorded observations for backtests and the CLI's dry run.
 
+:class:`ReplaySource` implements the metrics port (:mod:`checkout_gates.metrics.port`), so the
+code that reads gates from Prometheus reads them from a recording the same way; the replay loop
+of ``evaluate --replay`` also takes every recorded time at once (:meth:`ReplaySource.readings_at`).
+
 A recording is a JSON-lines file, one line per gate, variant, segment and time::
 
     {"t": "2026-11-27T10:00:00Z", "gate": "auth-approval", "variant": "canary",
@@ -29,6 +33,12 @@ Fields:
 
 At a recorded time, a gate with no line at that time reads as no data (empty for both variants),
 just as an empty Prometheus result would.
+
+Read through the port over a window longer than the recorded one (per-interval values read for a
+5-minute threshold window, or for a sequential gate's whole step), a ratio or count gate's
+recorded values in that window are added up, as ``increase(...[window])`` over the longer range
+would return them (:class:`~checkout_gates.rollout.replay.WindowSums`, the replay loop's own
+arithmetic); a quantile or gauge reading is used as recorded.
 """
 
 from __future__ import annotations
@@ -44,7 +54,11 @@ from typing import Annotated, Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from checkout_gates.api.quantities import Duration, parse_duration
+from checkout_gates.api.spec import CheckoutRolloutSpec, Gate
 from checkout_gates.gates.observations import Sample, Segment, SignalReading, segment_name
+from checkout_gates.metrics.port import MetricsSource
+from checkout_gates.rollout.plan import GateRead
+from checkout_gates.rollout.replay import WindowSums, needs_widening
 
 RATIO_TOLERANCE = 5e-4  # how far a recorded ratio value may be from good/total (rounding)
 MAX_REPORTED = 20  # problems listed in one ReplayError
@@ -132,12 +146,17 @@ class _Moment:
         return SignalReading(gate=gate, canary=dict(self.canary), stable=dict(self.stable), window_seconds=window)
 
 
-class ReplaySource:
-    """Recorded readings by time and gate."""
+class ReplaySource(MetricsSource):
+    """Recorded readings by time and gate; ``name`` (the file) names it in messages."""
 
-    def __init__(self, moments: Mapping[datetime, Mapping[str, _Moment]], gates: Iterable[str]) -> None:
+    def __init__(
+        self, moments: Mapping[datetime, Mapping[str, _Moment]], gates: Iterable[str], *, name: str = "<recording>"
+    ) -> None:
         self._moments = {t: dict(by_gate) for t, by_gate in moments.items()}
         self._gates = tuple(sorted(set(gates)))
+        self.name = name
+        # Per gate name and signal kind: running sums over every recorded time, built on first use.
+        self._sums: dict[tuple[str, str], WindowSums] = {}
 
     @classmethod
     def load(cls, path: str | Path) -> ReplaySource:
@@ -177,7 +196,7 @@ class ReplaySource:
             )
         if not moments:
             raise ReplayError(f"{name}: the recording has no lines")
-        return cls(moments, gates)
+        return cls(moments, gates, name=name)
 
     @property
     def gates(self) -> tuple[str, ...]:
@@ -193,9 +212,59 @@ class ReplaySource:
 
         A naive ``t`` is taken as UTC.
         """
-        moment_time = t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
-        by_gate = self._moments.get(moment_time, {})
+        by_gate = self._moments.get(_utc(t), {})
         return {gate: (by_gate[gate] if gate in by_gate else _Moment()).reading(gate) for gate in self._gates}
+
+    # --- the port ----------------------------------------------------------------------------
+
+    @property
+    def description(self) -> str:
+        return f"recording {self.name}"
+
+    async def check(self, at: datetime | None = None) -> str | None:
+        return None  # loaded and validated: every read is answered (no data where nothing was recorded)
+
+    async def aclose(self) -> None:
+        return None  # nothing held open: the recording was read whole
+
+    async def read_gate(
+        self,
+        gate: Gate,
+        *,
+        spec: CheckoutRolloutSpec,
+        namespace: str,
+        name: str,
+        window_seconds: float,
+        at: datetime | None = None,
+    ) -> SignalReading:
+        """The reading recorded at ``at`` (no data if none), added up over ``window_seconds`` when
+        the recorded window is shorter and the signal adds up. A recording has no "now": without
+        ``at`` the reading is an error (Inconclusive)."""
+        if at is None:
+            return SignalReading(
+                gate=gate.name,
+                error=f"{self.description} is read at recorded times, and no time was given",
+                window_seconds=window_seconds,
+            )
+        moment = self._moments.get(_utc(at), {}).get(gate.name, _Moment())
+        recorded = moment.reading(gate.name)
+        if not needs_widening(GateRead(gate, window_seconds), recorded):
+            return recorded
+        return self._window_sums(gate).window(_utc(at), window_seconds)
+
+    def _window_sums(self, gate: Gate) -> WindowSums:
+        key = (gate.name, gate.signal_kind)
+        sums = self._sums.get(key)
+        if sums is None:
+            sums = self._sums[key] = WindowSums(gate)
+            for t in self.times():
+                sums.add(t, self._moments[t].get(gate.name, _Moment()).reading(gate.name))
+        return sums
+
+
+def _utc(t: datetime) -> datetime:
+    """A naive time is taken as UTC."""
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
 def _parse_line(raw: str) -> tuple[_Line | None, str]:

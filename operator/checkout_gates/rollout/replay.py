@@ -287,8 +287,14 @@ class WindowSums:
         return (value or 0.0, exposure or 0.0, int(value is None), int(exposure is None))
 
     def window(self, now: datetime, seconds: float) -> SignalReading:
-        """The readings recorded in (now - seconds, now] added up; ``now`` must be the last time added."""
-        last = len(self.times) - 1
+        """The readings recorded in (now - seconds, now] added up.
+
+        ``now`` is usually the last time added (the replay loop); any time works (a recording read
+        at one of its times, with later times already added).
+        """
+        last = bisect_right(self.times, now) - 1
+        if last < 0:  # nothing recorded at or before now
+            return SignalReading(gate=self.gate.name, window_seconds=seconds)
         first = bisect_right(self.times, now - timedelta(seconds=seconds - _SLACK_SECONDS))
         sides: dict[str, dict[Segment, Sample]] = {"canary": {}, "stable": {}}
         for (side, segment), series in self._sums.items():
