@@ -78,7 +78,7 @@ def test_approve_moves_the_rollout_on_and_names_the_actor(
     at_phase(rollout, "AwaitingApproval", 1)
     approved = cli(kube.kubeconfig, "approve", rollout.name, "-n", rollout.namespace, "--timeout", "60")
     assert approved.returncode == 0, approved.stdout + approved.stderr
-    assert approved.stdout.strip() == f"Approved by {me}: step 1 -> step 3, canary 5% -> 25%; phase Progressing"
+    assert approved.stdout.strip() == f"Approved by {me}: step 1 -> step 2, canary 5% -> 25%; phase Progressing"
     assert "gates.checkout.dev/approve" not in rollout.get()["metadata"].get("annotations", {})
     facts = json.loads(cli(kube.kubeconfig, "status", rollout.name, "-n", rollout.namespace, "-o", "json").stdout)
     assert facts["phase"] == "Progressing" and facts["currentStep"] == 3 and facts["weights"]["canary"] == 25

@@ -42,8 +42,12 @@ def test_spec_change_mid_step_restarts_from_step_0_and_keeps_history(live: Calla
     before = rollout.status
     rollout.manifest["spec"]["steps"][3]["gate"]["window"] = "3s"  # a new generation
     rollout.apply()
+    # Taken up, and its first setWeight step confirmed by the router (a step completes only then).
     restarted = wait_for(
-        lambda: (s := rollout.status).get("observedGeneration") == 2 and s, "the new generation taken up"
+        lambda: (
+            (s := rollout.status).get("observedGeneration") == 2 and advanced_steps(s["history"], generation=2) and s
+        ),
+        "the new generation taken up",
     )
     history = restarted["history"]
     assert history[: len(before["history"])] == before["history"], "the first generation's history is kept"
