@@ -15,7 +15,7 @@ the replay loop (:mod:`checkout_gates.rollout.replay`) as it goes, and each inte
 is the weight the rollout had set at the start of it. Replaying a recording therefore retraces the
 rollout that produced it.
 
-What a line holds (see :mod:`checkout_gates.metrics.replay`): ratio and count gates record each
+What a line holds (see :mod:`checkout_gates.metrics.recording`): ratio and count gates record each
 analysis interval's increase (``"window": "30s"``), which the replay adds up over a longer query
 window; the p99-latency gate records the quantile over its own query window (``"window": "5m"``),
 because quantiles do not add up. The same model also writes the underlying counters and histogram
@@ -40,7 +40,7 @@ import yaml
 
 from checkout_gates.api.quantities import parse_duration
 from checkout_gates.api.resource import CheckoutRollout
-from checkout_gates.metrics.replay import ReplaySource
+from checkout_gates.metrics.recording import RecordingSource
 from checkout_gates.rollout.replay import Replayer, ReplayResult
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -342,7 +342,7 @@ def generate(
         times.append(t)
         moment = _lines_at(t, history, rollout, latency_window)
         lines += moment
-        readings = ReplaySource.parse("".join(json.dumps(line) + "\n" for line in moment)).readings_at(t)
+        readings = RecordingSource.parse("".join(json.dumps(line) + "\n" for line in moment)).readings_at(t)
         replayer.advance(t, readings)
     return Generated(scenario, start, times, history, lines, replayer.result())
 

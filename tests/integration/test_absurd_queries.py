@@ -19,8 +19,7 @@ import pytest
 import pytest_asyncio
 
 from checkout_gates.api.resource import CheckoutRollout
-from checkout_gates.api.spec import CheckoutRolloutSpec, Gate
-from checkout_gates.api.spec import PrometheusSource as PrometheusSpec
+from checkout_gates.api.spec import CheckoutRolloutSpec, Gate, PrometheusSpec
 from checkout_gates.api.status import SEGMENT_LIMIT
 from checkout_gates.gates.evaluate import evaluate_gate
 from checkout_gates.metrics.prometheus import PrometheusSource

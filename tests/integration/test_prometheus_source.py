@@ -23,8 +23,7 @@ import pytest
 import pytest_asyncio
 import yaml
 
-from checkout_gates.api.spec import CheckoutRolloutSpec, Gate
-from checkout_gates.api.spec import PrometheusSource as PrometheusSpec
+from checkout_gates.api.spec import CheckoutRolloutSpec, Gate, PrometheusSpec
 from checkout_gates.metrics.prometheus import PrometheusSource
 from checkout_gates_lab.testbed import Prometheus
 

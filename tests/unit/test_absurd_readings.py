@@ -17,8 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from checkout_gates.api.spec import CheckoutRolloutSpec, Gate
-from checkout_gates.api.spec import PrometheusSource as PrometheusSpec
+from checkout_gates.api.spec import CheckoutRolloutSpec, Gate, PrometheusSpec
 from checkout_gates.api.status import SEGMENT_LIMIT
 from checkout_gates.gates.evaluate import MAX_SEGMENTS, evaluate_gate
 from checkout_gates.gates.observations import Sample, Segment, SignalReading

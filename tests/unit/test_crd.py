@@ -215,7 +215,7 @@ MODEL_LOCATIONS = {
     "Routing": [".spec.routing"],
     "PageTarget": [".spec.owner.page[]", ".spec.owner.escalateTo[]"],
     "WebhookTarget": [".spec.owner.page[].webhook", ".spec.owner.escalateTo[].webhook"],
-    "PrometheusSource": [".spec.prometheus"],
+    "PrometheusSpec": [".spec.prometheus"],
     "Owner": [".spec.owner"],
     "Compare": [".spec.gates[].compare"],
     "Gate": [".spec.gates[]"],

@@ -18,13 +18,12 @@ import pytest
 import yaml
 
 from checkout_gates.api.resource import CheckoutRollout
-from checkout_gates.api.spec import CheckoutRolloutSpec, Gate
-from checkout_gates.api.spec import PrometheusSource as PrometheusSpec
+from checkout_gates.api.spec import CheckoutRolloutSpec, Gate, PrometheusSpec
 from checkout_gates.cli.backtest import backtest
 from checkout_gates.gates.observations import Sample, SignalReading
 from checkout_gates.metrics.port import MetricsSource
 from checkout_gates.metrics.prometheus import PrometheusSource
-from checkout_gates.metrics.replay import ReplaySource
+from checkout_gates.metrics.recording import RecordingSource
 from checkout_gates.rollout.replay import Replayer, replay
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,7 +69,7 @@ def the_sources(transport: httpx.AsyncBaseTransport, recording: str) -> list[Met
     prometheus: MetricsSource = PrometheusSource(
         PrometheusSpec(address="http://prometheus.test:9090"), transport=transport
     )
-    replayed: MetricsSource = ReplaySource.parse(recording)
+    replayed: MetricsSource = RecordingSource.parse(recording)
     return [prometheus, replayed]
 
 
@@ -136,7 +135,7 @@ async def test_the_same_reading_from_a_recording_and_from_prometheus(intervals: 
 
 
 async def test_a_recording_without_a_time_or_at_an_unrecorded_time() -> None:
-    source = ReplaySource.parse(recording_lines(times=1), name="one.jsonl")
+    source = RecordingSource.parse(recording_lines(times=1), name="one.jsonl")
     assert source.description == "recording one.jsonl"
     now = await source.read_gate(GATE, spec=SPEC, namespace="payments", name="checkout", window_seconds=30)
     assert now.error is not None and "no time was given" in now.error
@@ -156,11 +155,11 @@ def example_rollout() -> CheckoutRollout:
 
 
 @pytest.fixture(params=["healthy", "regression", "low-traffic"])
-def recording(request: pytest.FixtureRequest) -> Iterator[ReplaySource]:
-    yield ReplaySource.load(RECORDINGS / f"{request.param}.jsonl")
+def recording(request: pytest.FixtureRequest) -> Iterator[RecordingSource]:
+    yield RecordingSource.load(RECORDINGS / f"{request.param}.jsonl")
 
 
-async def test_the_backtest_loop_through_the_port_decides_as_the_replay(recording: ReplaySource) -> None:
+async def test_the_backtest_loop_through_the_port_decides_as_the_replay(recording: RecordingSource) -> None:
     """Reading only the gates due at each time, over their query windows, through the port, gives
     the decisions of the replay loop fed every recorded reading (which adds up windows itself)."""
     times = recording.times()

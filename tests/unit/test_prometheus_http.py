@@ -21,8 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from checkout_gates.api.spec import CheckoutRolloutSpec, Gate
-from checkout_gates.api.spec import PrometheusSource as PrometheusSpec
+from checkout_gates.api.spec import CheckoutRolloutSpec, Gate, PrometheusSpec
 from checkout_gates.gates.observations import SignalReading
 from checkout_gates.metrics import prometheus
 from checkout_gates.metrics.prometheus import PrometheusSource

@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from checkout_gates.api.spec import CheckoutRolloutSpec, Gate
-from checkout_gates.api.spec import PrometheusSource as PrometheusSpec
+from checkout_gates.api.spec import CheckoutRolloutSpec, Gate, PrometheusSpec
 from checkout_gates.metrics.prometheus import SETTLE_SECONDS, PrometheusSource, QueryError, Series
 from checkout_gates.metrics.singleflight import SingleFlight, moment
 from tests.unit.rollouts import rollout_doc

@@ -119,7 +119,7 @@ class BasicAuth(ApiModel):
     password_key: str = "password"
 
 
-class PrometheusSource(ApiModel):
+class PrometheusSpec(ApiModel):
     address: Url
     timeout: QueryTimeout = "5s"
     bearer_token_secret: SecretKeyRef | None = None
@@ -130,7 +130,7 @@ class PrometheusSource(ApiModel):
         return parse_duration(self.timeout)
 
     @model_validator(mode="after")
-    def _one_auth(self) -> PrometheusSource:
+    def _one_auth(self) -> PrometheusSpec:
         if self.bearer_token_secret is not None and self.basic_auth is not None:
             raise ValueError("prometheus takes bearerTokenSecret or basicAuth, not both")
         return self
@@ -358,7 +358,7 @@ class CheckoutRolloutSpec(ApiModel):
     stable: Variant
     canary: Variant
     routing: Routing
-    prometheus: PrometheusSource
+    prometheus: PrometheusSpec
     owner: Owner
     gates: Annotated[
         list[Gate],
@@ -441,7 +441,7 @@ CEL_RULES: dict[type[ApiModel], list[Cel]] = {
     WebhookTarget: [
         Cel(cel_exactly_one(WebhookTarget, ("url", "url_secret")), "webhook needs exactly one of url, urlSecret")
     ],
-    PrometheusSource: [
+    PrometheusSpec: [
         Cel(
             "!(has(self.bearerTokenSecret) && has(self.basicAuth))",
             "prometheus takes bearerTokenSecret or basicAuth, not both",

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from checkout_gates.api.quantities import parse_duration
 from checkout_gates.api.resource import CheckoutRollout
-from checkout_gates.api.spec import PrometheusSource as PrometheusSpec
+from checkout_gates.api.spec import PrometheusSpec
 from checkout_gates.cli.common import (
     EXIT_CODES_HELP,
     EXIT_INVALID,
@@ -44,7 +44,7 @@ from checkout_gates.cli.reports import (
 )
 from checkout_gates.gates.evaluate import evaluate_gate
 from checkout_gates.metrics.port import MetricsSource
-from checkout_gates.metrics.replay import ReplayError, ReplaySource
+from checkout_gates.metrics.recording import RecordingError, RecordingSource
 from checkout_gates.rollout.plan import GateContext, plan
 from checkout_gates.rollout.replay import ReplayResult, replay
 
@@ -61,7 +61,7 @@ sequential gate, the elapsed time of its gate step, taken as that step's whole p
 first gate step naming the gate, or step N) unless --elapsed says otherwise. The canary weight of
 that step is the traffic share count gates are normalised by.
 
-Replay (--replay FILE): the recording (JSON lines, see checkout_gates.metrics.replay) is stepped
+Replay (--replay FILE): the recording (JSON lines, see checkout_gates.metrics.recording) is stepped
 through the real state machine from the start of the rollout: a fresh status, one decision at
 each recorded time, the router confirming every weight at once, and no on-call annotations, so
 an approval step waits for ever unless --approve-all approves it (at the next recorded time).
@@ -230,8 +230,8 @@ def _run_replay(arguments: argparse.Namespace) -> int:
         raise InvalidInputError(f"--output {arguments.output} is for a live evaluation; a replay reports table or json")
     rollout = load_rollout(arguments.rollout)
     try:
-        recording = ReplaySource.load(arguments.replay)
-    except ReplayError as error:
+        recording = RecordingSource.load(arguments.replay)
+    except RecordingError as error:
         raise InvalidInputError(str(error)) from None
     declared = {gate.name for gate in rollout.spec.gates}
     missing = sorted(declared - set(recording.gates))

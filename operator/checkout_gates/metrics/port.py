@@ -1,7 +1,7 @@
 """The one metrics port: what the controller and the dry-run commands read gates through.
 
 Two adapters implement it: :class:`~checkout_gates.metrics.prometheus.PrometheusSource` (instant
-queries against a Prometheus server) and :class:`~checkout_gates.metrics.replay.ReplaySource`
+queries against a Prometheus server) and :class:`~checkout_gates.metrics.recording.RecordingSource`
 (a recording). Callers hold a :class:`MetricsSource` and never see PromQL, HTTP or files.
 
 The contract every adapter keeps: a read never raises. Whatever goes wrong (an unreachable server,

@@ -36,8 +36,7 @@ from urllib.parse import urlencode
 
 import httpx
 
-from checkout_gates.api.spec import CheckoutRolloutSpec, Gate
-from checkout_gates.api.spec import PrometheusSource as PrometheusSpec
+from checkout_gates.api.spec import CheckoutRolloutSpec, Gate, PrometheusSpec
 from checkout_gates.gates.observations import SCALAR, Sample, Segment, SignalReading, segment_name, segment_of
 from checkout_gates.metrics.port import MetricsSource
 from checkout_gates.metrics.singleflight import SingleFlight, moment

@@ -1,8 +1,8 @@
-"""The replay source: recorded observations for backtests and the CLI's dry run.
+"""The recording source: recorded observations for backtests and the CLI's dry run.
 
-:class:`ReplaySource` implements the metrics port (:mod:`checkout_gates.metrics.port`), so the
+:class:`RecordingSource` implements the metrics port (:mod:`checkout_gates.metrics.port`), so the
 code that reads gates from Prometheus reads them from a recording the same way; the replay loop
-of ``evaluate --replay`` also takes every recorded time at once (:meth:`ReplaySource.readings_at`).
+of ``evaluate --replay`` also takes every recorded time at once (:meth:`RecordingSource.readings_at`).
 
 A recording is a JSON-lines file, one line per gate, variant, segment and time::
 
@@ -61,12 +61,12 @@ from checkout_gates.rollout.plan import GateRead
 from checkout_gates.rollout.replay import WindowSums, needs_widening
 
 RATIO_TOLERANCE = 5e-4  # how far a recorded ratio value may be from good/total (rounding)
-MAX_REPORTED = 20  # problems listed in one ReplayError
+MAX_REPORTED = 20  # problems listed in one RecordingError
 
 Count = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
-class ReplayError(ValueError):
+class RecordingError(ValueError):
     """A recording that cannot be replayed; the message lists every problem by line and field."""
 
 
@@ -146,7 +146,7 @@ class _Moment:
         return SignalReading(gate=gate, canary=dict(self.canary), stable=dict(self.stable), window_seconds=window)
 
 
-class ReplaySource(MetricsSource):
+class RecordingSource(MetricsSource):
     """Recorded readings by time and gate; ``name`` (the file) names it in messages."""
 
     def __init__(
@@ -159,17 +159,17 @@ class ReplaySource(MetricsSource):
         self._sums: dict[tuple[str, str], WindowSums] = {}
 
     @classmethod
-    def load(cls, path: str | Path) -> ReplaySource:
-        """Read and validate a recording; ReplayError lists every bad line (number and field)."""
+    def load(cls, path: str | Path) -> RecordingSource:
+        """Read and validate a recording; RecordingError lists every bad line (number and field)."""
         source = Path(path)
         try:
             text = source.read_text(encoding="utf-8")
         except OSError as error:
-            raise ReplayError(f"{source}: cannot read the recording: {error.strerror or error}") from error
+            raise RecordingError(f"{source}: cannot read the recording: {error.strerror or error}") from error
         return cls.parse(text, name=str(source))
 
     @classmethod
-    def parse(cls, text: str, *, name: str = "<recording>") -> ReplaySource:
+    def parse(cls, text: str, *, name: str = "<recording>") -> RecordingSource:
         """A recording from JSON-lines text; ``name`` prefixes the error messages."""
         problems: list[str] = []
         moments: dict[datetime, dict[str, _Moment]] = {}
@@ -191,11 +191,11 @@ class ReplaySource(MetricsSource):
             shown = problems[:MAX_REPORTED]
             more = len(problems) - len(shown)
             tail = f"\n  ... and {more} more" if more else ""
-            raise ReplayError(
+            raise RecordingError(
                 f"{name}: {len(problems)} bad line{'s' if len(problems) != 1 else ''}:\n  " + "\n  ".join(shown) + tail
             )
         if not moments:
-            raise ReplayError(f"{name}: the recording has no lines")
+            raise RecordingError(f"{name}: the recording has no lines")
         return cls(moments, gates, name=name)
 
     @property

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from checkout_gates.gates.observations import Sample
-from checkout_gates.metrics.replay import ReplayError, ReplaySource
+from checkout_gates.metrics.recording import RecordingError, RecordingSource
 
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 ADYEN_CARD = (("method", "card"), ("provider", "adyen"))
@@ -38,7 +38,7 @@ def test_load_and_read_back(tmp_path: Path) -> None:
         line(gate="p99-latency", labels={}, value=0.42, samples=1300, window="30s"),
         "",
     )
-    source = ReplaySource.load(path)
+    source = RecordingSource.load(path)
     assert source.times() == [T0, T0 + timedelta(seconds=30)]
     assert source.gates == ("auth-approval", "p99-latency")
 
@@ -59,14 +59,14 @@ def test_load_and_read_back(tmp_path: Path) -> None:
 
 
 def test_times_are_normalised_to_utc(tmp_path: Path) -> None:
-    source = ReplaySource.load(write(tmp_path, line(t="2026-11-27T11:00:00+01:00", value=1.0)))
+    source = RecordingSource.load(write(tmp_path, line(t="2026-11-27T11:00:00+01:00", value=1.0)))
     assert source.times() == [T0]
     assert source.readings_at(T0.astimezone(timezone(timedelta(hours=-5))))["auth-approval"].canary
     assert source.readings_at(T0.replace(tzinfo=None))["auth-approval"].canary
 
 
 def test_error_lines_become_reading_errors(tmp_path: Path) -> None:
-    source = ReplaySource.load(
+    source = RecordingSource.load(
         write(tmp_path, json.dumps({"t": "2026-11-27T10:00:00Z", "gate": "auth-approval", "error": "timeout"}))
     )
     reading = source.readings_at(T0)["auth-approval"]
@@ -75,7 +75,7 @@ def test_error_lines_become_reading_errors(tmp_path: Path) -> None:
 
 
 def test_unknown_time_reads_as_no_data(tmp_path: Path) -> None:
-    source = ReplaySource.load(write(tmp_path, line(value=1.0)))
+    source = RecordingSource.load(write(tmp_path, line(value=1.0)))
     readings = source.readings_at(T0 + timedelta(hours=1))
     assert readings["auth-approval"].canary == {}
     assert readings["auth-approval"].stable == {}
@@ -103,16 +103,16 @@ def test_unknown_time_reads_as_no_data(tmp_path: Path) -> None:
     ],
 )
 def test_bad_lines_are_named(tmp_path: Path, text: str, expected: str) -> None:
-    with pytest.raises(ReplayError) as error:
-        ReplaySource.load(write(tmp_path, text))
+    with pytest.raises(RecordingError) as error:
+        RecordingSource.load(write(tmp_path, text))
     assert expected in str(error.value)
     assert str(tmp_path / "recording.jsonl") in str(error.value)
 
 
 def test_every_bad_line_is_reported_with_its_number(tmp_path: Path) -> None:
     path = write(tmp_path, line(value=1.0), line(variant="blue"), "", line(samples="many"))
-    with pytest.raises(ReplayError) as error:
-        ReplaySource.load(path)
+    with pytest.raises(RecordingError) as error:
+        RecordingSource.load(path)
     message = str(error.value)
     assert "2 bad lines" in message
     assert "line 2: field 'variant'" in message
@@ -128,12 +128,12 @@ def test_contradictions_are_refused(tmp_path: Path) -> None:
         ([line(value=1.0, window="30s"), line(variant="stable", value=1.0, window="1m")], "differs from line 1"),
     ]
     for lines, expected in cases:
-        with pytest.raises(ReplayError, match=re.escape(expected)):
-            ReplaySource.load(write(tmp_path, *lines))
+        with pytest.raises(RecordingError, match=re.escape(expected)):
+            RecordingSource.load(write(tmp_path, *lines))
 
 
 def test_missing_or_empty_file(tmp_path: Path) -> None:
-    with pytest.raises(ReplayError, match="cannot read the recording"):
-        ReplaySource.load(tmp_path / "absent.jsonl")
-    with pytest.raises(ReplayError, match="no lines"):
-        ReplaySource.load(write(tmp_path, ""))
+    with pytest.raises(RecordingError, match="cannot read the recording"):
+        RecordingSource.load(tmp_path / "absent.jsonl")
+    with pytest.raises(RecordingError, match="no lines"):
+        RecordingSource.load(write(tmp_path, ""))
