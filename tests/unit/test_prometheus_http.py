@@ -295,6 +295,34 @@ async def test_an_answer_larger_than_the_bound_is_refused(server: Server, monkey
     assert reading.error is not None and "answered with more than 1 MiB" in reading.error
 
 
+async def test_too_many_series_are_refused_before_any_is_built(server: Server) -> None:
+    """100k series once took the operator to 608 MB (its limit is 512Mi): a query that forgot to
+    aggregate is Inconclusive with what to do, whatever the byte count."""
+    series = [
+        {"metric": {"provider": f"p{i:06d}"}, "value": [AT.timestamp(), "1"]} for i in range(prometheus.MAX_SERIES + 1)
+    ]
+    server.reply = prometheus_json(200, {"status": "success", "data": {"resultType": "vector", "result": series}})
+    reading = await read(source(server))
+    assert reading.error is not None
+    assert f"{prometheus.MAX_SERIES + 1} series in one answer" in reading.error and "sum by" in reading.error
+
+
+async def test_a_large_answer_is_parsed_off_the_event_loop(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    threads: list[str] = []
+    result = prometheus.PrometheusSource._result
+
+    def recording_result(self: PrometheusSource, answer: Any, promql: str) -> Any:
+        threads.append(threading.current_thread().name)
+        return result(self, answer, promql)
+
+    monkeypatch.setattr(prometheus.PrometheusSource, "_result", recording_result)
+    monkeypatch.setattr(prometheus, "PARSE_OFF_LOOP_BYTES", 1024)
+    series = [{"metric": {"provider": f"p{i:04d}"}, "value": [AT.timestamp(), "1"]} for i in range(200)]
+    server.reply = prometheus_json(200, {"status": "success", "data": {"resultType": "vector", "result": series}})
+    await read(source(server))
+    assert threads and all(name != threading.main_thread().name for name in threads)
+
+
 # --- no answer -------------------------------------------------------------------------------------
 
 

@@ -54,7 +54,15 @@ USER_AGENT = "checkout-gates"
 # httpx bounds each connect and each read by the timeout; this much more bounds the whole answer,
 # so that a server dripping a byte now and then cannot hold a query for ever.
 DRIP_GRACE_SECONDS = 1.0
-MAX_ANSWER_BYTES = 64 * 2**20  # a larger query result is refused (5,000 segments are well under 1 MB)
+# A larger query result is refused: 5,000 segments are well under 1 MB, and 16 MiB of JSON already
+# parse into ~150 MB of objects (the chart's memory limit is 512 MiB, for every rollout at once).
+MAX_ANSWER_BYTES = 16 * 2**20
+# Series in one answer: a gate judges segments (at most a few thousand); more is a query that forgot
+# to aggregate, refused before a Series is built for any of them.
+MAX_SERIES = 10_000
+# Answers larger than this are parsed on a worker thread, so no other rollout waits on the event
+# loop while one large answer is decoded.
+PARSE_OFF_LOOP_BYTES = 256 * 2**10
 MAX_ERROR_ANSWER_BYTES = 64 * 2**10  # Prometheus' error answers are a few hundred bytes
 _QUERY_SHOWN = 240  # characters of a rejected query quoted in an error
 _ERROR_SHOWN = 300  # characters of Prometheus' own error text quoted in an error
@@ -284,6 +292,8 @@ class PrometheusSource(MetricsSource):
         url = f"{self.address}{QUERY_PATH}?{urlencode(params)}"
         async with self._in_flight:
             answer = await self._get(url)
+        if len(answer.body) > PARSE_OFF_LOOP_BYTES:
+            return await asyncio.to_thread(self._result, answer, promql)
         return self._result(answer, promql)
 
     async def _get(self, url: str) -> _Answer:
@@ -481,6 +491,11 @@ def parse_result(result: Any) -> list[Series]:
         return [Series(labels={}, value=_number(result[1], {}), scalar=True)]
     if not isinstance(result, list):
         raise QueryError(f"unexpected result: a JSON {_json_kind(result)}, not a vector or a scalar")
+    if len(result) > MAX_SERIES:
+        raise QueryError(
+            f"{len(result)} series in one answer (at most {MAX_SERIES:,}): aggregate the query by the "
+            "gate's segmentBy labels (sum by (...))"
+        )
     series: list[Series] = []
     for item in result:
         if not isinstance(item, dict):
