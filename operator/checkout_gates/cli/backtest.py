@@ -121,14 +121,7 @@ async def backtest(
         reads = replayer.reads(now)
         readings = {}
         if reads:
-            readings = await source.read_gates(
-                [read.gate for read in reads],
-                spec=rollout.spec,
-                namespace=rollout.metadata.namespace,
-                name=rollout.metadata.name,
-                window_seconds={read.gate.name: read.window_seconds for read in reads},
-                at=now,
-            )
+            readings = await source.read_for(rollout, reads, at=now)
         replayer.advance(now, readings)
         if progress is not None:
             progress.show(done + 1, now, replayer)

@@ -148,14 +148,7 @@ async def evaluate_live(
     source: MetricsSource
     async with PrometheusSource(config) as source:
         await probe(source, at)
-        readings = await source.read_gates(
-            [c.gate for c in contexts],
-            spec=rollout.spec,
-            namespace=rollout.metadata.namespace,
-            name=rollout.metadata.name,
-            window_seconds={c.gate.name: c.window_seconds for c in contexts},
-            at=at,
-        )
+        readings = await source.read_for(rollout, contexts, at=at)
     judged = tuple(
         GateEvaluation(
             gate=c.gate,

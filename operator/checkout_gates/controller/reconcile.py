@@ -196,13 +196,7 @@ class Reconciler:
             return {}
         source = await self._source(rollout)
         started = time.perf_counter()
-        readings = await source.read_gates(
-            [read.gate for read in reads],
-            spec=rollout.spec,
-            namespace=rollout.metadata.namespace,
-            name=rollout.metadata.name,
-            window_seconds={read.gate.name: read.window_seconds for read in reads},
-        )
+        readings = await source.read_for(rollout, reads)
         telemetry.QUERY_SECONDS.observe(time.perf_counter() - started)
         return readings
 

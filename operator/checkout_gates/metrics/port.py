@@ -22,8 +22,19 @@ from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
 
+from checkout_gates.api.resource import CheckoutRollout
 from checkout_gates.api.spec import CheckoutRolloutSpec, Gate
 from checkout_gates.gates.observations import SignalReading
+
+
+class GateAndWindow(Protocol):
+    """One gate to read and the window to read it over (the plan's GateRead, the dry run's GateContext)."""
+
+    @property
+    def gate(self) -> Gate: ...
+
+    @property
+    def window_seconds(self) -> float: ...
 
 
 class MetricsSource(Protocol):
@@ -85,6 +96,20 @@ class MetricsSource(Protocol):
             )
         )
         return {reading.gate: reading for reading in readings}
+
+    async def read_for(
+        self, rollout: CheckoutRollout, reads: Sequence[GateAndWindow], *, at: datetime | None = None
+    ) -> dict[str, SignalReading]:
+        """What the controller, ``evaluate`` and ``backtest`` all ask: a rollout's due gates, each
+        over its own window, labelled with the rollout's namespace and name."""
+        return await self.read_gates(
+            [read.gate for read in reads],
+            spec=rollout.spec,
+            namespace=rollout.metadata.namespace,
+            name=rollout.metadata.name,
+            window_seconds={read.gate.name: read.window_seconds for read in reads},
+            at=at,
+        )
 
     async def __aenter__(self) -> Self:
         return self
