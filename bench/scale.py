@@ -880,9 +880,9 @@ What limits it, and what was fixed (development runs of this benchmark, 60 s win
   did not help: passes only got slower. The limit on this machine is CPU: kube-apiserver (~1 core), etcd,
   Prometheus and the operator share 2 cores with other jobs, and kube-apiserver spends several ms of CPU
   per request. Each evaluation needs at least a status write and a read of the router (drift check).
-* prometheus-api-client was kept: with the single flight an evaluation sends ~2 queries at 1,000 rollouts
-  (~3.6 of ~16 ms per pass); an async client could save perhaps 2 ms per pass, which would not change the
-  verdict. Without the single flight queries would be ~11 ms of each pass.
+* Queries: with the single flight an evaluation sends ~2 queries at 1,000 rollouts (~3.6 of ~16 ms per pass
+  when measured on the thread-pooled client; the source is async httpx since). Without the single flight
+  queries would be ~11 ms of each pass.
 * Projection, not measured: at ~12-16 ms per pass, 1,000 rollouts at a 10 s interval (100 passes/s) would need
   1.2-1.6 operator cores even with kube-apiserver on other machines; at the default 30 s interval, 0.4-0.5."""
 
