@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 
 from checkout_gates.api.resource import CheckoutRollout
 from checkout_gates.cli.common import parse_time
@@ -156,3 +159,42 @@ def test_invalid_live_inputs_exit_3(capsys: pytest.CaptureFixture[str], tmp_path
     two.write_text(EXAMPLE.read_text() + "\n---\n" + EXAMPLE.read_text())
     assert main(["evaluate", str(two)]) == 3
     assert "holds 2 documents" in capsys.readouterr().err
+
+
+def test_a_dry_run_never_asks_the_address_a_file_names_unless_told(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In CI the file may come from a pull request: its spec.prometheus.address is the author's
+    choice, and asking it would make the runner fetch any internal URL (hardening, finding 3)."""
+    asked: list[bytes] = []
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    listener.settimeout(0.2)
+    port = listener.getsockname()[1]
+    text = EXAMPLE.read_text(encoding="utf-8")
+    document = yaml.safe_load(text)
+    document["spec"]["prometheus"]["address"] = f"http://127.0.0.1:{port}/internal#"
+    rollout = tmp_path / "from-a-pull-request.yaml"
+    rollout.write_text(yaml.safe_dump(document), encoding="utf-8")
+    monkeypatch.delenv("CHECKOUT_GATES_PROMETHEUS", raising=False)
+    try:
+        for command in (["evaluate", str(rollout)], ["backtest", str(rollout), "--from", "now-1h", "--to", "now"]):
+            assert main(command) == 3
+            err = capsys.readouterr().err
+            assert "asks only the Prometheus given with --prometheus URL" in err and "--use-file-address" in err
+        with contextlib.suppress(TimeoutError):
+            connection, _ = listener.accept()
+            asked.append(connection.recv(100))
+            connection.close()
+    finally:
+        listener.close()
+    assert asked == [], "no request went to the file's address"
+
+
+def test_the_prometheus_of_the_environment_is_the_dry_runs_and_replays_ignore_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHECKOUT_GATES_PROMETHEUS", "http://127.0.0.1:1")
+    assert main(["evaluate", str(EXAMPLE)]) == 3
+    assert "cannot connect to Prometheus at http://127.0.0.1:1" in capsys.readouterr().err

@@ -141,7 +141,7 @@ def decision_times(start: datetime, end: datetime, step_seconds: float) -> list[
 async def _run(arguments: argparse.Namespace, replayer: Replayer, times: list[datetime]) -> ReplayResult:
     from checkout_gates.metrics.prometheus import PrometheusSource  # only when run (see evaluate_live)
 
-    config = prometheus_config(replayer.rollout, arguments.prometheus)
+    config = prometheus_config(replayer.rollout, arguments.prometheus, use_file_address=arguments.use_file_address)
     progress = Progress(sys.stderr, len(times))
     source: MetricsSource
     async with PrometheusSource(config) as source:
@@ -175,7 +175,9 @@ def run(arguments: argparse.Namespace) -> int:
             f"every {step_seconds:g}s" + (" with every approval given" if arguments.approve_all else "")
         )
         source = {
-            "prometheus": prometheus_config(rollout, arguments.prometheus).address,
+            "prometheus": prometheus_config(
+                rollout, arguments.prometheus, use_file_address=arguments.use_file_address
+            ).address,
             "range": {"from": format_time(start), "to": format_time(end), "stepSeconds": step_seconds},
             "approveAll": bool(arguments.approve_all),
         }

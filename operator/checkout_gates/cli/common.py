@@ -91,7 +91,15 @@ def dry_run_parser(
 
 def add_prometheus_argument(group: argparse._ActionsContainer) -> None:
     group.add_argument(
-        "--prometheus", metavar="URL", help="Prometheus to query (default: the rollout's spec.prometheus.address)"
+        "--prometheus",
+        metavar="URL",
+        help="Prometheus to query (default: $CHECKOUT_GATES_PROMETHEUS)",
+    )
+    group.add_argument(
+        "--use-file-address",
+        action="store_true",
+        help="without --prometheus, query the rollout's own spec.prometheus.address: only for files you trust "
+        "(in CI a pull request's file would choose what the runner fetches)",
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +20,7 @@ from pydantic import ValidationError
 from checkout_gates.api.quantities import parse_duration
 from checkout_gates.api.resource import CheckoutRollout
 from checkout_gates.api.spec import PrometheusSpec
+from checkout_gates.api.text import shown
 from checkout_gates.cli.common import (
     EXIT_CODES_HELP,
     EXIT_INVALID,
@@ -124,7 +126,19 @@ def run(arguments: argparse.Namespace) -> int:
 # --- live ---------------------------------------------------------------------------------------
 
 
-def prometheus_config(rollout: CheckoutRollout, url: str | None) -> PrometheusSpec:
+def prometheus_config(rollout: CheckoutRollout, url: str | None, *, use_file_address: bool = False) -> PrometheusSpec:
+    """The Prometheus a dry run asks: the command line's, or (only when told) the file's own.
+
+    In CI the rollout file may come from a pull request: its ``spec.prometheus.address`` is the
+    author's choice, and querying it would let a file make the runner fetch any internal URL.
+    """
+    url = url or os.environ.get("CHECKOUT_GATES_PROMETHEUS") or None
+    if url is None and not use_file_address:
+        raise InvalidInputError(
+            f"the rollout names Prometheus at {shown(rollout.spec.prometheus.address)}, but a dry run asks only "
+            "the Prometheus given with --prometheus URL (or $CHECKOUT_GATES_PROMETHEUS); add --use-file-address "
+            "to ask the file's own, for files you trust"
+        )
     try:
         return PrometheusSpec(address=url or rollout.spec.prometheus.address, timeout=rollout.spec.prometheus.timeout)
     except ValidationError:
@@ -192,7 +206,7 @@ def _run_live(arguments: argparse.Namespace) -> int:
         raise InvalidInputError(
             f"{arguments.rollout}: no gates to evaluate" + (f" at step {step}" if step is not None else "")
         )
-    config = prometheus_config(rollout, arguments.prometheus)
+    config = prometheus_config(rollout, arguments.prometheus, use_file_address=arguments.use_file_address)
     evaluation = asyncio.run(evaluate_live(rollout, config, contexts, at, step=step))
     style = Style.for_stream(sys.stdout)
     if arguments.output_file is None:
