@@ -26,7 +26,7 @@ import re
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -42,6 +42,8 @@ from checkout_gates_lab.sim.scenario import Scenario, load_scenario
 from checkout_gates_lab.sim.weights import RouteTarget
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# From the route's patch to the history entry of the step it completes (the confirming pass).
+CONFIRMATION_LAG = timedelta(seconds=5)
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "scenarios"
@@ -83,10 +85,14 @@ class Case:
         return "halted at the fault's step"
 
     def fault_weight(self) -> int | None:
-        """The exposure in force when the fault began (a fault before the first step: that step's)."""
+        """The exposure in force when the fault began (a fault before the first step: that step's).
+
+        History records a setWeight step once the router has confirmed it, a pass after the route
+        was patched; the simulators see the patched route at once (a fault ``atCanaryWeight`` begins
+        then). So the weight in force is read at the fault's moment plus that lag."""
         if self.fault_at is None or self.facts is None:
             return None
-        weight = self.facts.weight_at(self.fault_at)
+        weight = self.facts.weight_at(self.fault_at + CONFIRMATION_LAG)
         return weight if weight > 0 else first_weight()
 
 

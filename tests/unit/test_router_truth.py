@@ -14,7 +14,7 @@ from checkout_gates.rollout.actions import PageOwner, SetWeights
 from checkout_gates.rollout.machine import ROUTER_ERROR_LIMIT, Observations, decide
 from checkout_gates.rollout.outcomes import Outcomes, apply_outcomes
 
-from .rollouts import HEALTHY, Driver, make_rollout, with_annotations, with_status
+from .rollouts import HEALTHY, Driver, make_rollout, readings, with_annotations, with_status
 
 RETRY = "gates.checkout.dev/retry"
 BROKEN = "cannot patch HTTPRoute payments/checkout rule 0: HTTP 422: a third backendRef"
@@ -130,3 +130,55 @@ def test_annotations_keep_working_while_the_router_is_broken() -> None:
     driver.rollout = with_annotations(driver.rollout, {"gates.checkout.dev/abort": "erin"})
     driver.step()
     assert driver.status.phase == "Aborted" and driver.status.weights.canary == 0
+
+
+def test_a_route_that_reads_but_refuses_every_patch_still_halts() -> None:
+    """Good reads between failed writes must not reset the count (a denying webhook, get without patch)."""
+    driver = Driver(make_rollout(), router_confirms=False)
+    driver.step()
+    for _ in range(ROUTER_ERROR_LIMIT + 2):
+        fail_write(driver)
+        decision = decide(driver.rollout, Observations(router_weights=Weights.canary_at(0)), driver.now)
+        driver.rollout = with_status(driver.rollout, decision.status)
+    assert driver.status.phase == "Halted" and "router failed" in driver.status.halt_reason
+
+
+def test_a_critical_gate_still_aborts_while_the_next_split_waits_for_the_router() -> None:
+    driver = Driver(make_rollout())
+    for _ in range(5):
+        driver.step(HEALTHY)
+    driver.annotate({"gates.checkout.dev/approve": "erin"})
+    driver.router_confirms = False
+    driver.step(HEALTHY)  # approved: setWeight 25 stated, the router never confirms it
+    assert driver.status.weights.canary == 25 and driver.status.router_target == Weights.canary_at(5)
+    driver.step(readings(duplicates=50))
+    assert driver.status.phase == "Aborted", "duplicate charges at the confirmed 5% abort"
+    assert driver.status.weights.canary == 0
+
+
+def test_a_router_error_halt_holds_the_confirmed_weights_not_the_refused_ones() -> None:
+    driver = Driver(make_rollout())
+    for _ in range(5):
+        driver.step(HEALTHY)
+    driver.annotate({"gates.checkout.dev/approve": "erin"})
+    driver.router_confirms = False
+    driver.step(HEALTHY)  # 25% stated, never applied
+    for _ in range(ROUTER_ERROR_LIMIT):
+        fail_write(driver)
+    driver.step(HEALTHY)
+    assert driver.status.phase == "Halted"
+    assert driver.status.weights == Weights.canary_at(5), "held at what the router confirmed"
+    mark = len(driver.actions)
+    driver.step(HEALTHY)
+    assert all(a.weights.canary == 5 for a in driver.actions[mark:] if isinstance(a, SetWeights))
+
+
+def test_an_aborted_canary_that_the_route_still_feeds_is_taken_back_to_0() -> None:
+    driver = Driver(make_rollout())
+    driver.step()
+    driver.annotate({"gates.checkout.dev/abort": "erin"})
+    driver.step()
+    assert driver.status.phase == "Aborted"
+    # A patch of a pass that the abort cut short lands afterwards: the route sends 5% again.
+    decision = decide(driver.rollout, Observations(router_weights=Weights.canary_at(5)), driver.now)
+    assert [a.weights.canary for a in decision.actions if isinstance(a, SetWeights)] == [0]

@@ -153,3 +153,35 @@ async def test_rollouts_waiting_on_io_hold_no_slot_wherever_they_are() -> None:
     finally:
         gate.set()
         await scheduler.stop()
+
+
+async def test_a_pass_cut_short_while_waiting_on_io_does_not_queue_for_a_slot_first() -> None:
+    """An urgent abort must not wait for a slot that another (hanging) pass holds."""
+    forever = asyncio.Event()
+    urgent_ran = asyncio.Event()
+    started = {"abort-me": asyncio.Event(), "hog": asyncio.Event()}
+    calls: Counter[str] = Counter()
+
+    async def reconcile(namespace: str, name: str) -> float | None:
+        calls[name] += 1
+        started[name].set()
+        if name == "hog":
+            await forever.wait()  # holds its slot: no io_wait
+        elif calls[name] == 1:
+            async with io_wait():  # waits on Prometheus, slot given back
+                await forever.wait()
+        else:
+            urgent_ran.set()
+        return 1.0
+
+    scheduler = Scheduler(reconcile, concurrency=1, per_namespace=1)
+    try:
+        scheduler.poke("shop", "abort-me")
+        await asyncio.wait_for(started["abort-me"].wait(), timeout=BOUND)
+        scheduler.poke("shop", "hog")  # takes the slot abort-me gave back
+        await asyncio.wait_for(started["hog"].wait(), timeout=BOUND)
+        scheduler.poke("shop", "abort-me", urgent=True)
+        await asyncio.wait_for(urgent_ran.wait(), timeout=BOUND)
+    finally:
+        forever.set()
+        await scheduler.stop()

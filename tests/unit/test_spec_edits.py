@@ -178,3 +178,27 @@ def test_a_status_from_a_future_generation_aborts() -> None:
     driver.rollout = driver.rollout.model_copy(update={"status": forged})
     driver.step(HEALTHY)
     assert driver.status.phase == "Aborted" and "claims generation 7" in driver.status.halt_reason
+
+
+def test_the_promotion_honours_the_ceiling_too() -> None:
+    """An edit to [setWeight 5, pause] after 25% once promoted to 100% with no gate of its own."""
+    driver = Driver(make_rollout())
+    to_approval_at_5(driver)
+    edit(driver, [{"setWeight": 5}, {"pause": {"duration": "10s"}}])
+    for _ in range(4):
+        driver.step(HEALTHY)
+    status = driver.status
+    assert status.phase == "Halted" and "would promote the canary to 100%" in status.halt_reason
+    assert status.weights.canary <= 5 and "Promoted" not in [e.action for e in status.history]
+
+
+def test_a_forged_generation_aborts_once_and_on_call_can_then_retry() -> None:
+    driver = Driver(make_rollout())
+    to_approval_at_5(driver)
+    forged = driver.status.model_copy(update={"observed_generation": 7})
+    driver.rollout = driver.rollout.model_copy(update={"status": forged})
+    driver.step(HEALTHY)
+    assert driver.status.phase == "Aborted"
+    driver.annotate({RETRY: "erin"})
+    driver.step(HEALTHY)
+    assert driver.status.phase == "Progressing", "not locked: the retry was consumed"

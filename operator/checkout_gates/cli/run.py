@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 
@@ -117,9 +116,7 @@ def run(arguments: argparse.Namespace) -> int:
             memo=memo,
         )
     )
-    # The operator has stopped; a worker thread still blocked on a socket (the Kubernetes client is
-    # synchronous) must not keep the process alive past its grace period: leave without joining it.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    logging.shutdown()
-    os._exit(0)
+    # A worker thread still blocked on a socket (the Kubernetes client is synchronous) cannot keep the
+    # process alive past its grace period: the watchdog started at shutdown (controller/handlers.py)
+    # ends it. A normal return keeps what exit handlers write (profiles, samples) intact.
+    return 0

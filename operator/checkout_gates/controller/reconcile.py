@@ -25,6 +25,7 @@ writes is unit-tested against fakes (tests/unit/test_reconcile.py).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -69,6 +70,11 @@ _PHASE_CRASH_POINTS = {
 # Identical gate queries (same rendered PromQL) of rollouts evaluating within the same bucket of
 # this many seconds are sent to Prometheus once (metrics/singleflight.py); 0 turns that off.
 QUERY_BUCKET_SECONDS = float(os.environ.get("CHECKOUT_GATES_QUERY_BUCKET", "1"))
+
+
+# The most one evaluation's gate queries may take together (each query's own timeout is at most
+# 60 s, api/quantities.py): well inside the scheduler's pass deadline.
+READ_DEADLINE = 75.0
 
 
 def utc_now() -> datetime:
@@ -196,7 +202,15 @@ class Reconciler:
             return {}
         source = await self._source(rollout)
         started = time.perf_counter()
-        readings = await source.read_for(rollout, reads)
+        try:
+            # Within the pass's deadline, with room to decide: queries queued behind a hanging
+            # Prometheus become Inconclusive readings, so the pass still decides (and, at the
+            # inconclusive limit, halts and pages) instead of being cancelled before deciding.
+            async with asyncio.timeout(READ_DEADLINE):
+                readings = await source.read_for(rollout, reads)
+        except TimeoutError:
+            why = f"no answer from Prometheus within {READ_DEADLINE:g}s for this evaluation's queries"
+            readings = {read.gate.name: SignalReading(read.gate.name, error=why) for read in reads}
         telemetry.QUERY_SECONDS.observe(time.perf_counter() - started)
         return readings
 

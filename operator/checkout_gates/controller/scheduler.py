@@ -60,10 +60,8 @@ class _Slot:
     @contextlib.asynccontextmanager
     async def released(self) -> AsyncIterator[None]:
         self.release()
-        try:
-            yield
-        finally:
-            await self.acquire()
+        yield  # taken again only on a normal exit: a pass being cancelled must not queue for a slot
+        await self.acquire()
 
 
 _current_slot: ContextVar[_Slot | None] = ContextVar("checkout_gates_slot", default=None)

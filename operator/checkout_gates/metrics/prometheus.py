@@ -60,6 +60,10 @@ MAX_ANSWER_BYTES = 16 * 2**20
 # Series in one answer: a gate judges segments (at most a few thousand); more is a query that forgot
 # to aggregate, refused before a Series is built for any of them.
 MAX_SERIES = 10_000
+RANGE_VECTOR = (
+    "the query returns a range vector; a gate query must return an instant vector or a scalar "
+    "(wrap the range selector in a function such as increase(...) or rate(...))"
+)
 # Answers larger than this are parsed on a worker thread, so no other rollout waits on the event
 # loop while one large answer is decoded.
 PARSE_OFF_LOOP_BYTES = 256 * 2**10
@@ -491,6 +495,8 @@ def parse_result(result: Any) -> list[Series]:
         return [Series(labels={}, value=_number(result[1], {}), scalar=True)]
     if not isinstance(result, list):
         raise QueryError(f"unexpected result: a JSON {_json_kind(result)}, not a vector or a scalar")
+    if result and isinstance(result[0], dict) and "values" in result[0]:
+        raise QueryError(RANGE_VECTOR)  # the likelier mistake, whatever the count
     if len(result) > MAX_SERIES:
         raise QueryError(
             f"{len(result)} series in one answer (at most {MAX_SERIES:,}): aggregate the query by the "
@@ -502,10 +508,7 @@ def parse_result(result: Any) -> list[Series]:
             raise QueryError(f"unexpected result item: a JSON {_json_kind(item)}, not a series")
         labels = {str(key): str(value) for key, value in (item.get("metric") or {}).items()}
         if "values" in item:
-            raise QueryError(
-                "the query returns a range vector; a gate query must return an instant vector or a scalar "
-                "(wrap the range selector in a function such as increase(...) or rate(...))"
-            )
+            raise QueryError(RANGE_VECTOR)
         sample = item.get("value")
         if not isinstance(sample, list) or len(sample) != 2:
             raise QueryError("unexpected result item: a series without a [time, value] pair")

@@ -140,7 +140,12 @@ def decide(rollout: CheckoutRollout, observations: Observations, now: datetime) 
     if forged is not None:
         if draft.status.phase != "Aborted" or draft.status.halt_reason != forged:
             # Nothing it says can be acted on: take exposure to 0 (weights first) and page.
-            draft.update(current_step=min(draft.status.current_step, len(draft.spec.steps)))
+            # Taken as this generation's, so the abort is the whole story and on-call's retry (or
+            # acknowledgement) is handled on the next pass like any other.
+            draft.update(
+                current_step=min(draft.status.current_step, len(draft.spec.steps)),
+                observed_generation=rollout.metadata.generation,
+            )
             _abort(draft, forged, OPERATOR, page=True, slug="status-untrusted")
     elif draft.status.phase == "Pending" or draft.status.observed_generation != rollout.metadata.generation:
         _start(draft)
@@ -352,6 +357,7 @@ def _watch(draft: _Draft, observations: Observations) -> None:
     if not observations.readings or not evaluation_due(draft.rollout, draft.now):
         return
     if _weights_pending(draft.status):
+        _watch_critical_while_pending(draft, observations)
         return
     if draft.status.phase in TERMINAL_PHASES or draft.status.step_started_at != draft.rollout.status.step_started_at:
         return  # a request above moved the rollout on: these readings were for the step before
@@ -386,6 +392,24 @@ def _watch(draft: _Draft, observations: Observations) -> None:
             _halt(
                 draft, f"no conclusive evidence after {count} evaluations: {worst.gate}: {worst.reason}", "inconclusive"
             )
+
+
+def _watch_critical_while_pending(draft: _Draft, observations: Observations) -> None:
+    """While a new split waits for the router, critical gates are still judged, on the split the
+    router last confirmed: duplicate charges at a confirmed 5% abort even if the step to 25% is
+    stuck. Nothing else is recorded, so no pass window counts unconfirmed exposure."""
+    confirmed = draft.status.router_target
+    if confirmed is None or confirmed.canary == 0 or draft.status.phase in TERMINAL_PHASES:
+        return
+    if draft.status.step_started_at != draft.rollout.status.step_started_at:
+        return
+    gates = [gate for gate in draft.spec.gates if gate.critical and gate.name in observations.readings]
+    verdicts = evaluate_gates(gates, observations.readings, canary_share=confirmed.canary / 100.0)
+    failed = [v for v in verdicts.values() if v.verdict == "Fail"]
+    if failed:
+        worst = failed[0]
+        _record_verdicts(draft, verdicts)
+        _halt(draft, f"critical gate {worst.gate} failed: {worst.reason}", f"critical-{worst.gate}", critical=True)
 
 
 def _record_verdicts(draft: _Draft, verdicts: Mapping[str, GateVerdict]) -> None:
@@ -430,10 +454,16 @@ def _track_router_errors(draft: _Draft, observations: Observations) -> None:
     """Count router failures in a row (reads here, writes in the outcomes); halt at the limit."""
     if observations.router_error is not None:
         draft.update(router_errors=draft.status.router_errors + 1)
-    elif observations.router_weights is not None and draft.status.router_errors:
+    elif observations.router_weights is not None and draft.status.router_errors and not _weights_pending(draft.status):
+        # A good read resets the count only when no write is outstanding: a route that can be read
+        # but not patched (a denying webhook, get without patch) must still reach the limit.
         draft.update(router_errors=0)
     if draft.status.router_errors >= ROUTER_ERROR_LIMIT and draft.status.phase in ("Progressing", "AwaitingApproval"):
         why = observations.router_error or "the last weights could not be applied"
+        if draft.status.router_target is not None:
+            # Held at what the router last confirmed: a later repair must not apply the weights
+            # this halt refused to claim.
+            draft.update(weights=draft.status.router_target)
         _halt(
             draft,
             f"router failed {draft.status.router_errors} times in a row, exposure held at what it last confirmed "
@@ -453,6 +483,12 @@ def _check_router(draft: _Draft, observations: Observations) -> None:
         return
     if any(isinstance(a, SetWeights) for a in draft.actions):
         return  # this decision re-states the weights (a retry): the router was read before that
+    if status.phase == "Aborted" and observed.canary > status.weights.canary:
+        # An aborted canary gets no traffic, whoever or whatever moved the route since (a patch of a
+        # pass cut short by the abort can land after it): the abort's weights are stated again.
+        draft.actions.append(SetWeights(status.weights, f"aborted, yet the route sends canary {observed.canary}%"))
+        draft.emit("WeightsReapplied", f"the route sent canary {observed.canary}% after the abort", warning=True)
+        return
     if status.phase in TERMINAL_PHASES or status.phase == "Halted":
         return
     if observed != status.router_weights:
@@ -550,11 +586,20 @@ def _gate_step_passed(draft: _Draft, names: list[str], window_seconds: float) ->
 
 
 def _promote(draft: _Draft) -> None:
+    ceiling = draft.status.exposure_ceiling
+    if ceiling is not None and ceiling < 100:
+        _halt(
+            draft,
+            f"the last step would promote the canary to 100%, above the {ceiling}% it had reached before its spec "
+            "changed: a gate step of the new spec must pass first (step up through a gate, or abort)",
+            "ungated-exposure",
+        )
+        return
     if draft.status.weights.canary != 100:
         draft.set_weight(100, "all steps passed: promoting")
     if _weights_pending(draft.status):
         return  # Promoted only once the router confirms that the canary takes all traffic
-    draft.update(phase="Promoted", halt_reason="")
+    draft.update(phase="Promoted", halt_reason="", exposure_ceiling=None)
     draft.resolve_page()
     draft.record("Promoted", f"all {len(draft.spec.steps)} steps passed")
     draft.emit("Promoted", f"{draft.spec.canary.service} takes all traffic")
