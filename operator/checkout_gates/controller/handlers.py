@@ -43,6 +43,8 @@ def _fingerprint(body: Any) -> tuple[Any, ...]:
 def _stop_requested(body: Any) -> bool:
     """An on-call abort or pause on the object that its status has not consumed yet."""
     annotations = body.get("metadata", {}).get("annotations") or {}
+    if not stops_exposure(annotations):
+        return False  # the common case, decided without parsing the status (every watch event comes here)
     try:
         status = CheckoutRolloutStatus.model_validate(body.get("status") or {})
     except ValueError:
