@@ -17,9 +17,7 @@ from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi, EventsV1Ap
 from kubernetes.client.exceptions import ApiException
 
 from checkout_gates.api.spec import GROUP, PLURAL, VERSION
-from checkout_gates.apiserver import GONE_OR_CHANGED, JSON_PATCH, MERGE_PATCH, describe, pointer, remove_if_unchanged
-
-__all__ = ["ConflictError", "KubeApi", "Raw", "describe"]
+from checkout_gates.apiserver import GONE_OR_CHANGED, JSON_PATCH, MERGE_PATCH, pointer, remove_if_unchanged
 
 T = TypeVar("T")
 Raw = dict[str, Any]

@@ -38,9 +38,10 @@ import structlog
 from checkout_gates.api.resource import CheckoutRollout, Problem, parse_rollout
 from checkout_gates.api.spec import CheckoutRolloutSpec
 from checkout_gates.api.status import CheckoutRolloutStatus, Weights
+from checkout_gates.apiserver import describe
 from checkout_gates.controller import telemetry
 from checkout_gates.controller.crashpoints import crash_point
-from checkout_gates.controller.kube import KubeApi, describe
+from checkout_gates.controller.kube import KubeApi
 from checkout_gates.controller.ports import ConflictError, KubernetesPort, Raw, RouterFactory
 from checkout_gates.controller.scheduler import io_wait
 from checkout_gates.gates.observations import SignalReading

@@ -15,9 +15,7 @@ from typing import Any, Protocol
 from kubernetes.client.exceptions import ApiException
 
 from checkout_gates.api.status import Weights
-from checkout_gates.apiserver import FIELD_MANAGER, JSON_PATCH, JSON_PATCH_TEST_FAILED, MERGE_PATCH, server_message
-
-__all__ = ["FIELD_MANAGER", "JSON_PATCH", "MERGE_PATCH"]  # the routers take them from here
+from checkout_gates.apiserver import FIELD_MANAGER, JSON_PATCH, JSON_PATCH_TEST_FAILED, server_message
 
 
 class RoutingError(Exception):

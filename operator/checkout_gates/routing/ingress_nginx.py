@@ -14,9 +14,8 @@ from kubernetes.client.exceptions import ApiException
 
 from checkout_gates.api.spec import IngressNginxRoute
 from checkout_gates.api.status import Weights
+from checkout_gates.apiserver import FIELD_MANAGER, MERGE_PATCH
 from checkout_gates.routing.base import (
-    FIELD_MANAGER,
-    MERGE_PATCH,
     RoutingError,
     api_error,
     check_target,
