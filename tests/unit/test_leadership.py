@@ -178,3 +178,25 @@ async def test_scheduler_runs_no_pass_until_activated_and_stops_at_once() -> Non
     await asyncio.sleep(0.05)
     assert scheduler.keys == [("ns", "one")]
     await scheduler.stop()
+
+
+async def test_release_retries_when_a_cancelled_renewal_lands_between_its_read_and_write() -> None:
+    """The Lease store runs calls on a thread: a renewal cancelled at shutdown can still land."""
+    store, clock = MemoryLease(), Clock()
+    a = elector(store, clock, "a")
+    await a.step()
+    real_get = store.get
+    landed = False
+
+    async def get_then_renewal_lands() -> LeaseRecord | None:
+        nonlocal landed
+        record = await real_get()
+        if not landed and record is not None:
+            landed = True
+            store._store(replace(record, renew_time=record.renew_time))  # the late renewal bumps the version
+        return record
+
+    store.get = get_then_renewal_lands  # type: ignore[method-assign]
+    await a.release()
+    assert landed
+    assert store.record is not None and store.record.holder == ""

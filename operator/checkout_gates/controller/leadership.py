@@ -52,6 +52,7 @@ log = structlog.get_logger("checkout_gates.leadership")
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 DEFAULT_LEASE_NAME = "checkout-gates-leader"
+RELEASE_ATTEMPTS = 3  # a release read-then-write that meets a renewal still in flight tries again
 
 
 class LeaseConflictError(Exception):
@@ -205,18 +206,26 @@ class LeaderElector:
         await _call(self.on_stopped_leading)
         if not was_leader:
             return
-        try:
-            current = await asyncio.wait_for(self.store.get(), timeout=self.config.retry_period * 2)
-            if current is None or current.holder != self.identity:
+        # A renewal cancelled a moment ago may still be on the wire (the store runs calls on a thread
+        # that a cancellation does not stop) and land between our read and our write: re-read, retry.
+        for attempt in range(1, RELEASE_ATTEMPTS + 1):
+            try:
+                current = await asyncio.wait_for(self.store.get(), timeout=self.config.retry_period * 2)
+                if current is None or current.holder != self.identity:
+                    return
+                now = self._wall()
+                await asyncio.wait_for(
+                    self.store.replace(replace(current, holder="", lease_duration_seconds=1, renew_time=now)),
+                    timeout=self.config.retry_period * 2,
+                )
+                log.info("leader election: lease released", identity=self.identity)
                 return
-            now = self._wall()
-            await asyncio.wait_for(
-                self.store.replace(replace(current, holder="", lease_duration_seconds=1, renew_time=now)),
-                timeout=self.config.retry_period * 2,
-            )
-            log.info("leader election: lease released", identity=self.identity)
-        except Exception as error:
-            log.warning("leader election: could not release the lease", error=f"{type(error).__name__}: {error}")
+            except LeaseConflictError:
+                if attempt == RELEASE_ATTEMPTS:
+                    log.warning("leader election: could not release the lease", error="it kept changing")
+            except Exception as error:
+                log.warning("leader election: could not release the lease", error=f"{type(error).__name__}: {error}")
+                return
 
     async def _try_acquire_or_renew(self) -> bool:
         now = self._wall()
