@@ -8,9 +8,11 @@ process holding a token of the chart's ServiceAccount.
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import subprocess
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -89,8 +91,8 @@ class Helm:
         )
 
     def _values(self, values: dict[str, Any] | None) -> list[str]:
-        if not values:
-            return []
+        # Every install must say where rollouts may send requests; the tests about that pass their own.
+        values = {"egress": {"unrestricted": True}, **(values or {})}
         path = Path(self.env["HELM_DATA_HOME"]).parent / f"values-{uuid.uuid4().hex[:8]}.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(yaml.safe_dump(values))
@@ -121,7 +123,9 @@ def test_lint_passes(helm: Helm) -> None:
     # At the Kubernetes version the chart needs: helm lint's default (1.20) would stop rendering at
     # the admission policies' version check, which lint reports as [INFO] only.
     for extra in ([], ["--set", "watchNamespaces={payments,refunds}", "--set", "serviceMonitor.enabled=true"]):
-        result = helm("lint", "--strict", str(CHART), "--kube-version", KUBE_VERSION, *extra)
+        result = helm(
+            "lint", "--strict", str(CHART), "--kube-version", KUBE_VERSION, "--set", "egress.unrestricted=true", *extra
+        )
         assert "Fail:" not in result.stdout + result.stderr, result.stdout + result.stderr
 
 
@@ -206,11 +210,53 @@ def test_template_with_service_monitor(helm: Helm) -> None:
     assert service["spec"]["ports"] == [{"name": "metrics", "port": 8081, "targetPort": "metrics", "protocol": "TCP"}]
 
 
+def test_the_chart_makes_the_installer_say_where_rollouts_may_send_requests(helm: Helm) -> None:
+    args = ["template", "cg", str(CHART), "--kube-version", KUBE_VERSION]
+    unsaid = helm(*args, check=False)
+    assert unsaid.returncode != 0 and "set egress.allowedDestinations" in unsaid.stderr
+    both = helm(
+        *args, "--set", "egress.unrestricted=true", "--set", "egress.allowedDestinations={https://x}", check=False
+    )
+    assert both.returncode != 0 and "exclude each other" in both.stderr
+    listed = ["http://prometheus.monitoring.svc:9090", "https://events.pagerduty.com"]
+    deployment = of_kind(helm.template({"egress": {"allowedDestinations": listed}}), "Deployment")[0]
+    container_args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert [a for a in container_args if a.startswith("--egress")] == [f"--egress-allow={d}" for d in listed]
+    unrestricted = of_kind(helm.template({"egress": {"unrestricted": True}}), "Deployment")[0]
+    assert "--egress-unrestricted" in unrestricted["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def test_the_network_policy_lets_out_dns_the_apiserver_and_the_listed_rules_only(helm: Helm, kubectl: Kubectl) -> None:
+    assert not of_kind(helm.template(), "NetworkPolicy"), "off by default"
+    refused = helm("template", "cg", str(CHART), "--kube-version", KUBE_VERSION, "--set", "egress.unrestricted=true",
+                   "--set", "networkPolicy.enabled=true", check=False)  # fmt: skip
+    assert refused.returncode != 0 and "networkPolicy.apiServer.cidrs" in refused.stderr
+    monitoring = {
+        "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+        "ports": [{"port": 9090, "protocol": "TCP"}],
+    }
+    values = {"networkPolicy": {"enabled": True, "apiServer": {"cidrs": ["10.0.0.1/32"]}, "egress": [monitoring]}}
+    (policy,) = of_kind(helm.template(values), "NetworkPolicy")
+    spec = policy["spec"]
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    assert spec["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "checkout-gates"
+    dns, apiserver, *listed = spec["egress"]
+    assert {p["port"] for p in dns["ports"]} == {53}
+    assert apiserver["to"] == [{"ipBlock": {"cidr": "10.0.0.1/32"}}]
+    assert listed == [monitoring]
+    assert {p["port"] for p in spec["ingress"][0]["ports"]} == {8080, 8081}
+    # The kube-apiserver accepts it as written (a server-side dry run validates the whole object).
+    document = {**policy, "metadata": {**policy["metadata"], "namespace": "default"}}
+    kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(document))
+
+
 def test_admission_policies_need_kubernetes_1_36(helm: Helm) -> None:
-    result = helm("template", "cg", str(CHART), "--kube-version", "1.35.0", check=False)
+    egress = ["--set", "egress.unrestricted=true"]
+    result = helm("template", "cg", str(CHART), "--kube-version", "1.35.0", *egress, check=False)
     assert result.returncode != 0
     assert "admissionPolicy.enabled needs Kubernetes 1.36" in result.stderr
-    documents = helm("template", "cg", str(CHART), "--kube-version", "1.35.0", "--set", "admissionPolicy.enabled=false")
+    old = ["--kube-version", "1.35.0", "--set", "admissionPolicy.enabled=false", *egress]
+    documents = helm("template", "cg", str(CHART), *old)
     assert documents.returncode == 0
     policies = [doc for doc in helm.template() if doc["kind"].endswith("AdmissionPolicy")]
     assert {doc["apiVersion"] for doc in policies} == {"admissionregistration.k8s.io/v1"}
@@ -218,7 +264,7 @@ def test_admission_policies_need_kubernetes_1_36(helm: Helm) -> None:
 
 
 def test_template_refuses_more_than_one_replica_without_leader_election(helm: Helm) -> None:
-    values = ["--set", "replicas=2", "--set", "leaderElection.enabled=false"]
+    values = ["--set", "replicas=2", "--set", "leaderElection.enabled=false", "--set", "egress.unrestricted=true"]
     result = helm("template", "cg", str(CHART), "--kube-version", KUBE_VERSION, *values, check=False)
     assert result.returncode != 0
     assert "leader election" in result.stderr
@@ -996,3 +1042,107 @@ def test_operator_completes_a_rollout_as_the_charts_service_account(
     text = logs.read_text()
     for sign in ("HTTP 403", "Forbidden", "forbidden", "denied request", "Not enough permissions"):
         assert sign not in text, f"the operator was refused something ({sign!r}):\n{text[-4000:]}"
+
+
+# --- egress: no request forgery, no credential sent where its Secret does not allow ---------------
+
+
+class Trap:
+    """A listener on loopback that records every request it gets and answers with a 'secret' page."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
+        trap = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                trap.requests.append((self.command, self.path, dict(self.headers)))
+                body = b"<html>internal admin: hunter2</html>"
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                self._answer()
+
+            def do_POST(self) -> None:
+                self._answer()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_request_forgery_and_token_exfiltration_are_refused_before_any_request(
+    kubectl: Kubectl,
+    release: Release,
+    operator_kubeconfig: Path,
+    cluster_ready: Kubectl,
+    scraping_prometheus: Prometheus,
+    traffic: CheckoutTraffic,
+    tmp_path: Path,
+) -> None:
+    """Findings 3 and 4, as the chart's ServiceAccount with an egress allowlist of the real Prometheus
+    and the attacker's own server: a rollout pointing at an internal address (not listed) gets no
+    request made and nothing reflected; a rollout naming the Prometheus token and the attacker's
+    (listed) server gets no token sent; both halt on Inconclusive and say why; their pages to an
+    unlisted webhook are refused too."""
+    internal, attacker = Trap(), Trap()
+    steps = [{"setWeight": 5}, {"gate": {"pass": ["auth-approval"], "window": "30s"}}, {"setWeight": 100}]
+    common: dict[str, Any] = {
+        "steps": steps,
+        "analysis": {"interval": "1s", "failureLimit": 2, "inconclusiveLimit": 3},
+        "owner": {"name": "payments-oncall", "page": [{"webhook": {"url": f"{internal.url}/page"}}]},
+    }
+    forged = Rollout(cluster_ready, scraping_prometheus, traffic, **common)
+    forged.manifest["spec"]["prometheus"] = {"address": f"{internal.url}/admin", "timeout": "2s"}
+    token = {"name": PROMETHEUS_SECRET, "key": "token"}
+    exfiltrating = Rollout(cluster_ready, scraping_prometheus, traffic, **common)
+    exfiltrating.manifest["spec"]["prometheus"] = {"address": attacker.url, "bearerTokenSecret": token}
+    kubectl(
+        "create", "secret", "generic", PROMETHEUS_SECRET, "-n", exfiltrating.namespace, "--from-literal=token=s3cr3t"
+    )
+    kubectl(
+        "annotate", "secret", PROMETHEUS_SECRET, "-n", exfiltrating.namespace,
+        f"gates.checkout.dev/destinations={scraping_prometheus.url}",
+    )  # fmt: skip
+    allow = [f"--egress-allow={scraping_prometheus.url},{attacker.url}"]
+    operator = Operator(operator_kubeconfig, tmp_path / "operator.log", args=allow).start()
+    try:
+        forged.apply()
+        exfiltrating.apply()
+        for rollout, field in (
+            (forged, "spec.prometheus.address"),
+            (exfiltrating, "spec.prometheus.bearerTokenSecret"),
+        ):
+            status = rollout.wait_phase("Halted", timeout=90)
+            message = next(c for c in status["conditions"] if c["type"] == "MetricsAvailable")["message"]
+            assert field in message, message
+            assert "hunter2" not in json.dumps(status) and "s3cr3t" not in json.dumps(status)
+            assert status["weights"]["canary"] == 5, "held at the exposure it had"
+            refused = wait_for(
+                lambda r=rollout: (
+                    (c := next((c for c in r.status.get("conditions", []) if c["type"] == "PageDelivered"), None))
+                    and c["status"] == "False"
+                    and c
+                ),
+                "the page refused",
+            )
+            assert "is not an allowed destination" in refused["message"]
+        assert internal.requests == [], "no request to the unlisted address, pages included"
+        assert attacker.requests == [], "no request carried the token to the attacker's server"
+    finally:
+        operator.stop()
+        internal.close()
+        attacker.close()
+        for rollout in (forged, exfiltrating):
+            kubectl("delete", "namespace", rollout.namespace, "--wait=false", check=False)

@@ -21,6 +21,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from checkout_gates.api.destinations import DESTINATIONS_KEY
 from checkout_gates.api.spec import Owner
 from checkout_gates.paging.base import PageContext
 from checkout_gates.paging.delivery import new_client, send_page_actions
@@ -170,6 +171,8 @@ def owner_for(receiver_url: str) -> Owner:
 def secrets_for(receiver_url: str) -> dict[tuple[str, str], str]:
     return {
         ("pd-payments", "routing-key"): ROUTING_KEY,
+        # The receiver stands in for PagerDuty: the key's Secret allows it (api/destinations.py).
+        ("pd-payments", DESTINATIONS_KEY): receiver_url,
         ("slack-payments", "url"): f"{receiver_url}/slack/services/T000/B000/XXXXSECRET",
         ("escalation", "url"): f"{receiver_url}/escalation",
     }
@@ -272,12 +275,13 @@ async def test_a_400_is_not_retried_and_becomes_an_outcome_error(receiver: Recei
     assert time.monotonic() - started < 2.0  # no backoff was waited
     pd_error = outcomes["page[0]:pager_duty"].error
     host = receiver.url.removeprefix("http://")
-    assert pd_error.startswith(f"pager_duty at {host}: HTTP 400: body: "), pd_error
-    assert "invalid event" in pd_error
+    # Not PagerDuty's own host: the answer is described, never shown (a forged URL must not read back).
+    assert pd_error.startswith(f"pager_duty at {host}: HTTP 400: answer: ") and pd_error.endswith(" bytes"), pd_error
+    assert "invalid event" not in pd_error
     assert len(receiver.seen("/pagerduty/v2/enqueue")) == 1
 
     slack_error = outcomes["page[1]:slack"].error
-    assert slack_error == f"slack at {host}: HTTP 400: body: invalid_payload"
+    assert slack_error == f"slack at {host}: HTTP 400: answer: invalid_payload"
     assert "XXXXSECRET" not in slack_error
     assert len(receiver.seen("/slack/services/T000/B000/XXXXSECRET")) == 1
 

@@ -10,10 +10,11 @@ from typing import Any
 import httpx
 import pytest
 
+from checkout_gates.api.destinations import DESTINATIONS_KEY
 from checkout_gates.api.spec import Owner, PageTarget
 from checkout_gates.paging import alertmanager, pagerduty, slack, webhook
 from checkout_gates.paging.base import DeliveryError, MissingSecretError, PageContext, make_pager, owner_secrets
-from checkout_gates.paging.common import label_name
+from checkout_gates.paging.common import describe_answer, label_name
 from checkout_gates.paging.delivery import deliver
 from checkout_gates.rollout.actions import PageOwner, ResolvePage
 
@@ -273,21 +274,46 @@ def test_owner_secrets_lists_every_needed_key() -> None:
             "escalateTo": [{"slack": {"webhookSecret": {"name": "slack", "key": "url"}}}],
         }
     )
-    assert owner_secrets(owner) == {("pd", "rk"), ("slack", "url")}
+    keys = {("pd", "rk"), ("slack", "url")}
+    assert owner_secrets(owner) == keys | {("pd", DESTINATIONS_KEY), ("slack", DESTINATIONS_KEY)}
 
 
 # --- errors and retries -------------------------------------------------------------------------
 
 
-def test_delivery_error_names_kind_host_status_and_a_short_body_but_not_the_path() -> None:
+def test_delivery_error_names_kind_host_status_and_a_short_answer_but_not_the_path() -> None:
     error = DeliveryError(
-        "slack", "https://hooks.slack.com/services/T000/B000/SECRET", status=404, body="no_service " * 100
+        "slack", "https://hooks.slack.com/services/T000/B000/SECRET", status=404, answer="no_service " * 100
     )
     text = str(error)
-    assert text.startswith("slack at hooks.slack.com: HTTP 404: body: no_service")
+    assert text.startswith("slack at hooks.slack.com: HTTP 404: answer: no_service")
     assert "SECRET" not in text and "/services" not in text
-    assert len(error.body) <= 200 and error.body.endswith("…")
+    assert len(error.answer) <= 200 and error.answer.endswith("…")
     assert not error.retryable
+
+
+def _answer(kind: str, url: str, status: int, content: bytes, media: str) -> str:
+    response = httpx.Response(
+        status, content=content, headers={"content-type": media}, request=httpx.Request("POST", url)
+    )
+    return describe_answer(kind, response)
+
+
+def test_the_body_of_an_arbitrary_server_is_never_shown_only_its_media_type_and_size() -> None:
+    secret = b'{"message": "internal admin token: hunter2", "errors": ["db password hunter2"]}'
+    for kind in ("webhook", "alertmanager", "pager_duty", "slack"):
+        said = _answer(kind, "http://10.0.0.7:8080/hook", 500, secret, "application/json")
+        assert said == f"application/json, {len(secret)} bytes", kind
+    html = _answer("webhook", "http://internal/", 403, b"<html>secret page</html>", "text/html; charset=utf-8")
+    assert html == "text/html, 24 bytes"
+
+
+def test_slack_error_codes_and_pagerdutys_own_errors_are_shown() -> None:
+    assert _answer("slack", "https://hooks.slack.com/x", 400, b"invalid_payload", "text/plain") == "invalid_payload"
+    assert _answer("slack", "https://hooks.slack.com/x", 400, b"no! \x1b[2J", "text/plain") == "text/plain, 8 bytes"
+    body = rb'{"status": "invalid event", "message": "Event object is invalid", "errors": ["\u001b[2J Length of x"]}'
+    said = _answer("pager_duty", "https://events.pagerduty.com/v2/enqueue", 400, body, "application/json")
+    assert said == "Event object is invalid; \\x1b[2J Length of x"
 
 
 class FlakyPager:
@@ -338,7 +364,7 @@ async def test_deliver_does_not_retry_a_refused_page() -> None:
     async def sleep(seconds: float) -> None:
         raise AssertionError("no wait expected")
 
-    refused = DeliveryError("pager_duty", "https://events.pagerduty.com/v2/enqueue", status=400, body="bad")
+    refused = DeliveryError("pager_duty", "https://events.pagerduty.com/v2/enqueue", status=400, answer="bad")
     pager = FlakyPager([refused])
     with pytest.raises(DeliveryError, match="HTTP 400"):
         await deliver(pager, lambda p: p.trigger(page(), CONTEXT), sleep=sleep)

@@ -7,6 +7,7 @@ import asyncio
 import os
 import sys
 
+from checkout_gates.api.destinations import EgressPolicy
 from checkout_gates.controller.leadership import DEFAULT_LEASE_NAME, ElectionConfig, default_identity, default_namespace
 from checkout_gates.controller.logs import configure as configure_logs
 
@@ -22,6 +23,24 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument("--concurrency", type=int, default=16, help="reconcile passes running at once")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--log-format", default="json", choices=["json", "console"])
+    egress = parser.add_argument_group(
+        "egress",
+        "where rollouts may make the operator send requests (their Prometheus, Alertmanager, webhooks, "
+        "PagerDuty, Slack); a destination outside the list is refused and the rollout says why",
+    )
+    egress.add_argument(
+        "--egress-allow",
+        action="append",
+        metavar="DESTINATION",
+        default=[item for item in [os.environ.get("CHECKOUT_GATES_EGRESS_ALLOW", "")] if item.strip()],
+        help="scheme://host[:port][/path-prefix], host may start with '*.'; repeatable, or comma-separated "
+        "(default: $CHECKOUT_GATES_EGRESS_ALLOW)",
+    )
+    egress.add_argument(
+        "--egress-unrestricted",
+        action="store_true",
+        help="let rollouts name any destination (the default when no --egress-allow is given; says so in the log)",
+    )
     election = parser.add_argument_group(
         "leader election",
         "for more than one replica: every replica watches, the one holding a coordination.k8s.io Lease acts",
@@ -73,6 +92,15 @@ def election_config(arguments: argparse.Namespace) -> ElectionConfig | None:
     )
 
 
+def egress_policy(arguments: argparse.Namespace) -> EgressPolicy:
+    """The allowlist the flags ask for; ValueError (DestinationError) for an unreadable entry."""
+    if arguments.egress_allow and arguments.egress_unrestricted:
+        raise ValueError("--egress-allow and --egress-unrestricted exclude each other")
+    if not arguments.egress_allow:
+        return EgressPolicy()
+    return EgressPolicy.of(arguments.egress_allow)
+
+
 def _split(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     return host or "0.0.0.0", int(port)
@@ -94,6 +122,7 @@ def run(arguments: argparse.Namespace) -> int:
     configure_logs(arguments.log_level, json=arguments.log_format == "json")
     try:
         election = election_config(arguments)
+        egress = egress_policy(arguments)
     except ValueError as error:
         print(f"checkout-gates run: {error}", file=sys.stderr)
         return 2
@@ -106,7 +135,7 @@ def run(arguments: argparse.Namespace) -> int:
     host, port = _split(arguments.metrics_address)
     start_http_server(port, addr=host, registry=REGISTRY)
     health_host, health_port = _split(arguments.health_address)
-    memo = kopf.Memo(api_client=api_client, concurrency=arguments.concurrency, leader_election=election)
+    memo = kopf.Memo(api_client=api_client, concurrency=arguments.concurrency, leader_election=election, egress=egress)
     asyncio.run(
         kopf.operator(
             standalone=True,

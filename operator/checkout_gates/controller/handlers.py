@@ -20,6 +20,7 @@ from typing import Any
 import kopf
 import structlog
 
+from checkout_gates.api.destinations import EgressPolicy
 from checkout_gates.api.spec import GROUP, PLURAL, VERSION
 from checkout_gates.api.status import CheckoutRolloutStatus
 from checkout_gates.controller.kube import KubeApi
@@ -75,15 +76,20 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     api_client = memo["api_client"]
     election: ElectionConfig | None = memo.get("leader_election")
     memo["fingerprints"] = {}
+    egress: EgressPolicy = memo.get("egress") or EgressPolicy()
+    if egress.allowed is None:
+        log.warning("egress unrestricted: rollouts may make the operator query any address (see run --egress-allow)")
+    else:
+        log.info("egress allowlist", destinations=[str(destination) for destination in egress.allowed])
     if election is None:
-        reconciler = Reconciler(KubeApi(api_client))
+        reconciler = Reconciler(KubeApi(api_client), egress=egress)
         memo["reconciler"] = reconciler
         memo["scheduler"] = Scheduler(reconciler.reconcile, concurrency=memo.get("concurrency", 16))
         log.info("operator started")
         return
     store = KubeLeaseStore(api_client, election.namespace, election.name)
     elector = LeaderElector(store, election)
-    reconciler = Reconciler(KubeApi(api_client), may_act=elector.is_leader)
+    reconciler = Reconciler(KubeApi(api_client), may_act=elector.is_leader, egress=egress)
     scheduler = Scheduler(reconciler.reconcile, concurrency=memo.get("concurrency", 16), active=False)
     elector.on_started_leading = scheduler.activate
     elector.on_stopped_leading = scheduler.deactivate

@@ -16,6 +16,7 @@ from typing import Any, TypeVar, cast
 from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi, EventsV1Api
 from kubernetes.client.exceptions import ApiException
 
+from checkout_gates.api.destinations import DESTINATIONS_ANNOTATION, DESTINATIONS_KEY
 from checkout_gates.api.spec import GROUP, PLURAL, VERSION
 from checkout_gates.apiserver import GONE_OR_CHANGED, JSON_PATCH, MERGE_PATCH, pointer, remove_if_unchanged
 
@@ -140,7 +141,9 @@ class KubeApi:
         return True
 
     async def secret_values(self, namespace: str, refs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
-        """The values of (Secret name, key) pairs; missing ones are left out (the caller says which)."""
+        """The values of (Secret name, key) pairs; missing ones are left out (the caller says which).
+
+        Key DESTINATIONS_KEY is the Secret's destinations annotation (see api/destinations.py)."""
         values: dict[tuple[str, str], str] = {}
         for secret_name in sorted({name for name, _ in refs}):
             try:
@@ -151,6 +154,9 @@ class KubeApi:
                 raise
             for key, encoded in (secret.data or {}).items():
                 values[(secret_name, key)] = base64.b64decode(encoded).decode("utf-8", "replace")
+            bound_to = ((secret.metadata and secret.metadata.annotations) or {}).get(DESTINATIONS_ANNOTATION)
+            if bound_to is not None:
+                values[(secret_name, DESTINATIONS_KEY)] = bound_to
         return {ref: values[ref] for ref in refs if ref in values}
 
     async def create_event(self, raw: Raw, kind: str, reason: str, message: str) -> None:

@@ -43,7 +43,10 @@ class KubernetesPort(Protocol):
         ...
 
     async def secret_values(self, namespace: str, refs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
-        """The values of (Secret name, key) pairs; missing or unreadable ones are left out."""
+        """The values of (Secret name, key) pairs; missing or unreadable ones are left out.
+
+        The key ``api.destinations.DESTINATIONS_KEY`` (never a Secret data key: those match
+        ``[-._a-zA-Z0-9]+``) asks for the Secret's destinations annotation instead of a value."""
         ...
 
     async def create_event(self, raw: Raw, kind: str, reason: str, message: str) -> None:

@@ -35,6 +35,7 @@ from typing import Any
 import httpx
 import structlog
 
+from checkout_gates.api.destinations import DESTINATIONS_KEY, EgressPolicy, credential_refusal
 from checkout_gates.api.resource import CheckoutRollout, Problem, parse_rollout
 from checkout_gates.api.spec import CheckoutRolloutSpec
 from checkout_gates.api.status import CheckoutRolloutStatus, Weights
@@ -91,8 +92,10 @@ class Reconciler:
         clock: Callable[[], datetime] = utc_now,
         pager_client: httpx.AsyncClient | None = None,
         may_act: Callable[[], bool] = lambda: True,
+        egress: EgressPolicy | None = None,
     ) -> None:
         self.kube = kube
+        self.egress = egress or EgressPolicy()
         self.routers = routers if routers is not None else _cluster_routers(kube)
         self.clock = clock
         self.may_act = may_act
@@ -202,6 +205,8 @@ class Reconciler:
         if not reads:
             return {}
         source = await self._source(rollout)
+        if isinstance(source, str):  # refused before any request: the destination or its credential
+            return {read.gate.name: SignalReading(read.gate.name, error=source) for read in reads}
         started = time.perf_counter()
         try:
             # Within the pass's deadline, with room to decide: queries queued behind a hanging
@@ -215,19 +220,36 @@ class Reconciler:
         telemetry.QUERY_SECONDS.observe(time.perf_counter() - started)
         return readings
 
-    async def _source(self, rollout: CheckoutRollout) -> MetricsSource:
+    async def _source(self, rollout: CheckoutRollout) -> MetricsSource | str:
+        """The rollout's Prometheus, or why the operator may not query it (egress allowlist, or a
+        credential whose Secret does not allow that destination)."""
         config = rollout.spec.prometheus
+        refusal = self.egress.refusal(config.address, "spec.prometheus.address")
+        if refusal is not None:
+            return refusal
         token: str | None = None
         basic: tuple[str, str] | None = None
         namespace = rollout.metadata.namespace
         if config.bearer_token_secret is not None:
-            ref = (config.bearer_token_secret.name, config.bearer_token_secret.key)
-            token = (await self.kube.secret_values(namespace, [ref])).get(ref, "")
+            secret, token_key = config.bearer_token_secret.name, config.bearer_token_secret.key
+            values = await self.kube.secret_values(namespace, [(secret, token_key), (secret, DESTINATIONS_KEY)])
+            refusal = credential_refusal(
+                secret, values.get((secret, DESTINATIONS_KEY)), config.address, "spec.prometheus.bearerTokenSecret"
+            )
+            token = values.get((secret, token_key), "")
         if config.basic_auth is not None:
             auth = config.basic_auth
             refs = [(auth.secret_name, auth.username_key), (auth.secret_name, auth.password_key)]
-            values = await self.kube.secret_values(namespace, refs)
+            values = await self.kube.secret_values(namespace, [*refs, (auth.secret_name, DESTINATIONS_KEY)])
+            refusal = credential_refusal(
+                auth.secret_name,
+                values.get((auth.secret_name, DESTINATIONS_KEY)),
+                config.address,
+                "spec.prometheus.basicAuth",
+            )
             basic = (values.get(refs[0], ""), values.get(refs[1], ""))
+        if refusal is not None:
+            return refusal
         key = (config.address, config.timeout, token, basic)
         if key not in self._sources:
             self._sources[key] = PrometheusSource(
@@ -308,7 +330,7 @@ class Reconciler:
             owner=owner.name,
             triggered_at=page.triggered_at if page else None,
         )
-        return await send_page_actions(pages, owner, secrets, context, self.pager_client, now)
+        return await send_page_actions(pages, owner, secrets, context, self.pager_client, now, egress=self.egress)
 
     async def _record_outcomes(
         self, namespace: str, name: str, outcomes: Outcomes, now: datetime, written: Raw | None = None

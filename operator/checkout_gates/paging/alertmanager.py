@@ -150,9 +150,9 @@ class AlertmanagerPager:
         try:
             body = response.json()
         except ValueError:
-            raise DeliveryError(self.kind, self.base, body=response.text, reason="alerts answer is not JSON") from None
+            raise DeliveryError(self.kind, self.base, reason="alerts answer is not JSON") from None
         if not isinstance(body, list):
-            raise DeliveryError(self.kind, self.base, body=response.text, reason="alerts answer is not a list")
+            raise DeliveryError(self.kind, self.base, reason="alerts answer is not a list")
         return [
             alert
             for alert in body

@@ -6,7 +6,11 @@ PagerDuty routing key, a Slack webhook URL, a webhook URL) arrive already resolv
 Secrets is the controller's job; :func:`make_pager` only looks them up by (Secret name, key).
 
 Error messages name the target kind, the URL's host (never its path or query: a Slack or
-webhook URL is itself a secret), the HTTP status and a shortened response body.
+webhook URL is itself a secret), the HTTP status and what may be said of the answer (never the
+body of an arbitrary server: ``common.describe_answer``).
+
+Before a pager is made its URL must pass the operator's egress allowlist, and a PagerDuty routing
+key may go only where its Secret allows (``api.destinations``): :class:`DestinationRefusedError`.
 
 :class:`PageContext` and the errors are defined in :mod:`checkout_gates.paging.common` (so that
 this module can import the target modules for :func:`make_pager`) and re-exported here.
@@ -20,9 +24,16 @@ from typing import Protocol
 
 import httpx
 
+from checkout_gates.api.destinations import DESTINATIONS_KEY, PAGERDUTY_DESTINATIONS, EgressPolicy, credential_refusal
 from checkout_gates.api.spec import Owner, PageTarget, SecretKeyRef
 from checkout_gates.paging.alertmanager import AlertmanagerPager
-from checkout_gates.paging.common import DeliveryError, MissingSecretError, PageContext, PagingError
+from checkout_gates.paging.common import (
+    DeliveryError,
+    DestinationRefusedError,
+    MissingSecretError,
+    PageContext,
+    PagingError,
+)
 from checkout_gates.paging.pagerduty import PagerDutyPager
 from checkout_gates.paging.slack import SlackPager
 from checkout_gates.paging.webhook import WebhookPager
@@ -30,6 +41,7 @@ from checkout_gates.rollout.actions import PageOwner, ResolvePage
 
 __all__ = [
     "DeliveryError",
+    "DestinationRefusedError",
     "MissingSecretError",
     "PageContext",
     "Pager",
@@ -73,8 +85,10 @@ def required_secrets(target: PageTarget) -> list[SecretKeyRef]:
 
 
 def owner_secrets(owner: Owner) -> set[tuple[str, str]]:
-    """Every (Secret name, key) the owner's targets need, primary and escalation."""
-    return {(ref.name, ref.key) for target in [*owner.page, *owner.escalate_to] for ref in required_secrets(target)}
+    """Every (Secret name, key) the owner's targets need, primary and escalation, and the
+    destinations annotation of each of those Secrets (the same read)."""
+    refs = {(ref.name, ref.key) for target in [*owner.page, *owner.escalate_to] for ref in required_secrets(target)}
+    return refs | {(name, DESTINATIONS_KEY) for name, _ in refs}
 
 
 def secret_value(secrets: SecretValues, ref: SecretKeyRef, what: str) -> str:
@@ -93,17 +107,53 @@ def secret_url(secrets: SecretValues, ref: SecretKeyRef, what: str) -> str:
     return value
 
 
-def make_pager(target: PageTarget, secrets: SecretValues, client: httpx.AsyncClient) -> Pager:
-    """The pager of one target; raises MissingSecretError when a Secret value it needs is absent."""
+def make_pager(
+    target: PageTarget,
+    secrets: SecretValues,
+    client: httpx.AsyncClient,
+    *,
+    egress: EgressPolicy | None = None,
+    name: str = "target",
+) -> Pager:
+    """The pager of one target (``name`` in messages). Raises MissingSecretError when a Secret
+    value it needs is absent, DestinationRefusedError when its URL is outside ``egress`` or its
+    routing key may not go there."""
+    pager, url = _pager(target, secrets, client)
+    refusal = (egress or EgressPolicy()).refusal(url, f"{name}: {_url_field(target)}")
+    if refusal is None and target.pager_duty is not None:
+        ref = target.pager_duty.routing_key_secret
+        refusal = credential_refusal(
+            ref.name,
+            secrets.get((ref.name, DESTINATIONS_KEY)),
+            url,
+            f"{name}: pagerDuty.routingKeySecret",
+            implied=PAGERDUTY_DESTINATIONS,
+        )
+    if refusal is not None:
+        raise DestinationRefusedError(refusal)
+    return pager
+
+
+def _url_field(target: PageTarget) -> str:
+    if target.slack is not None:
+        return "the URL in slack.webhookSecret"
+    if target.webhook is not None and target.webhook.url_secret is not None:
+        return "the URL in webhook.urlSecret"
+    return {"pager_duty": "pagerDuty.url", "alertmanager": "alertmanager.url"}.get(target.kind, f"{target.kind}.url")
+
+
+def _pager(target: PageTarget, secrets: SecretValues, client: httpx.AsyncClient) -> tuple[Pager, str]:
+    """The pager and the URL it sends to."""
     if target.pager_duty is not None:
         spec = target.pager_duty
         routing_key = secret_value(secrets, spec.routing_key_secret, "pagerDuty routingKeySecret")
         severity = spec.severity if "severity" in spec.model_fields_set else None
-        return PagerDutyPager(routing_key, client, url=spec.url, severity=severity)
+        return PagerDutyPager(routing_key, client, url=spec.url, severity=severity), spec.url
     if target.alertmanager is not None:
-        return AlertmanagerPager(target.alertmanager.url, client)
+        return AlertmanagerPager(target.alertmanager.url, client), target.alertmanager.url
     if target.slack is not None:
-        return SlackPager(secret_url(secrets, target.slack.webhook_secret, "slack webhookSecret"), client)
+        url = secret_url(secrets, target.slack.webhook_secret, "slack webhookSecret")
+        return SlackPager(url, client), url
     if target.webhook is not None:
         spec_w = target.webhook
         if spec_w.url_secret is not None:
@@ -112,5 +162,5 @@ def make_pager(target: PageTarget, secrets: SecretValues, client: httpx.AsyncCli
             url = spec_w.url
         else:  # the model refuses this; kept for the type checker
             raise MissingSecretError("webhook target has neither url nor urlSecret")
-        return WebhookPager(url, client)
+        return WebhookPager(url, client), url
     raise ValueError(f"unknown page target kind {target.kind!r}")

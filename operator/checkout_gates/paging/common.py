@@ -9,8 +9,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 import httpx
+
+from checkout_gates.api.destinations import PAGERDUTY_DESTINATIONS
+from checkout_gates.api.text import printable
 
 BODY_SHOWN = 200  # characters of a response body quoted in an error
 MAX_RETRY_AFTER = 30.0  # seconds: a Retry-After above this is capped
@@ -28,7 +32,9 @@ class DeliveryError(PagingError):
     """A target did not accept a page.
 
     ``retryable`` for connection failures, timeouts, 408, 429 and 5xx; ``retry_after`` is the
-    server's Retry-After in seconds when it sent one.
+    server's Retry-After in seconds when it sent one. ``answer`` is what may be said of the reply
+    (see :func:`describe_answer`): never the body of an arbitrary server, which the rollout's author
+    could read back from the status (a request forgery that shows its answer).
     """
 
     def __init__(
@@ -37,7 +43,7 @@ class DeliveryError(PagingError):
         url: str,
         *,
         status: int | None = None,
-        body: str = "",
+        answer: str = "",
         reason: str = "",
         retryable: bool = False,
         retry_after: float | None = None,
@@ -45,7 +51,7 @@ class DeliveryError(PagingError):
         self.kind = kind
         self.host = url_host(url)
         self.status = status
-        self.body = shorten(body)
+        self.answer = shorten(answer)
         self.reason = reason
         self.retryable = retryable
         self.retry_after = retry_after
@@ -55,9 +61,13 @@ class DeliveryError(PagingError):
             parts.append(f"HTTP {status}")
         if reason:
             parts.append(reason)
-        if self.body:
-            parts.append(f"body: {self.body}")
+        if self.answer:
+            parts.append(f"answer: {self.answer}")
         super().__init__(": ".join(parts))
+
+
+class DestinationRefusedError(PagingError):
+    """A target's URL is outside the operator's egress allowlist, or its credential may not go there."""
 
 
 @dataclass(frozen=True)
@@ -182,10 +192,34 @@ def check_response(kind: str, url: str, response: httpx.Response, *, accept: tup
         kind,
         url,
         status=response.status_code,
-        body=response.text,
+        answer=describe_answer(kind, response),
         retryable=retryable_status(response.status_code),
         retry_after=_retry_after(response),
     )
+
+
+_SLACK_ERROR = re.compile(r"[a-z][a-z_]{0,63}")
+PAGERDUTY_HOSTS = frozenset(urlsplit(url).hostname for url in PAGERDUTY_DESTINATIONS)
+
+
+def describe_answer(kind: str, response: httpx.Response) -> str:
+    """What an error message may say of a reply: Slack's documented error codes, PagerDuty's own
+    error fields (from PagerDuty's hosts only), else its media type and size only."""
+    text = response.text.strip()
+    if kind == "slack" and _SLACK_ERROR.fullmatch(text):
+        return text  # Slack's documented plain-text codes: invalid_payload, no_service, ...
+    if kind == "pager_duty" and response.url.host in PAGERDUTY_HOSTS:
+        try:
+            document = response.json()
+        except ValueError:
+            document = None
+        if isinstance(document, dict):
+            said = [document.get("message"), *(document.get("errors") or [])[:3]]
+            words = [printable(shorten(item, 80)) for item in said if isinstance(item, str) and item]
+            if words:
+                return "; ".join(words)
+    media = response.headers.get("content-type", "").split(";")[0].strip() or "no content type"
+    return f"{printable(shorten(media, 60))}, {len(response.content)} bytes"
 
 
 _LABEL_NAME_BAD = re.compile(r"[^a-zA-Z0-9_]")

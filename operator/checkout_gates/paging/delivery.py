@@ -20,6 +20,7 @@ from datetime import datetime
 import httpx
 import structlog
 
+from checkout_gates.api.destinations import EgressPolicy
 from checkout_gates.api.spec import Owner, PageTarget
 from checkout_gates.paging.base import DeliveryError, PageContext, Pager, PagingError, SecretValues, make_pager
 from checkout_gates.rollout.actions import PageOwner, ResolvePage
@@ -87,6 +88,7 @@ async def _send_one(
     resolved: bool,
     secrets: SecretValues,
     client: httpx.AsyncClient,
+    egress: EgressPolicy,
     attempts: int,
     backoff: float,
     sleep: Sleep,
@@ -94,7 +96,7 @@ async def _send_one(
     try:
         if target is None:
             raise PagingError(f"{name}: the owner has no such page target (the spec changed?)")
-        pager = make_pager(target, secrets, client)
+        pager = make_pager(target, secrets, client, egress=egress, name=name)
         await deliver(pager, call, attempts=attempts, backoff=backoff, sleep=sleep)
     except Exception as exc:  # every failure is an outcome, never an exception of the caller
         error = _describe(exc)
@@ -118,6 +120,7 @@ async def send_page_actions(
     client: httpx.AsyncClient,
     now: datetime,
     *,
+    egress: EgressPolicy | None = None,
     attempts: int = 3,
     backoff: float = 0.2,
     sleep: Sleep = asyncio.sleep,
@@ -125,7 +128,8 @@ async def send_page_actions(
     """Send every page action's targets concurrently; one outcome per target, in action order.
 
     Actions other than PageOwner and ResolvePage are ignored, so a decision's whole action
-    list may be passed in.
+    list may be passed in. A target outside ``egress`` (default: unrestricted) is an outcome with
+    the refusal as its error; nothing is sent to it.
     """
     context = replace(context, now=now)
     jobs: list[Awaitable[DeliveryOutcome]] = []
@@ -141,6 +145,7 @@ async def send_page_actions(
                 resolved=resolved,
                 secrets=secrets,
                 client=client,
+                egress=egress or EgressPolicy(),
                 attempts=attempts,
                 backoff=backoff,
                 sleep=sleep,
