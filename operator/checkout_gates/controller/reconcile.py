@@ -45,6 +45,7 @@ from checkout_gates.controller.crashpoints import crash_point
 from checkout_gates.controller.kube import KubeApi
 from checkout_gates.controller.ports import ConflictError, KubernetesPort, Raw, RouterFactory
 from checkout_gates.controller.scheduler import io_wait
+from checkout_gates.controller.sources import SourcePool
 from checkout_gates.gates.observations import SignalReading
 from checkout_gates.metrics.port import MetricsSource
 from checkout_gates.metrics.prometheus import PrometheusSource
@@ -100,13 +101,12 @@ class Reconciler:
         self.clock = clock
         self.may_act = may_act
         self.pager_client = pager_client or new_client()
-        self._sources: dict[tuple[Any, ...], MetricsSource] = {}
+        self._sources = SourcePool(lambda: self.clock().timestamp())
         # The spec last parsed per rollout, with its (uid, generation): see _parse.
         self._specs: dict[tuple[str, str], tuple[tuple[Any, Any], CheckoutRolloutSpec]] = {}
 
     async def close(self) -> None:
-        for source in self._sources.values():
-            await source.aclose()
+        await self._sources.aclose()
         await self.pager_client.aclose()
         self.kube.close()
 
@@ -250,12 +250,10 @@ class Reconciler:
             basic = (values.get(refs[0], ""), values.get(refs[1], ""))
         if refusal is not None:
             return refusal
-        key = (config.address, config.timeout, token, basic)
-        if key not in self._sources:
-            self._sources[key] = PrometheusSource(
-                config, bearer_token=token, basic_auth=basic, dedupe_seconds=QUERY_BUCKET_SECONDS
-            )
-        return self._sources[key]
+        return await self._sources.get(
+            (config.address, config.timeout, token, basic),
+            lambda: PrometheusSource(config, bearer_token=token, basic_auth=basic, dedupe_seconds=QUERY_BUCKET_SECONDS),
+        )
 
     # --- actions -----------------------------------------------------------------------------
 
