@@ -4,12 +4,20 @@ and the scheduler's standby mode it drives."""
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
 
-from checkout_gates.controller.leadership import ElectionConfig, LeaderElector, LeaseConflictError, LeaseRecord
+from checkout_gates.controller.leadership import (
+    ElectionConfig,
+    ElectionThread,
+    LeaderElector,
+    LeaseConflictError,
+    LeaseRecord,
+)
 from checkout_gates.controller.scheduler import Scheduler
 
 CONFIG = ElectionConfig(namespace="ops", lease_duration=15.0, renew_deadline=10.0, retry_period=2.0)
@@ -200,3 +208,32 @@ async def test_release_retries_when_a_cancelled_renewal_lands_between_its_read_a
     await a.release()
     assert landed
     assert store.record is not None and store.record.holder == ""
+
+
+async def test_the_election_thread_renews_while_the_operator_loop_is_stalled() -> None:
+    """A stalled operator loop (here: blocked outright) delays no renewal: the Lease is renewed on a
+    thread of its own, and the start/stop callbacks still run on the operator's loop."""
+    store = MemoryLease()
+    config = ElectionConfig(namespace="ops", lease_duration=3.0, renew_deadline=2.0, retry_period=0.1)
+    operator_thread = threading.get_ident()
+    ran_on: list[int] = []
+    leading = asyncio.Event()
+
+    def started() -> None:
+        ran_on.append(threading.get_ident())
+        leading.set()
+
+    elector = LeaderElector(store, config, on_started_leading=started)
+    thread = ElectionThread(elector, asyncio.get_running_loop())
+    thread.start()
+    try:
+        await leading.wait()  # the callback hops to this loop, so it runs only while the loop runs
+        before = store.version
+        deadline = time.monotonic() + 5.0  # a bound on the wait, not a figure asserted
+        while store.version == before and time.monotonic() < deadline:
+            time.sleep(0.05)  # noqa: ASYNC251 - the point: the operator's loop does not run at all here
+        assert store.version > before, "a renewal while the operator's loop was blocked"
+        assert ran_on == [operator_thread]
+    finally:
+        await thread.stop()
+    assert store.record is not None and store.record.holder == "", "stopping gives the Lease up"

@@ -11,7 +11,6 @@ its scheduler only runs passes while the elector says it leads (controller/leade
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import threading
@@ -24,7 +23,7 @@ from checkout_gates.api.destinations import EgressPolicy
 from checkout_gates.api.spec import GROUP, PLURAL, VERSION
 from checkout_gates.api.status import CheckoutRolloutStatus
 from checkout_gates.controller.kube import KubeApi
-from checkout_gates.controller.leadership import ElectionConfig, KubeLeaseStore, LeaderElector
+from checkout_gates.controller.leadership import ElectionConfig, ElectionThread, KubeLeaseStore, LeaderElector
 from checkout_gates.controller.reconcile import Reconciler
 from checkout_gates.controller.scheduler import Scheduler
 from checkout_gates.rollout.annotations import stops_exposure
@@ -94,7 +93,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     elector.on_started_leading = scheduler.activate
     elector.on_stopped_leading = scheduler.deactivate
     memo["reconciler"], memo["scheduler"], memo["elector"], memo["lease_store"] = reconciler, scheduler, elector, store
-    memo["election_task"] = asyncio.create_task(elector.run(), name="leader election")
+    election_thread = ElectionThread(elector, asyncio.get_running_loop())
+    memo["election_thread"] = election_thread
+    election_thread.start()
     log.info("operator started, standing by until it leads", identity=elector.identity)
 
 
@@ -119,15 +120,10 @@ def _exit_by(deadline: float) -> None:
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     _exit_by(SHUTDOWN_DEADLINE)
-    task: asyncio.Task[None] | None = memo.get("election_task")
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    await memo["scheduler"].stop()
-    elector: LeaderElector | None = memo.get("elector")
-    if elector is not None:
-        await elector.release()
+    await memo["scheduler"].stop()  # no pass acts any more; then the Lease can go
+    election_thread: ElectionThread | None = memo.get("election_thread")
+    if election_thread is not None:
+        await election_thread.stop()
         memo["lease_store"].close()
     await memo["reconciler"].close()
     log.info("operator stopped")

@@ -37,6 +37,7 @@ import contextlib
 import os
 import random
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -275,6 +276,68 @@ async def _call(callback: Callable[[], Awaitable[None] | None]) -> None:
     result = callback()
     if result is not None:
         await result
+
+
+# --- the election on a thread of its own ---------------------------------------------------------
+
+
+class ElectionThread:
+    """Runs an elector's loop on a thread with an event loop of its own.
+
+    On the operator's loop, any stall (a large answer being judged, a burst of watch events, a slow
+    callback) delayed the renewals, and the only leader lost its Lease under load it would have
+    survived. Here nothing the operator's loop does delays a renewal. The callbacks (start and
+    stop acting) are handed to the operator's loop and not waited for: what keeps a replica from
+    acting without the Lease is ``is_leader``, which reads two values the thread sets.
+    """
+
+    def __init__(self, elector: LeaderElector, operator_loop: asyncio.AbstractEventLoop) -> None:
+        self.elector = elector
+        self._operator_loop = operator_loop
+        self._started, self._stopped = elector.on_started_leading, elector.on_stopped_leading
+        elector.on_started_leading = lambda: self._hand_over(self._started)
+        elector.on_stopped_leading = lambda: self._hand_over(self._stopped)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="leader-election", daemon=True)
+
+    def _hand_over(self, callback: Callable[[], Awaitable[None] | None]) -> None:
+        async def call() -> None:
+            await _call(callback)
+
+        asyncio.run_coroutine_threadsafe(call(), self._operator_loop)
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait()
+
+    def _main(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        self._task = loop.create_task(self.elector.run(), name="leader election")
+        self._ready.set()
+        loop.run_forever()  # until stop() has given the Lease up
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+    async def stop(self) -> None:
+        """End the loop and give the Lease up (a clean shutdown), from the operator's loop."""
+        if self._loop is None or self._task is None:
+            return
+        task = self._task
+
+        async def stop_here() -> None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            try:
+                await self.elector.release()
+            finally:
+                asyncio.get_running_loop().call_soon(asyncio.get_running_loop().stop)
+
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(stop_here(), self._loop))
+        await asyncio.to_thread(self._thread.join, 5.0)
 
 
 # --- the Kubernetes Lease --------------------------------------------------------------------------
