@@ -42,6 +42,11 @@ class Point:
     name: str
     flow: Flow
     skip: int = 0  # let the point pass this many times first, to crash mid-rollout
+    label: str = ""  # tells apart two crashes at the same point
+
+    @property
+    def id(self) -> str:
+        return f"{self.name}@{self.label}" if self.label else self.name
 
 
 POINTS = (
@@ -49,6 +54,10 @@ POINTS = (
     Point("after-status-write", "promote", skip=4),
     Point("after-weights-patch", "promote", skip=1),  # the 5% patch
     Point("after-outcome-write", "promote", skip=1),
+    # The promotion waits for the router: crash with 100% patched but unconfirmed, then confirmed
+    # but not yet Promoted; the restarted operator confirms and promotes once.
+    Point("after-weights-patch", "promote", skip=3, label="promotion"),
+    Point("after-outcome-write", "promote", skip=3, label="promotion"),
     Point("after-event", "promote", skip=2),  # the StepAdvanced event of the first gate step
     Point("mid-approval", "promote"),
     Point("after-annotation-removed", "promote"),
@@ -68,6 +77,7 @@ class Run:
     marker: Path
     crash_returncode: int | None = None
     crashed_after: float = 0.0
+    status_at_crash: dict[str, Any] = field(default_factory=dict)
     finished_after: float = 0.0
     status: dict[str, Any] = field(default_factory=dict)
     route: tuple[int, int] = (0, 0)
@@ -87,6 +97,7 @@ def drive(run: Run, alertmanager: Alertmanager) -> None:
             assert operator.process is not None
             run.crash_returncode = operator.process.wait(30)
             run.crashed_after = time.monotonic() - started
+            run.status_at_crash = rollout.status  # what the dead process left
             operator.process = None
             operator.start()  # without the crash variable
         status = rollout.status
@@ -117,7 +128,7 @@ def drive(run: Run, alertmanager: Alertmanager) -> None:
                 return
         time.sleep(1.0)
     crashed = "crashed" if run.crash_returncode is not None else "never reached the crash point"
-    raise AssertionError(f"{point.name}: {crashed}; not finished after {DEADLINE:.0f}s; status: {rollout.status}")
+    raise AssertionError(f"{point.id}: {crashed}; not finished after {DEADLINE:.0f}s; status: {rollout.status}")
 
 
 @pytest.fixture(scope="module")
@@ -141,8 +152,8 @@ def runs(
             rollout.service.canary.approval = 0.80
         if point.flow == "abort":
             rollout.service.canary.duplicates_per_second = 2.0
-        operator = OperatorProcess(kube.kubeconfig, workdir / f"{point.name}.log", args=["-n", rollout.namespace])
-        prepared[point.name] = Run(point, rollout, operator, workdir / f"{point.name}.crashed")
+        operator = OperatorProcess(kube.kubeconfig, workdir / f"{point.id}.log", args=["-n", rollout.namespace])
+        prepared[point.id] = Run(point, rollout, operator, workdir / f"{point.id}.crashed")
     for run in prepared.values():
         run.operator.start(
             CHECKOUT_GATES_CRASH_AT=run.point.name,
@@ -160,7 +171,7 @@ def runs(
     print(f"\nall crash points driven in {time.monotonic() - started:.0f}s")
     for run in prepared.values():
         print(
-            f"  {run.point.name:26} crashed at {run.crashed_after:5.1f}s, finished at {run.finished_after:5.1f}s"
+            f"  {run.point.id:36} crashed at {run.crashed_after:5.1f}s, finished at {run.finished_after:5.1f}s"
             f"  ({run.status.get('phase', '?')})"
         )
     yield prepared
@@ -169,7 +180,7 @@ def runs(
     for run in prepared.values():
         run.rollout.delete()
         if run.error is not None:
-            print(f"--- {run.point.name} ---\n{run.operator.logs.read_text(errors='replace')[-3000:]}")
+            print(f"--- {run.point.id} ---\n{run.operator.logs.read_text(errors='replace')[-3000:]}")
 
 
 def test_every_crash_point_is_exercised() -> None:
@@ -177,12 +188,17 @@ def test_every_crash_point_is_exercised() -> None:
     assert len(POINTS) >= 10
 
 
-@pytest.mark.parametrize("point", [p.name for p in POINTS])
+@pytest.mark.parametrize("point", [p.id for p in POINTS])
 def test_crash_and_restart_changes_nothing(runs: dict[str, Run], point: str) -> None:
     run = runs[point]
     if run.error is not None:
         raise run.error
-    assert run.marker.read_text() == point
+    assert run.marker.read_text() == run.point.name
+    if run.point.label == "promotion":
+        left = run.status_at_crash
+        assert left["weights"]["canary"] == 100 and left["phase"] != "Promoted", "crashed while the promotion waited"
+        confirmed = run.point.name == "after-outcome-write"
+        assert (left.get("routerTarget") == left["weights"]) is confirmed, left.get("routerTarget")
     assert run.crash_returncode == -9, "the first process died of SIGKILL at the point"
     status = run.status
     assert_clean_history(run.rollout, status)
