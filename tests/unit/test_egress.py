@@ -71,6 +71,12 @@ def test_an_allowlist_entry_matches_its_origin_and_path_prefix_only(pattern: str
         ("file:///etc/passwd", "http:// or https://"),
         ("http://:9090", "no host"),
         ("http://prometheus:99999", "not a URL"),
+        # The client removes dot segments, proxies decode %2e and %2f: a path prefix must mean what it says.
+        ("https://gw.example.com/team-a/../team-b", "'..' segment"),
+        ("https://gw.example.com/team-a/./x", "'.' or '..' segment"),
+        ("https://gw.example.com/team-a/%2e%2e/team-b", "encoded"),
+        ("https://gw.example.com/team-a%2Fteam-b", "encoded"),
+        ("https://gw.example.com/team-a\\x", "encoded"),
     ],
 )
 def test_a_url_that_could_read_as_one_host_and_go_to_another_is_refused(url: str, why: str) -> None:
@@ -86,10 +92,29 @@ def test_a_refusal_names_the_field_the_url_and_where_the_allowlist_is_kept() -> 
     assert PROMETHEUS in refusal and "egress.allowedDestinations" in refusal
 
 
-@pytest.mark.parametrize("entry", ["ftp://x", "https://*", "https://a.*.example.com", "https://x?y=1", "http://u@x"])
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "ftp://x",
+        "https://*",
+        "https://a.*.example.com",
+        "https://x?y=1",
+        "http://u@x",
+        "http://*.svc:9090",  # anyone who may create a Service in any namespace would add a destination
+        "http://*.svc.cluster.local:9090",
+        "https://*.cluster.local",
+    ],
+)
 def test_a_bad_allowlist_entry_is_an_error_at_start_not_a_silent_miss(entry: str) -> None:
     with pytest.raises(DestinationError):
         parse_destination(entry)
+
+
+def test_a_query_string_on_a_base_url_is_refused_it_would_end_the_url_before_the_appended_path() -> None:
+    policy = EgressPolicy.of([PROMETHEUS])
+    assert policy.refusal(PROMETHEUS + "/?x=", "spec.prometheus.address") is None
+    refusal = policy.refusal(PROMETHEUS + "/admin?x=", "spec.prometheus.address", base=True)
+    assert refusal is not None and "query string" in refusal
 
 
 def test_a_credential_goes_only_where_its_secret_says() -> None:
@@ -104,6 +129,9 @@ def test_a_credential_goes_only_where_its_secret_says() -> None:
     assert unreadable is not None and "unreadable" in unreadable
     implied = ("https://events.pagerduty.com",)
     assert credential_refusal("pd", None, "https://events.pagerduty.com/v2/enqueue", "f", implied=implied) is None
+    # The Secret's own annotation wins over what is implied.
+    owned = credential_refusal("db", PROMETHEUS, "https://events.pagerduty.com/v2/enqueue", "f", implied=implied)
+    assert owned is not None and "may not be sent" in owned
 
 
 # --- the reconciler: Prometheus ------------------------------------------------------------------
@@ -148,6 +176,17 @@ async def source_for(kube: SecretsOnly, prometheus: dict[str, Any], egress: Egre
         return source
     finally:
         await reconciler.close()
+
+
+def test_a_secret_key_reference_is_a_secret_data_key_never_the_lookup_of_the_annotation() -> None:
+    document = rollout_doc()
+    document["spec"]["prometheus"] = {
+        "address": PROMETHEUS,
+        "bearerTokenSecret": {"name": "t", "key": DESTINATIONS_KEY},
+    }
+    problems = parse_rollout(document)
+    assert isinstance(problems, list)
+    assert [p.path for p in problems] == ["spec.prometheus.bearerTokenSecret.key"]
 
 
 async def test_a_prometheus_outside_the_allowlist_is_refused_before_any_secret_is_read() -> None:
@@ -223,7 +262,7 @@ async def test_a_page_to_a_url_outside_the_allowlist_is_an_outcome_and_nothing_i
 async def test_a_routing_key_goes_to_pagerduty_or_where_its_secret_allows_only() -> None:
     recorder = Recorder()
     egress = EgressPolicy.of(["https://events.pagerduty.com", "https://*.example.com"])
-    secrets = {("pd", "key"): "R0UTINGKEY"}
+    secrets = {("pd", "key"): "R0UTINGKEY" * 3 + "ab"}  # 32 characters, as PagerDuty's keys
     async with recorder.client() as client:
         official = PageTarget.model_validate({"pagerDuty": {"routingKeySecret": {"name": "pd", "key": "key"}}})
         make_pager(official, secrets, client, egress=egress, name="page[0]:pager_duty")  # no binding needed
@@ -233,4 +272,8 @@ async def test_a_routing_key_goes_to_pagerduty_or_where_its_secret_allows_only()
             make_pager(target, secrets, client, egress=egress, name="page[0]:pager_duty")
         bound = {**secrets, ("pd", DESTINATIONS_KEY): "https://collector.example.com"}
         make_pager(target, bound, client, egress=egress, name="page[0]:pager_duty")
+        # Any other Secret's value (a password named as a routing key) does not go to PagerDuty unasked.
+        password = {("pd", "key"): "hunter2-DB-PASSWORD"}
+        with pytest.raises(DestinationRefusedError, match="does not say where"):
+            make_pager(official, password, client, egress=egress, name="page[0]:pager_duty")
     assert recorder.requests == []

@@ -252,11 +252,12 @@ async def test_make_pager_resolves_secrets_and_names_a_missing_one() -> None:
         with pytest.raises(MissingSecretError, match="does not hold an http") as caught:
             make_pager(chat, {("slack", "url"): "s3cr3t-not-a-url"}, client)
         assert "s3cr3t" not in str(caught.value)
-        secrets = {("pd", "routing-key"): "rk\n", ("hook", "url"): "https://hooks.example/x"}
+        key = "R0UT1NGKEY" * 3 + "rk"  # 32 characters, as PagerDuty's integration keys
+        secrets = {("pd", "routing-key"): f"{key}\n", ("hook", "url"): "https://hooks.example/x"}
         pager = make_pager(pd, secrets, client)
         assert isinstance(pager, pagerduty.PagerDutyPager)
-        assert pager.routing_key == "rk" and pager.severity is None  # the page's severity applies
-        assert "rk" not in repr(pager)
+        assert pager.routing_key == key and pager.severity is None  # the page's severity applies
+        assert key not in repr(pager)
         assert make_pager(pd_warn, secrets, client).severity == "warning"  # type: ignore[attr-defined]
         assert make_pager(hook, secrets, client).kind == "webhook"
 

@@ -35,6 +35,8 @@ PAGERDUTY_DESTINATIONS = ("https://events.pagerduty.com", "https://events.eu.pag
 DEFAULT_PORTS = {"http": 80, "https": 443}
 # A host name or an IPv6 literal, and nothing a second URL parser (the HTTP client's) could read
 # as a different host: no backslash, percent escape or other punctuation.
+_CLUSTER_SUFFIXES = frozenset({"svc", "cluster.local", "svc.cluster.local"})
+_ENCODED_SEPARATOR = re.compile(r"%(2e|2f|5c)", re.IGNORECASE)
 _HOST = re.compile(r"^(\*\.)?[a-z0-9]([a-z0-9.-]*[a-z0-9])?$|^[0-9a-f:.]+$")
 
 
@@ -85,10 +87,21 @@ def _split(text: str, *, pattern: bool) -> Destination:
         raise DestinationError(
             f"{shown(text)}: a wildcard is allowed only as the first label of an allowed host (*.example.com)"
         )
+    if host.startswith("*.") and host[2:] in _CLUSTER_SUFFIXES:
+        raise DestinationError(
+            f"{shown(text)}: a wildcard over the cluster's Service names would let anyone who may create a "
+            "Service (an ExternalName one points anywhere) add a destination; name the namespace (*.monitoring.svc)"
+        )
     if not _HOST.match(host):
         raise DestinationError(f"{shown(text)}: the host may have letters, digits, '.' and '-' only")
     if pattern and parts.query:
         raise DestinationError(f"{shown(text)}: an allowed destination has no query string")
+    # The HTTP client removes dot segments before sending (/team-a/../team-b goes to /team-b), and
+    # proxies decode %2e and %2f: a path is compared only when it means what it says.
+    if _ENCODED_SEPARATOR.search(parts.path) or "\\" in parts.path:
+        raise DestinationError(f"{shown(text)}: the path has an encoded '.', '/' or '\\'")
+    if any(segment in (".", "..") for segment in parts.path.split("/")):
+        raise DestinationError(f"{shown(text)}: the path has a '.' or '..' segment")
     path = parts.path.rstrip("/")
     return Destination(scheme, host, port if port is not None else DEFAULT_PORTS[scheme], path)
 
@@ -124,11 +137,16 @@ class EgressPolicy:
     def restricted(self) -> bool:
         return self.allowed is not None
 
-    def refusal(self, url: str, what: str) -> str | None:
-        """Why a request to ``url`` (from field ``what``) may not be made, or None when it may."""
+    def refusal(self, url: str, what: str, *, base: bool = False) -> str | None:
+        """Why a request to ``url`` (from field ``what``) may not be made, or None when it may.
+
+        ``base``: the operator appends a path to ``url`` (Prometheus' /api/v1/query), so a query
+        string, which would end the URL before that path, is refused."""
         target = _target(url, what)
         if isinstance(target, str):
             return target
+        if base and "?" in url:
+            return f"{what}: {shown(url)} has a query string; give the server's base URL only"
         if self.allowed is None or any(allowed.allows(target) for allowed in self.allowed):
             return None
         listed = ", ".join(str(allowed) for allowed in self.allowed[:5]) or "nothing"
@@ -146,12 +164,13 @@ def credential_refusal(
     """Why Secret ``secret``'s value may not be sent to ``url``, or None when it may.
 
     ``annotation`` is the Secret's :data:`DESTINATIONS_ANNOTATION` (None when it has none);
-    ``implied`` are destinations the value may always go to (PagerDuty's API for routing keys).
+    ``implied`` are destinations the value may go to when the Secret names none (PagerDuty's API
+    for what looks like a routing key): a Secret's own annotation always wins.
     """
     target = _target(url, what)
     if isinstance(target, str):
         return target
-    if any(parse_destination(item).allows(target) for item in implied):
+    if annotation is None and any(parse_destination(item).allows(target) for item in implied):
         return None
     if annotation is None:
         return (

@@ -16,6 +16,7 @@ from checkout_gates.api.spec import (
     KIND,
     LABEL_NAME,
     LABEL_VALUE,
+    SECRET_KEY_PATTERN,
     URL_PATTERN,
     VERSION,
     CheckoutRolloutSpec,
@@ -34,6 +35,7 @@ PATTERN_MEANINGS = {
     DURATION_PATTERN: "a duration (a number and a unit: 500ms, 30s, 10m, 1h30m)",
     TOLERANCE_PATTERN: "a tolerance (0.5pp, 20% or a plain number)",
     URL_PATTERN: "an http:// or https:// URL",
+    SECRET_KEY_PATTERN: "a Secret key (letters, digits, '-', '_' and '.')",
 }
 
 

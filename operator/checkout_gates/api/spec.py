@@ -38,6 +38,9 @@ DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 LABEL_NAME = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
 LABEL_VALUE = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 Name = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)]
+# What Kubernetes allows as a key of a Secret's data (and nothing the operator uses internally).
+SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+SecretKey = Annotated[str, Field(min_length=1, max_length=253, pattern=SECRET_KEY_PATTERN)]
 PromQL = Annotated[str, Field(min_length=1, max_length=4096)]
 # Printable ASCII after the scheme (RFC 3986: other characters are percent-encoded). Not [^\s]:
 # Go's \s (kube-apiserver) is ASCII-only, Rust's (pydantic) is Unicode, so they disagreed on
@@ -57,7 +60,7 @@ class SecretKeyRef(ApiModel):
     """A key of a Secret in the rollout's namespace."""
 
     name: Name
-    key: Annotated[str, Field(min_length=1, max_length=253)]
+    key: SecretKey
 
 
 class Variant(ApiModel):
@@ -115,8 +118,8 @@ class Routing(ApiModel):
 
 class BasicAuth(ApiModel):
     secret_name: Name
-    username_key: str = "username"
-    password_key: str = "password"
+    username_key: SecretKey = "username"
+    password_key: SecretKey = "password"
 
 
 class PrometheusSpec(ApiModel):

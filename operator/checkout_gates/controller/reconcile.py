@@ -224,7 +224,7 @@ class Reconciler:
         """The rollout's Prometheus, or why the operator may not query it (egress allowlist, or a
         credential whose Secret does not allow that destination)."""
         config = rollout.spec.prometheus
-        refusal = self.egress.refusal(config.address, "spec.prometheus.address")
+        refusal = self.egress.refusal(config.address, "spec.prometheus.address", base=True)
         if refusal is not None:
             return refusal
         token: str | None = None
@@ -241,7 +241,7 @@ class Reconciler:
             auth = config.basic_auth
             refs = [(auth.secret_name, auth.username_key), (auth.secret_name, auth.password_key)]
             values = await self.kube.secret_values(namespace, [*refs, (auth.secret_name, DESTINATIONS_KEY)])
-            refusal = credential_refusal(
+            refusal = refusal or credential_refusal(
                 auth.secret_name,
                 values.get((auth.secret_name, DESTINATIONS_KEY)),
                 config.address,

@@ -53,6 +53,8 @@ __all__ = [
 ]
 
 SecretValues = Mapping[tuple[str, str], str]
+# PagerDuty's Events API v2 integration (routing) keys: 32 characters, letters and digits.
+ROUTING_KEY_SHAPE = re.compile(r"[A-Za-z0-9]{32}")
 
 
 class Pager(Protocol):
@@ -119,15 +121,18 @@ def make_pager(
     value it needs is absent, DestinationRefusedError when its URL is outside ``egress`` or its
     routing key may not go there."""
     pager, url = _pager(target, secrets, client)
-    refusal = (egress or EgressPolicy()).refusal(url, f"{name}: {_url_field(target)}")
+    base = target.alertmanager is not None  # the operator appends /api/v2/alerts
+    refusal = (egress or EgressPolicy()).refusal(url, f"{name}: {_url_field(target)}", base=base)
     if refusal is None and target.pager_duty is not None:
         ref = target.pager_duty.routing_key_secret
+        # Only what looks like a routing key may go to PagerDuty unasked: not any Secret's value.
+        looks_like_a_key = ROUTING_KEY_SHAPE.fullmatch(secrets.get((ref.name, ref.key), "").strip())
         refusal = credential_refusal(
             ref.name,
             secrets.get((ref.name, DESTINATIONS_KEY)),
             url,
             f"{name}: pagerDuty.routingKeySecret",
-            implied=PAGERDUTY_DESTINATIONS,
+            implied=PAGERDUTY_DESTINATIONS if looks_like_a_key else (),
         )
     if refusal is not None:
         raise DestinationRefusedError(refusal)

@@ -199,14 +199,15 @@ def check_response(kind: str, url: str, response: httpx.Response, *, accept: tup
 
 
 _SLACK_ERROR = re.compile(r"[a-z][a-z_]{0,63}")
+SLACK_HOST = "hooks.slack.com"
 PAGERDUTY_HOSTS = frozenset(urlsplit(url).hostname for url in PAGERDUTY_DESTINATIONS)
 
 
 def describe_answer(kind: str, response: httpx.Response) -> str:
-    """What an error message may say of a reply: Slack's documented error codes, PagerDuty's own
-    error fields (from PagerDuty's hosts only), else its media type and size only."""
+    """What an error message may say of a reply: Slack's documented error codes and PagerDuty's own
+    error fields (each from its own hosts only), else its media type and size only."""
     text = response.text.strip()
-    if kind == "slack" and _SLACK_ERROR.fullmatch(text):
+    if kind == "slack" and response.url.host == SLACK_HOST and _SLACK_ERROR.fullmatch(text):
         return text  # Slack's documented plain-text codes: invalid_payload, no_service, ...
     if kind == "pager_duty" and response.url.host in PAGERDUTY_HOSTS:
         try:
