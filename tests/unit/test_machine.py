@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from checkout_gates.api.resource import CheckoutRollout
 from checkout_gates.api.status import Weights
-from checkout_gates.rollout.actions import ConsumeAnnotation, PageOwner, ResolvePage, SetWeights
+from checkout_gates.rollout.actions import ConsumeAnnotation, EmitEvent, PageOwner, ResolvePage, SetWeights
 from checkout_gates.rollout.machine import Observations, decide
 from checkout_gates.rollout.pages import record_delivery
 
-from .rollouts import HEALTHY, Driver, make_rollout, readings, with_annotations, with_status
+from .rollouts import HEALTHY, Driver, make_rollout, readings, rollout_doc, with_annotations, with_status
 
 APPROVE = "gates.checkout.dev/approve"
 ABORT = "gates.checkout.dev/abort"
@@ -298,3 +299,30 @@ def test_reason_annotation_goes_with_its_request() -> None:
     driver.step()
     assert driver.status.history[-1].reason == "payments freeze"
     assert driver.rollout.metadata.annotations == {}, "the reason is consumed with the request"
+
+
+def test_a_sequential_rejection_halts_at_once_and_says_rejected_with_its_e_value() -> None:
+    document = rollout_doc()
+    auth, *others = document["spec"]["gates"]
+    document["spec"]["gates"] = [{**auth, "method": "sequential", "alpha": 0.01}, *others]  # a copy: GATES is shared
+    driver = Driver(CheckoutRollout.model_validate(document))
+    run_to_gate(driver)
+    driver.step(readings(canary_approval=0.80, canary_total=2000))
+    assert driver.status.phase == "Halted"
+    assert driver.status.halt_reason.startswith("gate auth-approval rejected: provider=adyen: ")
+    assert "e-value 1.563e+111 ≥ 100 (1/alpha)" in driver.status.halt_reason
+    assert "times" not in driver.status.halt_reason
+    events = [a for a in driver.actions if isinstance(a, EmitEvent) and a.reason == "GateFailed"]
+    assert events and events[-1].message.startswith("auth-approval: rejected, provider=adyen: ")
+
+
+def test_threshold_failures_count_per_step_and_say_so() -> None:
+    driver = Driver(make_rollout())
+    run_to_gate(driver)
+    bad = readings(canary_approval=0.90)
+    driver.step(bad)
+    driver.step(HEALTHY)  # a pass in between does not reset the count
+    assert driver.status.failures == 1
+    driver.step(bad)
+    assert driver.status.phase == "Halted"
+    assert driver.status.halt_reason.startswith("gate auth-approval failed 2 times this step: ")

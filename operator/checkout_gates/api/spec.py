@@ -349,8 +349,27 @@ class Step(ApiModel):
 
 class Analysis(ApiModel):
     interval: AnalysisInterval = "30s"
-    failure_limit: Annotated[int, Strict(), Field(ge=1, le=1000), WHOLE] = 2
-    inconclusive_limit: Annotated[int, Strict(), Field(ge=1, le=100000), WHOLE] = 10
+    failure_limit: Annotated[
+        int,
+        Strict(),
+        Field(
+            ge=1,
+            le=1000,
+            description="Failed evaluations of threshold gates that halt, counted per gate step (a pass "
+            "in between does not reset the count). A sequential gate's rejection halts at once.",
+        ),
+        WHOLE,
+    ] = 2
+    inconclusive_limit: Annotated[
+        int,
+        Strict(),
+        Field(
+            ge=1,
+            le=100000,
+            description="Inconclusive evaluations that halt, counted per gate step like failureLimit.",
+        ),
+        WHOLE,
+    ] = 10
 
     @property
     def interval_seconds(self) -> float:

@@ -581,8 +581,12 @@ def _samples(gate: Gate, values: Mapping[Role, Mapping[Segment, float]]) -> dict
     extra = values.get("exposure", values.get("samples"))
     if extra is None:
         return {segment: Sample(value=value) for segment, value in signal.items()}
-    # A segment only in the samples query has observations but no value: the core sees it as missing data.
     segments = list(signal) + [segment for segment in extra if segment not in signal]
+    if role == "count":
+        # A counter that has no series yet in a segment with known exposure has counted nothing
+        # there: a canary at 5% that charged no duplicate yet has 0 duplicates, not missing data.
+        return {segment: Sample(value=signal.get(segment, 0.0), samples=extra.get(segment)) for segment in segments}
+    # A segment only in the samples query has observations but no value: the core sees it as missing data.
     return {segment: Sample(value=signal.get(segment), samples=extra.get(segment)) for segment in segments}
 
 

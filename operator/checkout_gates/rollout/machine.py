@@ -377,13 +377,19 @@ def _watch(draft: _Draft, observations: Observations) -> None:
     elif failed and phase != "Halted":
         worst = failed[0]
         limit = draft.spec.analysis.failure_limit
-        # An anytime-valid test that rejects has already controlled its error: one rejection is enough.
-        sequential = any(draft.spec.gate(v.gate).method == "sequential" for v in failed)
-        failures = limit if sequential else draft.status.failures + 1
+        # An anytime-valid test that rejects has already controlled its error: one rejection is
+        # enough, and the message says it was a rejection (with its e-value), not a count.
+        rejected = next((v for v in failed if draft.spec.gate(v.gate).method == "sequential"), None)
+        if rejected is not None:
+            draft.update(failures=limit)
+            draft.emit("GateFailed", f"{rejected.gate}: rejected, {rejected.reason}", True)
+            _halt(draft, f"gate {rejected.gate} rejected: {rejected.reason}", f"gate-{rejected.gate}")
+            return
+        failures = draft.status.failures + 1  # per gate step: a pass in between does not reset it
         draft.update(failures=failures)
-        draft.emit("GateFailed", f"{worst.gate}: {worst.reason} ({failures}/{limit})", True)
+        draft.emit("GateFailed", f"{worst.gate}: {worst.reason} ({failures}/{limit} this step)", True)
         if failures >= limit:
-            _halt(draft, f"gate {worst.gate} failed {failures} times: {worst.reason}", f"gate-{worst.gate}")
+            _halt(draft, f"gate {worst.gate} failed {failures} times this step: {worst.reason}", f"gate-{worst.gate}")
     elif inconclusive and phase == "Progressing" and _current_kind(draft) == "gate":
         count = draft.status.inconclusives + 1
         draft.update(inconclusives=count)
