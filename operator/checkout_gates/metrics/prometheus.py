@@ -29,6 +29,7 @@ import os
 import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -38,6 +39,7 @@ import httpx
 
 from checkout_gates.api.spec import CheckoutRolloutSpec, Gate, PrometheusSpec
 from checkout_gates.gates.observations import SCALAR, Sample, Segment, SignalReading, segment_name, segment_of
+from checkout_gates.metrics.fairness import Caller, FairLimiter
 from checkout_gates.metrics.port import MetricsSource
 from checkout_gates.metrics.singleflight import SingleFlight, moment
 from checkout_gates.metrics.templates import TemplateError, promql_duration, query_variables, render
@@ -46,6 +48,8 @@ Side = Literal["stable", "canary"]
 SIDES: tuple[Side, Side] = ("stable", "canary")
 
 # Roles of a gate's queries: the signal's own and the optional samples behind it.
+# Which rollout the queries of the running task are for: the in-flight limiter shares by it.
+_ASKING: ContextVar[Caller] = ContextVar("checkout_gates_prometheus_asking", default=("", ""))
 Role = Literal["good", "total", "count", "quantile", "gauge", "samples", "exposure"]
 
 SETTLE_SECONDS = 2.0  # how old the evaluation instant is: longer than a scrape takes to be stored
@@ -172,7 +176,8 @@ class PrometheusSource(MetricsSource):
         # The semaphore, not the pool, makes queries wait for their turn: waiting for one of our own
         # connections is not Prometheus being slow, so it must not count against the timeout.
         in_flight = max(1, max_in_flight)
-        self._in_flight = asyncio.Semaphore(in_flight)
+        # Shared fairly between the namespaces and rollouts asking (metrics/fairness.py).
+        self._in_flight = FairLimiter(in_flight)
         # An http:// address never does TLS through this client (it asks that one address and follows
         # no redirect), so it is spared loading the CA bundle (~50 ms per source, most of a dry run's
         # set-up); should TLS ever happen on it, it fails closed: verification on, nothing trusted.
@@ -294,7 +299,7 @@ class PrometheusSource(MetricsSource):
         # Encoded here with the standard library's urlencode: handing httpx the params costs about three
         # times the CPU per query (it quotes them character by character), and a dry run is mostly queries.
         url = f"{self.address}{QUERY_PATH}?{urlencode(params)}"
-        async with self._in_flight:
+        async with self._in_flight.place(_ASKING.get()):
             answer = await self._get(url)
         if len(answer.body) > PARSE_OFF_LOOP_BYTES:
             return await asyncio.to_thread(self._result, answer, promql)
@@ -401,6 +406,7 @@ class PrometheusSource(MetricsSource):
             return SignalReading(gate=gate.name, error=str(error), window_seconds=window_seconds)
 
         when, keep = (at, False) if at is not None else (self.evaluation_instant(), True)
+        _ASKING.set((namespace, name))  # this task's queries, and the flights they start, are this rollout's
         results = await asyncio.gather(
             *(self._query(query, when, keep=keep) for _, _, query in jobs), return_exceptions=True
         )
