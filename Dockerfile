@@ -7,9 +7,11 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 WORKDIR /src
 # .dockerignore lets in only what the wheel is built from: pyproject.toml, operator/ (and the
-# README and LICENSE when present).
+# README and LICENSE when present), and requirements.lock.
 COPY . .
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+# The dependencies exactly as locked, each checked against its hash; then the project alone.
+RUN pip wheel --no-cache-dir --require-hashes --wheel-dir /wheels -r requirements.lock \
+    && pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 FROM python:3.11-slim
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \

@@ -7,15 +7,23 @@ PYTEST_ARGS ?=
 
 FAULT ?=
 
-.PHONY: setup deps testbed lint unit test demo crd clean
+.PHONY: setup deps testbed lint unit test demo crd lock clean
 
 # Two distributions: the product (the operator's wheel and image) and the lab (testbed, simulator,
 # demo; development only), both editable.
-$(VENV)/.installed: pyproject.toml lab/pyproject.toml
+# The runtime dependencies come from requirements.lock, hash-checked, as in the image: the tests
+# run on exactly what ships.
+$(VENV)/.installed: pyproject.toml lab/pyproject.toml requirements.lock
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q --require-hashes -r requirements.lock
 	$(PY) -m pip install -q -e '.[test,dev]' -e ./lab
 	touch $@
+
+# Re-pin the runtime dependencies (after a change to [project].dependencies, or to take updates).
+lock: setup
+	$(VENV)/bin/uv pip compile pyproject.toml --generate-hashes --python-version 3.11 \
+		--python-platform x86_64-manylinux_2_28 --quiet --custom-compile-command 'make lock' -o requirements.lock
 
 setup: $(VENV)/.installed
 
