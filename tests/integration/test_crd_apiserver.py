@@ -103,6 +103,21 @@ def test_example_files_apply_as_they_are(kubectl: Kubectl, crd: str) -> None:
     assert out.count(f"checkoutrollout.{GROUP}/") == len(EXAMPLE_FILES), out
 
 
+def test_a_sequential_gate_with_exact_counts_of_bare_selectors_is_accepted(kubectl: Kubectl, namespace: str) -> None:
+    """The CRD's CEL rule for `counts: exact` (an RE2 pattern) accepts what lint accepts."""
+    document = load_example("card-payments.yaml")
+    selector = 'payment_authorizations_total{variant="{{variant}}"%s}'
+    document["spec"]["gates"][0]["ratio"] = {"good": selector % ', outcome="approved"', "total": selector % ""}
+    document["spec"]["gates"][0]["counts"] = "exact"
+    assert isinstance(parse_rollout({**document, "metadata": {"name": "x", "namespace": namespace}}), CheckoutRollout)
+    result = kubectl(
+        "apply", "-f", "-", "--validate=strict", input=_in(namespace, document, "exact-counts"), check=False
+    )
+    assert result.returncode == 0, result.stderr
+    stored = _get(kubectl, namespace, "exact-counts")
+    assert stored["spec"]["gates"][0]["counts"] == "exact"
+
+
 def test_the_table_has_enough_server_side_cases() -> None:
     assert len(SERVER_BAD_SPECS) >= 8
 

@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -77,11 +77,27 @@ def openmetrics(run: str, start: int) -> str:
                 lines.append(f'cgtest_request_duration_seconds_bucket{{{labels},le="{le}"}} {per_step * i} {t}')
             lines.append(f"cgtest_request_duration_seconds_count{{{labels}}} {cumulative[-1] * i} {t}")
             lines.append(f"cgtest_request_duration_seconds_sum{{{labels}}} {0.2 * cumulative[-1] * i:.1f} {t}")
+    lines.append("# TYPE cgtest_charges counter")
+    for labels, values in exact_series(run, start):
+        lines += [f"cgtest_charges_total{{{labels}}} {value} {t}" for t, value in values]
     lines.append("# TYPE cgtest_mismatch_queue gauge")
     for variant, size in QUEUE.items():
         labels = f'run="{run}",variant="{variant}"'
         lines += [f"cgtest_mismatch_queue{{{labels}}} {size} {t}" for t in times]
     return "\n".join(lines) + "\n# EOF\n"
+
+
+def exact_series(run: str, start: int) -> list[tuple[str, list[tuple[int, int]]]]:
+    """Charges per pod, 7 a scrape on canary-a, which restarts (from 0) at step 30; canary-b is
+    born at step 35; stable-a charges 20 a scrape. Scraped every STEP seconds."""
+    times = [start + STEP * i for i in range(STEPS)]
+    canary_a = [7 * i if i < 30 else 7 * (i - 30) + 3 for i in range(STEPS)]  # 3 events, then the restart's scrape
+    series = [
+        (f'run="{run}",variant="canary",pod="canary-a"', list(zip(times, canary_a, strict=True))),
+        (f'run="{run}",variant="canary",pod="canary-b"', [(t, 5 * (i - 34)) for i, t in enumerate(times) if i >= 35]),
+        (f'run="{run}",variant="stable",pod="stable-a"', [(t, 20 * i) for i, t in enumerate(times)]),
+    ]
+    return series
 
 
 @pytest.fixture(scope="module")
@@ -144,6 +160,44 @@ async def test_ratio_per_segment(source: PrometheusSource, spec: CheckoutRollout
             assert sample.total == pytest.approx(expected_total, rel=0.1)
             assert sample.samples == sample.total
             assert sample.good == pytest.approx(sample.total * approved / (approved + declined))
+
+
+def true_events(series: list[tuple[int, int]], start: float, end: float) -> int:
+    """Events in (start, end] of one counter whose every restart a scrape saw (the ground truth)."""
+    before = [value for t, value in series if t <= start]
+    previous, events = (before[-1] if before else 0), 0
+    for t, value in series:
+        if start < t <= end:
+            events += value - previous if value >= previous else value
+            previous = value
+    return events
+
+
+@pytest.mark.parametrize("offset", [0.0, 7.5])  # on a scrape, and between two
+async def test_exact_counts_match_the_events_where_increase_extrapolates(
+    source: PrometheusSource, spec: CheckoutRolloutSpec, recording: Recording, offset: float
+) -> None:
+    """counts: exact against a real Prometheus: every increment since the window began, across
+    canary-a's restart and canary-b's birth, exactly; increase() between scrapes extrapolates."""
+    at = recording.at - timedelta(seconds=offset)
+    end = at.timestamp()
+    selector = f'cgtest_charges_total{{run="{recording.run}", variant="{{{{variant}}}}"}}'
+    exact = gate(name="charges", count=selector, method="sequential", counts="exact")
+    reading = await read(source, spec, exact, at)
+    assert reading.error is None, reading.error
+    series = dict(exact_series(recording.run, recording.start))
+    truth = {
+        variant: sum(true_events(values, end - WINDOW, end) for labels, values in series.items() if variant in labels)
+        for variant in ("canary", "stable")
+    }
+    assert truth["canary"] > 0 and truth["stable"] > 0
+    assert reading.canary[()].value == truth["canary"]
+    assert reading.stable[()].value == truth["stable"]
+    if offset:
+        extrapolated = gate(name="charges", count=f"sum(increase({selector}[{{{{window}}}}]))")
+        estimate = await read(source, spec, extrapolated, at)
+        assert estimate.error is None, estimate.error
+        assert estimate.canary[()].value != truth["canary"], "increase() extrapolates between scrapes"
 
 
 async def test_subsecond_timeout(prometheus: Prometheus, spec: CheckoutRolloutSpec, recording: Recording) -> None:

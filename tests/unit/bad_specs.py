@@ -166,6 +166,22 @@ BAD_SPECS: tuple[BadSpec, ...] = (
         "must be between 1s and 1h",
     ),
     BadSpec(
+        "exact-counts-of-promql",  # a sum of increase() has no raw samples to count
+        (put("spec.gates[0].counts", "exact"),),
+        "spec.gates[0].counts",
+        "must be a bare selector",
+        "spec.gates[0].counts",
+        "must be a bare selector",
+    ),
+    BadSpec(
+        "exact-counts-on-a-threshold-gate",
+        (put("spec.gates[1].counts", "exact"),),
+        "spec.gates[1].counts",
+        "counts exact is for method sequential",
+        "spec.gates[1].counts",
+        "counts exact is for method sequential",
+    ),
+    BadSpec(
         "hour-long-query-timeout",
         (put("spec.prometheus.timeout", "1h"),),
         "spec.prometheus.timeout",

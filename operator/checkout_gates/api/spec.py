@@ -6,6 +6,7 @@ Every rule here that involves more than one field is also written as a CEL rule
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal, NamedTuple, get_args
 
 from pydantic import Field, Strict, model_validator
@@ -238,6 +239,18 @@ SignalKind = Literal["ratio", "count", "quantile", "gauge"]
 SIGNALS: tuple[SignalKind, ...] = get_args(SignalKind)
 Method = Literal["threshold", "sequential"]
 MissingData = Literal["inconclusive", "pass", "fail"]
+Counts = Literal["increase", "exact"]
+# A bare instant selector, what `counts: exact` reads raw samples of: a metric name and/or one
+# {...} of label matchers (templates such as {{variant}} inside), nothing else.
+COUNTER_SELECTOR = r"^\s*([a-zA-Z_:][a-zA-Z0-9_:]*)?\s*(\{([^{}]|\{\{[a-z]+\}\})*\})?\s*$"
+EXACT_COUNTS_NEED_SEQUENTIAL = (
+    "counts exact is for method sequential (a threshold gate judges a window with increase())"
+)
+_CEL_SELECTOR = COUNTER_SELECTOR.replace("\\", "\\\\")  # RE2 reads it alike; doubled, as a CEL string unescapes it
+EXACT_COUNTS_NEED_SELECTORS = (
+    "counts exact reads the raw samples of counters: each query must be a bare selector such as "
+    'payment_authorizations_total{variant="{{variant}}", outcome="approved"} (no sum, increase or [range])'
+)
 
 
 class Gate(ApiModel):
@@ -268,6 +281,21 @@ class Gate(ApiModel):
         Duration | None, Field(description="Query window of a threshold gate; default: analysis.interval.")
     ] = None
     on_missing_data: MissingData = "inconclusive"
+    counts: Annotated[
+        Counts,
+        Field(
+            description="How a sequential gate counts events. increase: its queries are PromQL whose "
+            "increase() Prometheus extrapolates. exact: its queries are bare counter selectors; the "
+            "operator reads their raw samples since the step started and counts every increment "
+            "(a counter reset is a restart from 0), per segmentBy, with nothing extrapolated."
+        ),
+    ] = "increase"
+
+    @property
+    def counter_queries(self) -> list[PromQL]:
+        """The queries ``counts: exact`` reads as counters (the signal's and the exposure)."""
+        queries = [self.ratio.good, self.ratio.total] if self.ratio is not None else []
+        return [*queries, *(q for q in (self.count, self.exposure) if q is not None)]
 
     @property
     def window_seconds(self) -> float | None:
@@ -287,6 +315,11 @@ class Gate(ApiModel):
                 f"gate {self.name!r}: method sequential compares event rates, so it needs a ratio or "
                 "count signal (use method threshold for quantile and gauge)",
             )
+        if self.counts == "exact":
+            if self.method != "sequential":
+                raise field_error("counts", f"gate {self.name!r}: {EXACT_COUNTS_NEED_SEQUENTIAL}")
+            if not all(re.match(COUNTER_SELECTOR, query) for query in self.counter_queries):
+                raise field_error("counts", f"gate {self.name!r}: {EXACT_COUNTS_NEED_SELECTORS}")
         if self.compare is not None and self.ratio is None:
             for field in ("max_drop", "max_rise"):
                 text = getattr(self.compare, field)
@@ -490,6 +523,20 @@ CEL_RULES: dict[type[ApiModel], list[Cel]] = {
             "!has(self.method) || self.method != 'sequential' || has(self.ratio) || has(self.count)",
             "method sequential needs a ratio or count signal (use threshold for quantile and gauge)",
             ".method",
+        ),
+        Cel(
+            "!has(self.counts) || self.counts != 'exact' || (has(self.method) && self.method == 'sequential')",
+            EXACT_COUNTS_NEED_SEQUENTIAL,
+            ".counts",
+        ),
+        Cel(
+            "!has(self.counts) || self.counts != 'exact' || ("
+            f"(!has(self.ratio) || (self.ratio.good.matches('{_CEL_SELECTOR}') && "
+            f"self.ratio.total.matches('{_CEL_SELECTOR}'))) && "
+            f"(!has(self.count) || self.count.matches('{_CEL_SELECTOR}')) && "
+            f"(!has(self.exposure) || self.exposure.matches('{_CEL_SELECTOR}')))",
+            EXACT_COUNTS_NEED_SELECTORS,
+            ".counts",
         ),
         Cel(
             "has(self.ratio) || !has(self.compare) || "

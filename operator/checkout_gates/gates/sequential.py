@@ -67,8 +67,13 @@ grid point captures most of the Kullback-Leibler rate.  Grid and weights:
 
 Practicalities
 --------------
-* Counts come from Prometheus ``increase()``, which extrapolates and yields non-integer
-  values; they are rounded to the nearest integer.  Tiny negatives from floating-point
+* With ``counts: increase`` (the default) counts come from Prometheus ``increase()``, which
+  extrapolates and yields non-integer values; they are rounded to the nearest integer.  At a
+  step's first evaluations that extrapolation can roughly double the evidence, so such a gate's
+  false alarms run above alpha (issue 13 measured 0.55-1.75% at alpha 1%).  With ``counts:
+  exact`` the adapter reads the counters' raw samples and counts every increment since the
+  window began (``gates/counters.py``): integers, nothing extrapolated, which is what the
+  supermartingale argument above assumes.  Tiny negatives from floating-point
   noise (>= -1e-9) count as 0; real negatives, NaN, Inf, zero exposure, or an unusable
   share give ``valid=False`` with a reason (never an exception) and a neutral e-value 1.
 * The canary share ``s`` is the canary's fraction of *exposure* (requests served) since

@@ -26,6 +26,7 @@ import asyncio
 import json
 import math
 import os
+import re
 import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -38,6 +39,7 @@ from urllib.parse import urlencode
 import httpx
 
 from checkout_gates.api.spec import CheckoutRolloutSpec, Gate, PrometheusSpec
+from checkout_gates.gates.counters import CounterSeries, counter_increase, selector_range_seconds
 from checkout_gates.gates.observations import SCALAR, Sample, Segment, SignalReading, segment_name, segment_of
 from checkout_gates.metrics.fairness import Caller, FairLimiter
 from checkout_gates.metrics.port import MetricsSource
@@ -64,6 +66,12 @@ MAX_ANSWER_BYTES = 16 * 2**20
 # Series in one answer: a gate judges segments (at most a few thousand); more is a query that forgot
 # to aggregate, refused before a Series is built for any of them.
 MAX_SERIES = 10_000
+# How far before a window `counts: exact` asks for samples, so that every live series has its
+# last sample before the window as the baseline (Prometheus' own default lookback is 5 minutes).
+LOOKBACK_SECONDS = 300.0
+# A query that ends in a range selector asks for raw samples: only `counts: exact` builds one (an
+# instant query's own range vector is an error, RANGE_VECTOR).
+_RAW_SAMPLES_QUERY = re.compile(r"\[\d+s\]\s*$")
 RANGE_VECTOR = (
     "the query returns a range vector; a gate query must return an instant vector or a scalar "
     "(wrap the range selector in a function such as increase(...) or rate(...))"
@@ -98,6 +106,7 @@ class Series:
     labels: Mapping[str, str]
     value: float
     scalar: bool = False
+    samples: tuple[tuple[float, float], ...] = ()  # a range selector's raw (time, value) pairs
 
 
 @dataclass(frozen=True)
@@ -352,8 +361,9 @@ class PrometheusSource(MetricsSource):
     def _result(self, answer: _Answer, promql: str) -> list[Series]:
         """The series of a successful answer; QueryError (retryable for 5xx) for any other."""
         status = answer.status
+        raw_samples = _RAW_SAMPLES_QUERY.search(promql) is not None
         if status == httpx.codes.OK:
-            _refuse_too_many_series(answer.body)
+            _refuse_too_many_series(answer.body, range_vector_ok=raw_samples)
         document = _prometheus_document(answer.body)
         if document is not None and document.get("status") == "error":
             kind = _bounded_text(document.get("errorType"), _ERROR_TYPE_SHOWN) or "error"
@@ -364,7 +374,7 @@ class PrometheusSource(MetricsSource):
         if document is not None and status == httpx.codes.OK:
             data = document.get("data")
             if isinstance(data, dict) and "result" in data:
-                return parse_result(data["result"])
+                return parse_result(data["result"], samples=raw_samples)
         if 300 <= status < 400:
             raise QueryError(
                 f"Prometheus at {self.address} answered with a redirect (HTTP {status}), which is not followed; "
@@ -409,6 +419,12 @@ class PrometheusSource(MetricsSource):
             return SignalReading(gate=gate.name, error=str(error), window_seconds=window_seconds)
 
         when, keep = (at, False) if at is not None else (self.evaluation_instant(), True)
+        exact = gate.counts == "exact"
+        if exact:  # the counters' raw samples, from before the window started to its end
+            reach = selector_range_seconds(
+                when.timestamp() - window_seconds, when.timestamp(), lookback=LOOKBACK_SECONDS
+            )
+            jobs = [(side, role, f"{query}[{reach}s]") for side, role, query in jobs]
         _ASKING.set((namespace, name))  # this task's queries, and the flights they start, are this rollout's
         results = await asyncio.gather(
             *(self._query(query, when, keep=keep) for _, _, query in jobs), return_exceptions=True
@@ -420,6 +436,9 @@ class PrometheusSource(MetricsSource):
                 if not isinstance(result, QueryError):
                     raise result
                 errors.append((f"{side} {role}", result))
+                continue
+            if exact:
+                values[side, role] = _exact_counts(result, gate.segment_by, when, window_seconds)
                 continue
             try:
                 values[side, role] = by_segment(result, gate.segment_by)
@@ -437,6 +456,20 @@ class PrometheusSource(MetricsSource):
         return SignalReading(
             gate=gate.name, canary=samples["canary"], stable=samples["stable"], window_seconds=window_seconds
         )
+
+
+def _exact_counts(
+    series: Sequence[Series], segment_by: Sequence[str], end: datetime, window_seconds: float
+) -> dict[Segment, float]:
+    """Events per segment in the window, counted from raw samples (gates/counters.py): every
+    increment, a drop read as a restart from 0, nothing extrapolated."""
+    counted = counter_increase(
+        (CounterSeries(labels=one.labels, samples=one.samples) for one in series),
+        start=end.timestamp() - window_seconds,
+        end=end.timestamp(),
+        segment_by=segment_by,
+    )
+    return {segment: increase.increase for segment, increase in counted.segments.items()}
 
 
 # --- answers ----------------------------------------------------------------------------------
@@ -503,8 +536,11 @@ def _unexpected(error: Exception) -> str:
 # --- result parsing ---------------------------------------------------------------------------
 
 
-def parse_result(result: Any) -> list[Series]:
-    """The series of an instant query's ``data.result`` (a vector, or a scalar as one series)."""
+def parse_result(result: Any, *, samples: bool = False) -> list[Series]:
+    """The series of an instant query's ``data.result`` (a vector, or a scalar as one series);
+    with ``samples``, of a range selector's (a matrix: each series with its raw samples)."""
+    if samples:
+        return _parse_matrix(result)
     if (
         isinstance(result, list)
         and len(result) == 2
@@ -532,7 +568,26 @@ def parse_result(result: Any) -> list[Series]:
     return series
 
 
-def _refuse_too_many_series(body: bytes) -> None:
+def _parse_matrix(result: Any) -> list[Series]:
+    if not isinstance(result, list):
+        raise QueryError(f"unexpected result: a JSON {_json_kind(result)}, not a matrix of raw samples")
+    if len(result) > MAX_SERIES:
+        raise _too_many_series(len(result))
+    series: list[Series] = []
+    for item in result:
+        values = item.get("values") if isinstance(item, dict) else None
+        if not isinstance(values, list):
+            raise QueryError("unexpected result item: a series without its raw samples")
+        labels = {str(key): str(value) for key, value in (item.get("metric") or {}).items()}
+        try:
+            raw = tuple((float(t), float(v)) for t, v in values)  # NaN and Inf are the counter reader's to skip
+        except (TypeError, ValueError):
+            raise QueryError(f"a sample of {_labels_text(labels)} is not a [time, number] pair") from None
+        series.append(Series(labels=labels, value=raw[-1][1] if raw else math.nan, samples=raw))
+    return series
+
+
+def _refuse_too_many_series(body: bytes, *, range_vector_ok: bool = False) -> None:
     """QueryError for an answer of more than MAX_SERIES series, counted in its bytes before it is
     parsed: decoding 100,000 series builds ~150 MB of objects and holds the interpreter for most of
     a second, six queries an evaluation (end to end: past the chart's 512Mi, and other rollouts
@@ -541,7 +596,7 @@ def _refuse_too_many_series(body: bytes) -> None:
     are escaped, so neither is counted. An answer spelled otherwise is still counted once parsed."""
     count = body.count(b'"metric":{') + body.count(b'"metric": {')
     if count > MAX_SERIES:
-        range_vector = b'"values":[' in body or b'"values": [' in body
+        range_vector = not range_vector_ok and (b'"values":[' in body or b'"values": [' in body)
         raise QueryError(RANGE_VECTOR) if range_vector else _too_many_series(count)
 
 

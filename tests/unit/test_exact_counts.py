@@ -1,0 +1,120 @@
+"""`counts: exact` (issue 13): a sequential gate's counters read as raw samples and counted
+client-side, every increment, a reset as a restart from 0, nothing extrapolated; the spec refuses
+it where it cannot mean anything."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from checkout_gates.api.resource import CheckoutRollout, parse_rollout
+from checkout_gates.api.spec import PrometheusSpec
+from checkout_gates.metrics import prometheus
+from checkout_gates.metrics.prometheus import PrometheusSource
+
+from .rollouts import rollout_doc
+
+AT = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+END = AT.timestamp()
+WINDOW = 120.0
+SELECTOR = 'payment_authorizations_total{variant="{{variant}}"%s}'
+GATE = {
+    "name": "auth-approval",
+    "ratio": {"good": SELECTOR % ', outcome="approved"', "total": SELECTOR % ""},
+    "segmentBy": ["provider"],
+    "compare": {"maxDrop": "1pp"},
+    "method": "sequential",
+    "counts": "exact",
+}
+
+
+def rollout(**gate: Any) -> CheckoutRollout | list[Any]:
+    document = rollout_doc([{"setWeight": 5}, {"gate": {"pass": ["auth-approval"], "window": "1m"}}])
+    document["spec"]["gates"] = [{**GATE, **gate}]
+    return parse_rollout(document)
+
+
+def matrix(*series: tuple[dict[str, str], list[tuple[float, float]]]) -> bytes:
+    result = [{"metric": labels, "values": [[t, str(v)] for t, v in samples]} for labels, samples in series]
+    return json.dumps({"status": "success", "data": {"resultType": "matrix", "result": result}}).encode()
+
+
+def scrapes(values: list[float], *, first: float = END - WINDOW - 30) -> list[tuple[float, float]]:
+    """One sample every 15 s from ``first`` (30 s before the window: the baseline is in the answer)."""
+    return [(first + 15 * i, v) for i, v in enumerate(values)]
+
+
+async def read(monkeypatch: pytest.MonkeyPatch, answers: dict[tuple[str, bool], bytes]) -> Any:
+    cro = rollout()
+    assert isinstance(cro, CheckoutRollout)
+    asked: list[str] = []
+
+    async def get(url: str) -> prometheus._Answer:
+        asked.append(parse_qs(urlsplit(url).query)["query"][0])
+        canary = "canary" in url
+        approved = "approved" in url
+        return prometheus._Answer(200, "application/json", answers[("canary" if canary else "stable", approved)])
+
+    source = PrometheusSource(PrometheusSpec(address="http://127.0.0.1:1"), dedupe_seconds=0)
+    monkeypatch.setattr(source, "_get", get)
+    try:
+        gate = cro.spec.gates[0]
+        reading = await source.read_gate(
+            gate, spec=cro.spec, namespace="payments", name="checkout", window_seconds=WINDOW, at=AT
+        )
+    finally:
+        await source.aclose()
+    return reading, asked
+
+
+async def test_counts_every_increment_since_the_window_began_across_a_reset_and_a_pod_restart(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    adyen = {"provider": "adyen", "pod": "canary-1"}
+    # pod canary-1: 100 before the window, +10, +10, restart (drop to 4: 4 events since), +6, +10 ...
+    canary_total = matrix(
+        (adyen, scrapes([90, 100, 110, 120, 4, 10, 20, 30, 40, 50, 60])),
+        # a second pod born inside the window: its first value counts from 0
+        ({"provider": "adyen", "pod": "canary-2"}, scrapes([3, 8, 13], first=END - 40)),
+    )
+    canary_good = matrix(
+        (adyen, scrapes([89, 99, 109, 119, 4, 10, 20, 30, 40, 50, 59])),
+    )
+    stable = matrix(({"provider": "adyen", "pod": "stable-1"}, scrapes([1000 + 100 * i for i in range(11)])))
+    reading, asked = await read(
+        monkeypatch,
+        {
+            ("canary", False): canary_total,
+            ("canary", True): canary_good,
+            ("stable", False): stable,
+            ("stable", True): stable,
+        },
+    )
+    assert reading.error is None, reading.error
+    (segment,) = reading.canary
+    sample = reading.canary[segment]
+    # canary-1 from its last sample at or before the window's start (110 at END-120): +10, then the
+    # restart (4 events since 0), +6 and five +10; canary-2, born in the window, from 0: 13.
+    assert sample.total == 10 + 4 + 6 + 5 * 10 + 13
+    assert sample.good == 10 + 4 + 6 + 4 * 10 + 9
+    assert reading.stable[segment].total == 8 * 100
+    # The range reaches 5 minutes before the window, so every live series has its baseline.
+    assert set(asked) == {
+        f'payment_authorizations_total{{variant="{variant}"{outcome}}}[420s]'
+        for variant in ("canary", "stable")
+        for outcome in ("", ', outcome="approved"')
+    }
+
+
+def test_exact_counts_are_for_sequential_gates_on_bare_selectors() -> None:
+    threshold = rollout(method="threshold")
+    assert isinstance(threshold, list) and "counts exact is for method sequential" in str(threshold[0])
+    promql = rollout(ratio={"good": "sum(increase(x_total[5m]))", "total": "x_total"})
+    assert isinstance(promql, list) and "bare selector" in str(promql[0])
+    binary = rollout(ratio={"good": 'x_total{a="b"} or on() y_total{c="d"}', "total": "x_total"})
+    assert isinstance(binary, list)
+    assert isinstance(rollout(), CheckoutRollout)
