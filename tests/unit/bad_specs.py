@@ -174,6 +174,19 @@ BAD_SPECS: tuple[BadSpec, ...] = (
         "must be a bare selector",
     ),
     BadSpec(
+        "exact-counts-with-a-samples-query",  # the samples query is PromQL: it has no raw samples
+        (
+            put("spec.gates[2].count", 'payment_duplicate_charges_total{variant="{{variant}}"}'),
+            put("spec.gates[2].method", "sequential"),
+            put("spec.gates[2].counts", "exact"),
+            put("spec.gates[2].samples", 'sum(increase(payment_charges_total{variant="{{variant}}"}[{{window}}]))'),
+        ),
+        "spec.gates[2].samples",
+        "give the requests served as a counter selector in exposure",
+        "spec.gates[2].samples",
+        "give the requests served as a counter selector in exposure",
+    ),
+    BadSpec(
         "exact-counts-on-a-threshold-gate",
         (put("spec.gates[1].counts", "exact"),),
         "spec.gates[1].counts",

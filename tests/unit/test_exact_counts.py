@@ -118,3 +118,86 @@ def test_exact_counts_are_for_sequential_gates_on_bare_selectors() -> None:
     binary = rollout(ratio={"good": 'x_total{a="b"} or on() y_total{c="d"}', "total": "x_total"})
     assert isinstance(binary, list)
     assert isinstance(rollout(), CheckoutRollout)
+
+
+async def test_a_long_window_is_read_in_chunks_that_add_up_to_the_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 25-minute window: three queries per counter (each answer bounded), each counted from its
+    own baseline; the sum is every increment of the window, across a restart at a chunk's edge."""
+    window = 1500.0
+    first = END - window - 300
+    values = [3 * i for i in range(int((window + 300) / 15) + 1)]
+    restart = len(values) // 2
+    values = values[:restart] + [3 * (i - restart) + 2 for i in range(restart, len(values))]
+    samples = [(first + 15 * i, float(v)) for i, v in enumerate(values)]
+    truth = 0.0
+    previous = next(v for t, v in reversed(samples) if t <= END - window)
+    for t, v in samples:
+        if END - window < t <= END:
+            truth += v - previous if v >= previous else v
+            previous = v
+    cro = rollout()
+    assert isinstance(cro, CheckoutRollout)
+    asked: list[tuple[str, str]] = []
+
+    async def get(url: str) -> prometheus._Answer:
+        query = parse_qs(urlsplit(url).query)
+        asked.append((query["query"][0], query["time"][0]))
+        at, reach = float(query["time"][0]), int(query["query"][0].rsplit("[", 1)[1].removesuffix("s]"))
+        inside = [(t, v) for t, v in samples if at - reach < t <= at]
+        return prometheus._Answer(200, "application/json", matrix(({"provider": "adyen", "pod": "p"}, inside)))
+
+    source = PrometheusSource(PrometheusSpec(address="http://127.0.0.1:1"), dedupe_seconds=0)
+    monkeypatch.setattr(source, "_get", get)
+    try:
+        reading = await source.read_gate(
+            cro.spec.gates[0], spec=cro.spec, namespace="payments", name="checkout", window_seconds=window, at=AT
+        )
+    finally:
+        await source.aclose()
+    assert reading.error is None, reading.error
+    (segment,) = reading.canary
+    assert reading.canary[segment].total == truth
+    assert len({time for _, time in asked}) == 3, "three chunks of at most 10 minutes"
+    assert all(query.endswith(("[900s]", "[600s]")) for query, _ in asked), "each reaches 5 minutes back, in minutes"
+
+
+async def test_a_pod_that_ended_before_the_window_is_no_segment_of_zero_traffic(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its samples are in the answer (the range reaches back); it counted nothing in the window, so
+    its segment is absent, not a segment with no traffic that would be Inconclusive all step."""
+    live = {"provider": "adyen", "pod": "canary-2"}
+    dead = {"provider": "klarna", "pod": "canary-1"}
+    answer = matrix((live, scrapes([0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100])), (dead, [(END - 250, 7.0)]))
+    stable = matrix(({"provider": "adyen", "pod": "stable-1"}, scrapes([100 * i for i in range(11)])))
+    reading, _ = await read(
+        monkeypatch,
+        {("canary", False): answer, ("canary", True): answer, ("stable", False): stable, ("stable", True): stable},
+    )
+    assert reading.error is None, reading.error
+    assert list(reading.canary) == [(("provider", "adyen"),)]
+
+
+def test_a_samples_query_is_refused_with_exact_counts_exposure_is_the_counter() -> None:
+    problems = rollout(
+        count='dup_total{variant="{{variant}}"}', ratio=None, samples="sum(increase(x_total[{{window}}]))"
+    )
+    assert isinstance(problems, list) and "give the requests served as a counter selector in exposure" in str(problems)
+
+
+async def test_a_users_instant_query_ending_in_a_range_is_still_an_error_not_raw_samples(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Raw samples are parsed only for `counts: exact`, never by the look of a query."""
+    body = matrix(({"pod": "p"}, [(END - 10, 3.0), (END, 4.0)]))
+    source = PrometheusSource(PrometheusSpec(address="http://127.0.0.1:1"), dedupe_seconds=0)
+
+    async def get(url: str) -> prometheus._Answer:
+        return prometheus._Answer(200, "application/json", body)
+
+    monkeypatch.setattr(source, "_get", get)
+    try:
+        with pytest.raises(prometheus.QueryError, match="range vector"):
+            await source.query("process_resident_memory_bytes[300s]", at=AT)
+    finally:
+        await source.aclose()

@@ -326,3 +326,20 @@ def test_threshold_failures_count_per_step_and_say_so() -> None:
     driver.step(bad)
     assert driver.status.phase == "Halted"
     assert driver.status.halt_reason.startswith("gate auth-approval failed 2 times this step: ")
+
+
+def test_a_retry_that_halts_again_at_the_same_step_for_the_same_reason_is_a_new_incident() -> None:
+    """Found by test_one_page_per_halt: two critical aborts of step 1, a retry between, shared one
+    dedup key, so a late resolve of the first page could close the second's incident."""
+    driver = Driver(make_rollout(on_halt="hold"))
+    critical = readings(duplicates=3)
+    driver.step(critical, advance=30)
+    driver.step(critical, advance=30)
+    first = driver.status.page
+    driver.annotate({RETRY: "oncall"})
+    driver.step(critical, advance=30)
+    driver.step(critical, advance=30)
+    second = driver.status.page
+    assert first is not None and second is not None and driver.status.phase == "Aborted"
+    assert first.dedup_key != second.dedup_key
+    assert [a.dedup_key for a in driver.actions if isinstance(a, PageOwner)] == [first.dedup_key, second.dedup_key]

@@ -242,9 +242,16 @@ MissingData = Literal["inconclusive", "pass", "fail"]
 Counts = Literal["increase", "exact"]
 # A bare instant selector, what `counts: exact` reads raw samples of: a metric name and/or one
 # {...} of label matchers (templates such as {{variant}} inside), nothing else.
-COUNTER_SELECTOR = r"^\s*([a-zA-Z_:][a-zA-Z0-9_:]*)?\s*(\{([^{}]|\{\{[a-z]+\}\})*\})?\s*$"
+# ASCII whitespace only, spelled out: Python's \s is Unicode and RE2's (kube-apiserver) is not.
+COUNTER_SELECTOR = (
+    r"^[\t\n\f\r ]*([a-zA-Z_:][a-zA-Z0-9_:]*)?[\t\n\f\r ]*"
+    r"(\{([^{}]|\{\{[\t ]*[a-z]+[\t ]*\}\})*\})?[\t\n\f\r ]*$"
+)
 EXACT_COUNTS_NEED_SEQUENTIAL = (
     "counts exact is for method sequential (a threshold gate judges a window with increase())"
+)
+EXACT_COUNTS_TAKE_NO_SAMPLES = (
+    "with counts exact, give the requests served as a counter selector in exposure, not a samples query"
 )
 _CEL_SELECTOR = COUNTER_SELECTOR.replace("\\", "\\\\")  # RE2 reads it alike; doubled, as a CEL string unescapes it
 EXACT_COUNTS_NEED_SELECTORS = (
@@ -320,6 +327,8 @@ class Gate(ApiModel):
                 raise field_error("counts", f"gate {self.name!r}: {EXACT_COUNTS_NEED_SEQUENTIAL}")
             if not all(re.match(COUNTER_SELECTOR, query) for query in self.counter_queries):
                 raise field_error("counts", f"gate {self.name!r}: {EXACT_COUNTS_NEED_SELECTORS}")
+            if self.samples is not None:
+                raise field_error("samples", f"gate {self.name!r}: {EXACT_COUNTS_TAKE_NO_SAMPLES}")
         if self.compare is not None and self.ratio is None:
             for field in ("max_drop", "max_rise"):
                 text = getattr(self.compare, field)
@@ -537,6 +546,11 @@ CEL_RULES: dict[type[ApiModel], list[Cel]] = {
             f"(!has(self.exposure) || self.exposure.matches('{_CEL_SELECTOR}')))",
             EXACT_COUNTS_NEED_SELECTORS,
             ".counts",
+        ),
+        Cel(
+            "!has(self.counts) || self.counts != 'exact' || !has(self.samples)",
+            EXACT_COUNTS_TAKE_NO_SAMPLES,
+            ".samples",
         ),
         Cel(
             "has(self.ratio) || !has(self.compare) || "

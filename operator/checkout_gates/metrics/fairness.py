@@ -98,7 +98,8 @@ class FairLimiter:
         if len(self._served_caller) > _REMEMBERED:  # bounded: forget the longest-unserved half
             for old in sorted(self._served_caller, key=self._served_caller.__getitem__)[: _REMEMBERED // 2]:
                 del self._served_caller[old]
-            for stale in [n for n in self._served_namespace if n not in {c[0] for c in self._served_caller}]:
+            remembered = {kept[0] for kept in self._served_caller}  # once, not per namespace
+            for stale in [n for n in self._served_namespace if n not in remembered]:
                 del self._served_namespace[stale]
         self._free -= 1
         self._held_by_namespace[caller[0]] += 1

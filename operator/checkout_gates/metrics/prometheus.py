@@ -23,10 +23,10 @@ one query per bucket.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import math
 import os
-import re
 import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -69,9 +69,13 @@ MAX_SERIES = 10_000
 # How far before a window `counts: exact` asks for samples, so that every live series has its
 # last sample before the window as the baseline (Prometheus' own default lookback is 5 minutes).
 LOOKBACK_SECONDS = 300.0
-# A query that ends in a range selector asks for raw samples: only `counts: exact` builds one (an
-# instant query's own range vector is an error, RANGE_VECTOR).
-_RAW_SAMPLES_QUERY = re.compile(r"\[\d+s\]\s*$")
+# The largest piece of a window one `counts: exact` query asks raw samples of.
+EXACT_CHUNK_SECONDS = 600.0
+# Raw samples beyond which they are counted on a worker thread (~1 s of CPU per 15 MiB answer).
+COUNT_OFF_LOOP_SAMPLES = 50_000
+# Set while `counts: exact` asks: its answers are matrices of raw samples, parsed as such (any other
+# query's range vector is an error, RANGE_VECTOR); part of the flight key, so never shared with one.
+_RAW_SAMPLES: ContextVar[bool] = ContextVar("checkout_gates_prometheus_raw_samples", default=False)
 RANGE_VECTOR = (
     "the query returns a range vector; a gate query must return an instant vector or a scalar "
     "(wrap the range selector in a function such as increase(...) or rate(...))"
@@ -277,7 +281,7 @@ class PrometheusSource(MetricsSource):
         # until its bucket ends, for the other rollouts asking the same.
         keep_until = when.timestamp() + SETTLE_SECONDS + self.dedupe_seconds if keep else None
         return await self._flights.do(
-            (self.address, promql, when.timestamp()),
+            (self.address, promql, when.timestamp(), _RAW_SAMPLES.get()),
             lambda: self._query_retrying(promql, when),
             keep_until=keep_until,
         )
@@ -361,7 +365,7 @@ class PrometheusSource(MetricsSource):
     def _result(self, answer: _Answer, promql: str) -> list[Series]:
         """The series of a successful answer; QueryError (retryable for 5xx) for any other."""
         status = answer.status
-        raw_samples = _RAW_SAMPLES_QUERY.search(promql) is not None
+        raw_samples = _RAW_SAMPLES.get()
         if status == httpx.codes.OK:
             _refuse_too_many_series(answer.body, range_vector_ok=raw_samples)
         document = _prometheus_document(answer.body)
@@ -419,13 +423,10 @@ class PrometheusSource(MetricsSource):
             return SignalReading(gate=gate.name, error=str(error), window_seconds=window_seconds)
 
         when, keep = (at, False) if at is not None else (self.evaluation_instant(), True)
-        exact = gate.counts == "exact"
-        if exact:  # the counters' raw samples, from before the window started to its end
-            reach = selector_range_seconds(
-                when.timestamp() - window_seconds, when.timestamp(), lookback=LOOKBACK_SECONDS
-            )
-            jobs = [(side, role, f"{query}[{reach}s]") for side, role, query in jobs]
         _ASKING.set((namespace, name))  # this task's queries, and the flights they start, are this rollout's
+        exact = gate.counts == "exact"
+        if exact:
+            return await self._read_exact(gate, templates, jobs, when, window_seconds)
         results = await asyncio.gather(
             *(self._query(query, when, keep=keep) for _, _, query in jobs), return_exceptions=True
         )
@@ -437,9 +438,6 @@ class PrometheusSource(MetricsSource):
                     raise result
                 errors.append((f"{side} {role}", result))
                 continue
-            if exact:
-                values[side, role] = _exact_counts(result, gate.segment_by, when, window_seconds)
-                continue
             try:
                 values[side, role] = by_segment(result, gate.segment_by)
             except QueryError as error:
@@ -447,29 +445,109 @@ class PrometheusSource(MetricsSource):
         if errors:
             return SignalReading(gate=gate.name, error=_summarise(errors), window_seconds=window_seconds)
 
-        samples: dict[Side, dict[Segment, Sample]] = {}
-        for side in SIDES:
-            try:
-                samples[side] = _samples(gate, {role: values[side, role] for role in templates})
-            except QueryError as error:
-                return SignalReading(gate=gate.name, error=f"{side}: {error.message}", window_seconds=window_seconds)
-        return SignalReading(
-            gate=gate.name, canary=samples["canary"], stable=samples["stable"], window_seconds=window_seconds
-        )
+        return _reading(gate, templates, values, window_seconds)
+
+    async def _read_exact(
+        self,
+        gate: Gate,
+        templates: Mapping[Role, str],
+        jobs: Sequence[tuple[Side, Role, str]],
+        when: datetime,
+        window_seconds: float,
+    ) -> SignalReading:
+        """``counts: exact``: each counter's raw samples, in chunks of at most EXACT_CHUNK_SECONDS
+        (an answer's size grows with the samples in it, and a step may be long), each chunk's
+        increments counted from its own baseline (gates/counters.py) and the chunks summed: the
+        whole window's count, every increment, nothing extrapolated."""
+        end = when.timestamp()
+        chunks = _chunks(end - window_seconds, end)
+        token = _RAW_SAMPLES.set(True)
+        try:
+            asked = [
+                (index, self._query(f"{query}[{_reach(chunk)}s]", _instant(chunk[1]), keep=False))
+                for index, (_, _, query) in enumerate(jobs)
+                for chunk in chunks
+            ]
+            results = await asyncio.gather(*(call for _, call in asked), return_exceptions=True)
+        finally:
+            _RAW_SAMPLES.reset(token)
+        errors: list[tuple[str, QueryError]] = []
+        answers: dict[int, list[tuple[tuple[float, float], list[Series]]]] = {}
+        for (index, _), chunk, result in zip(asked, [c for _ in jobs for c in chunks], results, strict=True):
+            side, role, _ = jobs[index]
+            if isinstance(result, BaseException):
+                if not isinstance(result, QueryError):
+                    raise result
+                errors.append((f"{side} {role}", result))
+                continue
+            answers.setdefault(index, []).append((chunk, result))
+        if errors:
+            return SignalReading(gate=gate.name, error=_summarise(errors), window_seconds=window_seconds)
+        values: dict[tuple[Side, Role], dict[Segment, float]] = {}
+        for index, (side, role, _) in enumerate(jobs):
+            parts = answers.get(index, [])
+            if sum(len(one.samples) for _, series in parts for one in series) > COUNT_OFF_LOOP_SAMPLES:
+                values[side, role] = await asyncio.to_thread(_exact_counts, parts, gate.segment_by)
+            else:
+                values[side, role] = _exact_counts(parts, gate.segment_by)
+        return _reading(gate, templates, values, window_seconds)
+
+
+def _reading(
+    gate: Gate,
+    templates: Mapping[Role, str],
+    values: Mapping[tuple[Side, Role], Mapping[Segment, float]],
+    window_seconds: float,
+) -> SignalReading:
+    samples: dict[Side, dict[Segment, Sample]] = {}
+    for side in SIDES:
+        try:
+            samples[side] = _samples(gate, {role: values[side, role] for role in templates})
+        except QueryError as error:
+            return SignalReading(gate=gate.name, error=f"{side}: {error.message}", window_seconds=window_seconds)
+    return SignalReading(
+        gate=gate.name, canary=samples["canary"], stable=samples["stable"], window_seconds=window_seconds
+    )
+
+
+def _chunks(start: float, end: float) -> list[tuple[float, float]]:
+    """(start, end] cut into consecutive pieces of at most EXACT_CHUNK_SECONDS, the last ending at ``end``."""
+    edges = [end]
+    while edges[-1] - EXACT_CHUNK_SECONDS > start:
+        edges.append(edges[-1] - EXACT_CHUNK_SECONDS)
+    edges.append(start)
+    edges.reverse()
+    return list(itertools.pairwise(edges))
+
+
+def _reach(chunk: tuple[float, float]) -> int:
+    """The range of a chunk's selector: back to LOOKBACK_SECONDS before it, rounded up to a minute
+    so that rollouts whose chunks end together share one query (each counts from its own start)."""
+    seconds = selector_range_seconds(chunk[0], chunk[1], lookback=LOOKBACK_SECONDS)
+    return -(-seconds // 60) * 60
+
+
+def _instant(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, tz=UTC)
 
 
 def _exact_counts(
-    series: Sequence[Series], segment_by: Sequence[str], end: datetime, window_seconds: float
+    parts: Sequence[tuple[tuple[float, float], Sequence[Series]]], segment_by: Sequence[str]
 ) -> dict[Segment, float]:
-    """Events per segment in the window, counted from raw samples (gates/counters.py): every
-    increment, a drop read as a restart from 0, nothing extrapolated."""
-    counted = counter_increase(
-        (CounterSeries(labels=one.labels, samples=one.samples) for one in series),
-        start=end.timestamp() - window_seconds,
-        end=end.timestamp(),
-        segment_by=segment_by,
-    )
-    return {segment: increase.increase for segment, increase in counted.segments.items()}
+    """Events per segment, chunk by chunk, counted from raw samples (gates/counters.py): every
+    increment, a drop read as a restart from 0, nothing extrapolated. A series with no sample in a
+    chunk (a pod that ended before it) adds nothing there, not a segment of zero traffic."""
+    totals: dict[Segment, float] = {}
+    for (start, end), series in parts:
+        live = [CounterSeries(labels=one.labels, samples=one.samples) for one in series if _sampled_after(one, start)]
+        counted = counter_increase(live, start=start, end=end, segment_by=segment_by)
+        for segment, increase in counted.segments.items():
+            totals[segment] = totals.get(segment, 0.0) + increase.increase
+    return totals
+
+
+def _sampled_after(series: Series, start: float) -> bool:
+    return any(t > start for t, _ in series.samples)
 
 
 # --- answers ----------------------------------------------------------------------------------

@@ -341,7 +341,12 @@ def _open_page(draft: _Draft, slug: str, reason: str) -> None:
     )
     draft.update(
         page=pages.open_page(
-            draft.rollout, step=draft.status.current_step, reason_slug=slug, summary=summary, now=draft.now
+            draft.rollout,
+            step=draft.status.current_step,
+            reason_slug=slug,
+            summary=summary,
+            now=draft.now,
+            epoch=draft.status.epoch,
         )
     )
 

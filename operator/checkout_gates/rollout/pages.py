@@ -33,22 +33,27 @@ def parse_target_name(name: str) -> tuple[bool, int]:
     return match.group(1) == ESCALATION_PREFIX, int(match.group(2))
 
 
-def dedup_key(rollout: CheckoutRollout, step: int, reason_slug: str) -> str:
-    """Stable per halt: rollout uid, generation, step and reason. At most 255 characters (PagerDuty)."""
+def dedup_key(rollout: CheckoutRollout, step: int, reason_slug: str, epoch: int = 0) -> str:
+    """Stable per halt: rollout uid, generation, step, the status epoch it was decided at, and the
+    reason. At most 255 characters (PagerDuty). The epoch tells apart two halts of one step for one
+    reason (a retry that halts again): each is its own incident, and a late resolve of the first
+    cannot close the second."""
     raw = f"checkout-gates/{rollout.metadata.namespace}/{rollout.metadata.name}/{rollout.metadata.uid}/"
-    raw += f"g{rollout.metadata.generation}/s{step}/{reason_slug}"
+    raw += f"g{rollout.metadata.generation}/s{step}/e{epoch}/{reason_slug}"
     if len(raw) <= 255:
         return raw
     return raw[:200] + "/" + hashlib.sha256(raw.encode()).hexdigest()[:32]
 
 
-def open_page(rollout: CheckoutRollout, *, step: int, reason_slug: str, summary: str, now: datetime) -> PageState:
+def open_page(
+    rollout: CheckoutRollout, *, step: int, reason_slug: str, summary: str, now: datetime, epoch: int = 0
+) -> PageState:
     primary = [
         PageDelivery(target=target_name(PRIMARY_PREFIX, index, target.kind))
         for index, target in enumerate(rollout.spec.owner.page)
     ]
     return PageState(
-        dedup_key=dedup_key(rollout, step, reason_slug),
+        dedup_key=dedup_key(rollout, step, reason_slug, epoch),
         reason=reason_slug,
         summary=summary[:1024],
         triggered_at=now,
