@@ -33,10 +33,11 @@ DESTINATIONS_ANNOTATION = "gates.checkout.dev/destinations"
 DESTINATIONS_KEY = "@destinations"
 PAGERDUTY_DESTINATIONS = ("https://events.pagerduty.com", "https://events.eu.pagerduty.com")
 DEFAULT_PORTS = {"http": 80, "https": 443}
-# A host name or an IPv6 literal, and nothing a second URL parser (the HTTP client's) could read
-# as a different host: no backslash, percent escape or other punctuation.
+# Names under which anyone who may create a Service could add one (no wildcard over them).
 _CLUSTER_SUFFIXES = frozenset({"svc", "cluster.local", "svc.cluster.local"})
 _ENCODED_SEPARATOR = re.compile(r"%(2e|2f|5c)", re.IGNORECASE)
+# A host name or an IPv6 literal, and nothing a second URL parser (the HTTP client's) could read
+# as a different host: no backslash, percent escape or other punctuation.
 _HOST = re.compile(r"^(\*\.)?[a-z0-9]([a-z0-9.-]*[a-z0-9])?$|^[0-9a-f:.]+$")
 
 
