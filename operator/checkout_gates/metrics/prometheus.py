@@ -463,17 +463,19 @@ class PrometheusSource(MetricsSource):
         chunks = _chunks(end - window_seconds, end)
         token = _RAW_SAMPLES.set(True)
         try:
-            asked = [
-                (index, self._query(f"{query}[{_reach(chunk)}s]", _instant(chunk[1]), keep=False))
-                for index, (_, _, query) in enumerate(jobs)
-                for chunk in chunks
-            ]
-            results = await asyncio.gather(*(call for _, call in asked), return_exceptions=True)
+            asked = [(index, chunk) for index in range(len(jobs)) for chunk in chunks]
+            results = await asyncio.gather(
+                *(
+                    self._query(f"{jobs[index][2]}[{_reach(chunk)}s]", _instant(chunk[1]), keep=False)
+                    for index, chunk in asked
+                ),
+                return_exceptions=True,
+            )
         finally:
             _RAW_SAMPLES.reset(token)
         errors: list[tuple[str, QueryError]] = []
         answers: dict[int, list[tuple[tuple[float, float], list[Series]]]] = {}
-        for (index, _), chunk, result in zip(asked, [c for _ in jobs for c in chunks], results, strict=True):
+        for (index, chunk), result in zip(asked, results, strict=True):
             side, role, _ = jobs[index]
             if isinstance(result, BaseException):
                 if not isinstance(result, QueryError):
