@@ -7,6 +7,7 @@ HTTP server that answers every query with a fixed status.
 
 from __future__ import annotations
 
+import itertools
 import json
 import socket
 import threading
@@ -24,7 +25,7 @@ import pytest_asyncio
 import yaml
 
 from checkout_gates.api.spec import CheckoutRolloutSpec, Gate, PrometheusSpec
-from checkout_gates.metrics.prometheus import PrometheusSource
+from checkout_gates.metrics.prometheus import PrometheusSource, interval_bounds
 from checkout_gates_lab.testbed import Prometheus
 
 pytestmark = pytest.mark.integration
@@ -173,6 +174,35 @@ def true_events(series: list[tuple[int, int]], start: float, end: float) -> int:
     return events
 
 
+async def test_exact_counts_come_interval_by_interval_since_the_evidence_began(
+    source: PrometheusSource, spec: CheckoutRolloutSpec, recording: Recording
+) -> None:
+    """With ``since`` (status.evidenceSince), the exact reader cuts the time since then at the
+    analysis interval's grid and counts each interval exactly: what the carried e-process folds."""
+    at = recording.at
+    end = at.timestamp()
+    since = datetime.fromtimestamp(end - 2 * WINDOW + 7.0, tz=UTC)  # across chunks, off the grid
+    selector = f'cgtest_charges_total{{run="{recording.run}", variant="{{{{variant}}}}"}}'
+    exact = gate(name="charges", count=selector, exposure=selector, method="sequential", counts="exact")
+    reading = await source.read_gate(
+        exact, spec=spec, namespace="payments", name="checkout-api", window_seconds=WINDOW, at=at, since=since
+    )
+    assert reading.error is None, reading.error
+    bounds = interval_bounds(since.timestamp(), end, spec.interval_seconds())
+    assert len(bounds) > 3
+    series = dict(exact_series(recording.run, recording.start))
+    for variant, samples in (("canary", reading.canary), ("stable", reading.stable)):
+        steps = samples[()].steps
+        assert steps is not None
+        truth = tuple(
+            float(sum(true_events(values, a, b) for labels, values in series.items() if variant in labels))
+            for a, b in itertools.pairwise(bounds)
+        )
+        assert steps.bad == truth
+        assert steps.exposure == truth
+        assert samples[()].value == sum(truth)
+
+
 @pytest.mark.parametrize("offset", [0.0, 7.5])  # on a scrape, and between two
 async def test_exact_counts_match_the_events_where_increase_extrapolates(
     source: PrometheusSource, spec: CheckoutRolloutSpec, recording: Recording, offset: float
@@ -182,7 +212,7 @@ async def test_exact_counts_match_the_events_where_increase_extrapolates(
     at = recording.at - timedelta(seconds=offset)
     end = at.timestamp()
     selector = f'cgtest_charges_total{{run="{recording.run}", variant="{{{{variant}}}}"}}'
-    exact = gate(name="charges", count=selector, method="sequential", counts="exact")
+    exact = gate(name="charges", count=selector, exposure=selector, method="sequential", counts="exact")
     reading = await read(source, spec, exact, at)
     assert reading.error is None, reading.error
     series = dict(exact_series(recording.run, recording.start))

@@ -75,7 +75,8 @@ def test_defaults_fill_in() -> None:
     assert spec.on_halt == "hold"
     assert spec.analysis.failure_limit == 2
     gate = spec.gate("mismatch-queue")
-    assert (gate.method, gate.alpha, gate.min_samples, gate.on_missing_data) == ("threshold", 0.01, 0, "inconclusive")
+    assert (gate.method, gate.alpha, gate.min_samples, gate.on_missing_data) == ("threshold", None, 0, "inconclusive")
+    assert spec.analysis.alpha == 0.01  # one false-halt budget for the rollout
     assert spec.variant_label("canary") == "canary"  # no variant set: the side's name
 
 

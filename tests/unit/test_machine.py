@@ -6,9 +6,11 @@ from datetime import timedelta
 
 from checkout_gates.api.resource import CheckoutRollout
 from checkout_gates.api.status import Weights
+from checkout_gates.gates.observations import ArmSteps, Sample, SignalReading
 from checkout_gates.rollout.actions import ConsumeAnnotation, EmitEvent, PageOwner, ResolvePage, SetWeights
 from checkout_gates.rollout.machine import Observations, decide
 from checkout_gates.rollout.pages import record_delivery
+from checkout_gates.rollout.plan import reads_needed
 
 from .rollouts import HEALTHY, Driver, make_rollout, readings, rollout_doc, with_annotations, with_status
 
@@ -343,3 +345,62 @@ def test_a_retry_that_halts_again_at_the_same_step_for_the_same_reason_is_a_new_
     assert first is not None and second is not None and driver.status.phase == "Aborted"
     assert first.dedup_key != second.dedup_key
     assert [a.dedup_key for a in driver.actions if isinstance(a, PageOwner)] == [first.dedup_key, second.dedup_key]
+
+
+def _exact_auth_doc() -> dict[str, object]:
+    document = rollout_doc()
+    auth, *others = document["spec"]["gates"]
+    exact = {
+        **auth,
+        "ratio": {"good": 'good{variant="{{variant}}"}', "total": 'total{variant="{{variant}}"}'},
+        "method": "sequential",
+        "counts": "exact",
+    }
+    document["spec"]["gates"] = [exact, *others]
+    return document
+
+
+def _carried(canary_bad: list[float], stable_bad: list[float], share: list[float]) -> dict[str, SignalReading]:
+    """Interval-by-interval readings of the exact auth gate: 1,000 requests an interval in all."""
+    seg = (("provider", "adyen"),)
+
+    def arm(bad: list[float], exposure: list[float]) -> Sample:
+        total = sum(exposure)
+        return Sample(
+            value=(total - sum(bad)) / total,
+            samples=total,
+            good=total - sum(bad),
+            total=total,
+            steps=ArmSteps(tuple(bad), tuple(exposure)),
+        )
+
+    found = dict(readings())
+    found["auth-approval"] = SignalReading(
+        gate="auth-approval",
+        canary={seg: arm(canary_bad, [1000 * s for s in share])},
+        stable={seg: arm(stable_bad, [1000 * (1 - s) for s in share])},
+    )
+    return found
+
+
+def test_carried_gates_read_since_the_evidence_began_and_a_retry_starts_a_new_test() -> None:
+    driver = Driver(CheckoutRollout.model_validate(_exact_auth_doc()))
+    run_to_gate(driver)
+    started = driver.status.evidence_since
+    assert started is not None
+    assert "false halts ≤ 0.01 for this rollout over auth-approval" in driver.status.guarantee
+    driver.step(_carried([1.0], [30.0], [0.05]))
+    reads = {read.gate.name: read for read in reads_needed(driver.rollout, driver.now)}
+    assert reads["auth-approval"].since == started
+    assert reads["auth-approval"].window_seconds == (driver.now - started).total_seconds()
+    assert reads["duplicate-charges"].since is None  # not carried: the step's window as before
+    # A canary failing 4x as often: rejected for the rollout, with its e-value and its bound.
+    driver.step(_carried([1.0, 12.0, 12.0, 12.0], [30.0, 28.0, 28.0, 28.0], [0.05] * 4))
+    assert driver.status.phase == "Halted"
+    reason = driver.status.halt_reason
+    assert reason.startswith("gate auth-approval rejected: rejected (e-value ")
+    assert "false halts ≤ 0.01 for this rollout): provider=adyen: canary fails" in reason
+    driver.annotate({RETRY: "oncall"})
+    driver.step()
+    assert driver.status.phase == "Progressing"
+    assert driver.status.evidence_since is not None and driver.status.evidence_since > started

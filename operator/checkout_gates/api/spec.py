@@ -253,6 +253,10 @@ EXACT_COUNTS_NEED_SEQUENTIAL = (
 EXACT_COUNTS_TAKE_NO_SAMPLES = (
     "with counts exact, give the requests served as a counter selector in exposure, not a samples query"
 )
+EXACT_COUNTS_NEED_EXPOSURE = (
+    "with counts exact, a count gate needs exposure: the requests served, as a counter selector such as "
+    'checkout_requests_total{variant="{{variant}}"} (the canary share of each interval weighs its evidence)'
+)
 _CEL_SELECTOR = COUNTER_SELECTOR.replace("\\", "\\\\")  # RE2 reads it alike; doubled, as a CEL string unescapes it
 EXACT_COUNTS_NEED_SELECTORS = (
     "counts exact reads the raw samples of counters: each query must be a bare selector such as "
@@ -282,7 +286,16 @@ class Gate(ApiModel):
     compare: Compare | None = None
     min_samples: Annotated[int, Strict(), Field(ge=0, le=MAX_SAMPLES), WHOLE] = 0
     method: Method = "threshold"
-    alpha: Annotated[JsonNumber, Field(gt=0, le=0.5)] = 0.01
+    alpha: Annotated[
+        JsonNumber | None,
+        Field(
+            gt=0,
+            le=0.5,
+            description="This gate's own false-halt probability, outside the rollout's budget "
+            "(analysis.alpha); default: none, a gate with counts exact spends the rollout's budget and "
+            "any other sequential gate is tested at analysis.alpha.",
+        ),
+    ] = None
     critical: JsonBool = False
     window: Annotated[
         Duration | None, Field(description="Query window of a threshold gate; default: analysis.interval.")
@@ -293,8 +306,9 @@ class Gate(ApiModel):
         Field(
             description="How a sequential gate counts events. increase: its queries are PromQL whose "
             "increase() Prometheus extrapolates. exact: its queries are bare counter selectors; the "
-            "operator reads their raw samples since the step started and counts every increment "
-            "(a counter reset is a restart from 0), per segmentBy, with nothing extrapolated."
+            "operator reads their raw samples since the rollout started and counts every increment "
+            "(a counter reset is a restart from 0), per segmentBy and analysis interval, with nothing "
+            "extrapolated; the evidence is carried across steps and spends the rollout's one alpha."
         ),
     ] = "increase"
 
@@ -329,6 +343,8 @@ class Gate(ApiModel):
                 raise field_error("counts", f"gate {self.name!r}: {EXACT_COUNTS_NEED_SELECTORS}")
             if self.samples is not None:
                 raise field_error("samples", f"gate {self.name!r}: {EXACT_COUNTS_TAKE_NO_SAMPLES}")
+            if self.count is not None and self.exposure is None:
+                raise field_error("exposure", f"gate {self.name!r}: {EXACT_COUNTS_NEED_EXPOSURE}")
         if self.compare is not None and self.ratio is None:
             for field in ("max_drop", "max_rise"):
                 text = getattr(self.compare, field)
@@ -391,6 +407,16 @@ class Step(ApiModel):
 
 class Analysis(ApiModel):
     interval: AnalysisInterval = "30s"
+    alpha: Annotated[
+        JsonNumber,
+        Field(
+            gt=0,
+            le=0.5,
+            description="The rollout's false-halt budget: the probability that a canary no worse than "
+            "stable (within tolerance) is ever halted by its sequential gates with counts exact, across "
+            "all of them, their segments and steps.",
+        ),
+    ] = 0.01
     failure_limit: Annotated[
         int,
         Strict(),
@@ -551,6 +577,11 @@ CEL_RULES: dict[type[ApiModel], list[Cel]] = {
             "!has(self.counts) || self.counts != 'exact' || !has(self.samples)",
             EXACT_COUNTS_TAKE_NO_SAMPLES,
             ".samples",
+        ),
+        Cel(
+            "!has(self.counts) || self.counts != 'exact' || !has(self.count) || has(self.exposure)",
+            EXACT_COUNTS_NEED_EXPOSURE,
+            ".exposure",
         ),
         Cel(
             "has(self.ratio) || !has(self.compare) || "

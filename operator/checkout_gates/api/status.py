@@ -124,6 +124,16 @@ class CheckoutRolloutStatus(StatusModel):
     observed_generation: int = 0
     current_step: Annotated[int, Field(ge=0)] = 0
     step_started_at: datetime | None = None
+    evidence_since: Annotated[
+        datetime | None,
+        Field(
+            description="When the carried evidence began (the rollout's start, a restart or a retry): sequential "
+            "gates with counts exact count from here, across steps."
+        ),
+    ] = None
+    guarantee: Annotated[str, Field(description="The false-halt bound that holds for this rollout, and over what.")] = (
+        ""
+    )
     last_evaluated_at: datetime | None = None
     paused_from: Phase | None = None
     weights: Weights = Weights()

@@ -85,7 +85,12 @@ def rule_text(gate: Gate) -> str:
     if gate.min_samples:
         parts.append(f"minSamples {gate.min_samples:,}")
     if gate.method == "sequential":
-        parts.append(f"sequential alpha {gate.alpha:g}")
+        if gate.alpha is not None:
+            parts.append(f"sequential, own alpha {gate.alpha:g}")
+        elif gate.counts == "exact":
+            parts.append("sequential, rollout's alpha")
+        else:
+            parts.append("sequential")
     if gate.critical:
         parts.append("critical")
     return ", ".join(parts)

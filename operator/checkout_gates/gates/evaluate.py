@@ -45,6 +45,7 @@ from dataclasses import dataclass
 
 from checkout_gates.api.quantities import Tolerance, parse_tolerance
 from checkout_gates.api.spec import Gate
+from checkout_gates.gates.evidence import GateEvidence, SegmentEvidence, format_e, gate_evidence
 from checkout_gates.gates.observations import SCALAR, Sample, Segment, SignalReading, segment_name
 from checkout_gates.gates.sequential import (
     ArmCounts,
@@ -54,7 +55,16 @@ from checkout_gates.gates.sequential import (
 )
 from checkout_gates.gates.verdicts import SEVERITY, GateVerdict, SegmentResult, VerdictName
 
-__all__ = ["MAX_SEGMENTS", "evaluate_gate", "evaluate_gates", "query_window_seconds"]
+__all__ = [
+    "MAX_SEGMENTS",
+    "carried",
+    "carried_gate_evidence",
+    "evaluate_gate",
+    "evaluate_gates",
+    "judge_gate",
+    "query_window_seconds",
+    "rejected_verdict",
+]
 
 MAX_SEGMENTS = 20
 """At most this many segment results are kept in a verdict, worst first."""
@@ -68,26 +78,55 @@ _MISSING_DATA: dict[str, VerdictName] = {"inconclusive": "Inconclusive", "pass":
 # --- public API ---------------------------------------------------------------------------------
 
 
-def evaluate_gate(gate: Gate, reading: SignalReading, *, canary_share: float) -> GateVerdict:
+def evaluate_gate(gate: Gate, reading: SignalReading, *, canary_share: float, alpha: float = 0.01) -> GateVerdict:
     """The verdict of ``gate`` on ``reading``; ``canary_share`` is the canary's weight / 100.
 
+    ``alpha`` is the rollout's (``spec.analysis.alpha``), used where the gate sets none.  A gate
+    with carried evidence (``counts: exact``) fails here only on its absolute bounds or its own
+    ``alpha`` override: the rollout's budget is spent in :mod:`checkout_gates.gates.budget`.
     Never raises on the data in ``reading``: unusable numbers make a segment Inconclusive.
     """
+    return judge_gate(gate, reading, canary_share=canary_share, alpha=alpha)[0]
+
+
+def judge_gate(
+    gate: Gate, reading: SignalReading, *, canary_share: float, alpha: float = 0.01
+) -> tuple[GateVerdict, GateEvidence | None]:
+    """:func:`evaluate_gate`, and the gate's carried evidence when it has some."""
     if reading.error is not None:
         error = reading.error.strip() or "unknown error"
-        return GateVerdict(gate.name, "Inconclusive", f"query failed: {error}", critical=gate.critical)
+        return GateVerdict(gate.name, "Inconclusive", f"query failed: {error}", critical=gate.critical), None
     if not reading.canary:
-        verdict = _MISSING_DATA.get(gate.on_missing_data, "Inconclusive")
-        return GateVerdict(gate.name, verdict, "no data for canary", critical=gate.critical)
+        missing = _MISSING_DATA.get(gate.on_missing_data, "Inconclusive")
+        return GateVerdict(gate.name, missing, "no data for canary", critical=gate.critical), None
 
     kind = gate.signal_kind
+    evidence = carried_gate_evidence(gate, reading)
+    gate_alpha = gate.alpha if gate.alpha is not None else alpha
     judgements = sorted(
         (
-            _judge_segment(gate, kind, segment, sample, reading.stable.get(segment), canary_share=canary_share)
+            _judge_segment(
+                gate,
+                kind,
+                segment,
+                sample,
+                reading.stable.get(segment),
+                canary_share=canary_share,
+                alpha=gate_alpha,
+                evidence=evidence,
+            )
             for segment, sample in reading.canary.items()
         ),
         key=_worst_first,
     )
+    verdict = _verdict(gate, judgements)
+    if evidence is not None and gate.alpha is not None and evidence.log_e_value >= -math.log(gate.alpha):
+        # An alpha override: this gate spends its own budget, on its own pooled-and-segments e-value.
+        verdict = rejected_verdict(gate, verdict, evidence, log_e=evidence.log_e_value, alpha=gate.alpha, scope="gate")
+    return verdict, evidence
+
+
+def _verdict(gate: Gate, judgements: list[_Judgement]) -> GateVerdict:
     decider = judgements[0]
     result = decider.result
     return GateVerdict(
@@ -103,17 +142,58 @@ def evaluate_gate(gate: Gate, reading: SignalReading, *, canary_share: float) ->
     )
 
 
+def rejected_verdict(
+    gate: Gate, verdict: GateVerdict, evidence: GateEvidence, *, log_e: float, alpha: float, scope: str
+) -> GateVerdict:
+    """``verdict`` turned into the rejection of ``evidence`` at ``alpha`` (``scope``: "rollout" or
+    "gate"), naming the segment whose own e-value is largest."""
+    segment, blamed = evidence.blamed()
+    name = segment_name(segment) if segment is not None else ""
+    bar = 1.0 / alpha
+    what = "this rollout" if scope == "rollout" else f"gate {gate.name}"
+    head = f"rejected (e-value {format_e(log_e)} ≥ {bar:.4g}; false halts ≤ {alpha:.4g} for {what})"
+    reason = f"{head}: {name + ': ' if name else ''}{_evidence_text(blamed)}"
+    results = list(verdict.segments)
+    found = next((r for r in results if r.segment == name), None) if name else None
+    value, baseline, samples = (
+        (found.value, found.baseline, found.samples) if found else (verdict.value, verdict.baseline, verdict.samples)
+    )
+    failing = SegmentResult(
+        segment=name or (results[0].segment if results else ""),
+        verdict="Fail",
+        reason=reason,
+        value=value,
+        baseline=baseline,
+        samples=samples,
+        severity=_finite(log_e),
+    )
+    others = [r for r in results if r.segment != failing.segment]
+    return GateVerdict(
+        gate=gate.name,
+        verdict="Fail",
+        reason=reason,
+        segment=failing.segment,
+        value=value,
+        baseline=baseline,
+        samples=samples,
+        critical=gate.critical,
+        segments=(failing, *others)[:MAX_SEGMENTS],
+    )
+
+
 def evaluate_gates(
-    gates: Sequence[Gate], readings: Mapping[str, SignalReading], *, canary_share: float
+    gates: Sequence[Gate], readings: Mapping[str, SignalReading], *, canary_share: float, alpha: float = 0.01
 ) -> dict[str, GateVerdict]:
-    """Every gate's verdict by name, in the order of ``gates``; a gate with no reading is Inconclusive."""
+    """Every gate's verdict by name, in the order of ``gates``, each on its own (the rollout's
+    budget over carried evidence is :func:`checkout_gates.gates.budget.judge_gates`); a gate with
+    no reading is Inconclusive."""
     verdicts: dict[str, GateVerdict] = {}
     for gate in gates:
         reading = readings.get(gate.name)
         if reading is None:
             verdicts[gate.name] = GateVerdict(gate.name, "Inconclusive", "not evaluated", critical=gate.critical)
         else:
-            verdicts[gate.name] = evaluate_gate(gate, reading, canary_share=canary_share)
+            verdicts[gate.name] = evaluate_gate(gate, reading, canary_share=canary_share, alpha=alpha)
     return verdicts
 
 
@@ -127,6 +207,30 @@ def query_window_seconds(gate: Gate, *, interval_seconds: float, step_elapsed_se
         return max(interval_seconds, step_elapsed_seconds)
     window = gate.window_seconds
     return interval_seconds if window is None else window
+
+
+def carried(gate: Gate) -> bool:
+    """Whether the gate's evidence is carried across steps: a sequential gate on exact counts."""
+    return gate.method == "sequential" and gate.counts == "exact"
+
+
+def carried_gate_evidence(gate: Gate, reading: SignalReading) -> GateEvidence | None:
+    """The gate's e-processes folded over the reading's intervals; None unless the gate carries
+    evidence and every canary segment came with its intervals."""
+    if not carried(gate) or reading.error is not None or not reading.canary:
+        return None
+    kind = gate.signal_kind
+    canary = {segment: sample.steps for segment, sample in reading.canary.items() if sample.steps is not None}
+    stable = {segment: sample.steps for segment, sample in reading.stable.items() if sample.steps is not None}
+    if len(canary) != len(reading.canary):
+        return None
+    return gate_evidence(
+        gate.name,
+        canary,
+        stable,
+        null_for=lambda rate: _null_for_rate(gate, kind, rate),
+        segmented=bool(gate.segment_by),
+    )
 
 
 # --- segment results ----------------------------------------------------------------------------
@@ -450,13 +554,23 @@ def _conclude(segment: Segment, checks: list[_Check], samples: float | None) -> 
 
 
 def _judge_segment(
-    gate: Gate, kind: str, segment: Segment, sample: Sample, stable_sample: Sample | None, *, canary_share: float
+    gate: Gate,
+    kind: str,
+    segment: Segment,
+    sample: Sample,
+    stable_sample: Sample | None,
+    *,
+    canary_share: float,
+    alpha: float,
+    evidence: GateEvidence | None,
 ) -> _Judgement:
     canary = _read_arm(kind, sample, "canary")
     if isinstance(canary, str):
         return _judgement(segment, "Inconclusive", canary)
+    if evidence is not None:
+        return _judge_carried(gate, kind, segment, canary, stable_sample, evidence.segments.get(segment))
     if gate.method == "sequential":
-        return _judge_sequential(gate, kind, segment, canary, stable_sample, canary_share=canary_share)
+        return _judge_sequential(gate, kind, segment, canary, stable_sample, canary_share=canary_share, alpha=alpha)
     return _judge_threshold(gate, kind, segment, canary, stable_sample, canary_share=canary_share)
 
 
@@ -559,12 +673,16 @@ def _tolerance_for_sequential(gate: Gate, kind: str) -> Tolerance | None:
 
 def _null_relative_risk(gate: Gate, kind: str, data: _SequentialInput) -> float:
     """The relative risk of bad events the tolerance allows; NaN when it cannot be worked out."""
+    return _null_for_rate(gate, kind, data.stable_rate)
+
+
+def _null_for_rate(gate: Gate, kind: str, rate: float | None) -> float:
+    """The null relative risk given stable's bad rate (None: undefined); NaN when it cannot be worked out."""
     tolerance = _tolerance_for_sequential(gate, kind)
     if tolerance is None or tolerance.value == 0.0:
         return 1.0
     if tolerance.kind == "relative" and kind != "ratio":
         return 1.0 + tolerance.value / 100.0
-    rate = data.stable_rate
     if rate is None:
         return math.nan
     if kind == "ratio":
@@ -584,7 +702,14 @@ def _null_relative_risk(gate: Gate, kind: str, data: _SequentialInput) -> float:
 
 
 def _judge_sequential(
-    gate: Gate, kind: str, segment: Segment, canary: _Arm, stable_sample: Sample | None, *, canary_share: float
+    gate: Gate,
+    kind: str,
+    segment: Segment,
+    canary: _Arm,
+    stable_sample: Sample | None,
+    *,
+    canary_share: float,
+    alpha: float,
 ) -> _Judgement:
     too_few = _samples_problem(gate, canary.samples)
     checks = [] if too_few is not None else _bound_checks(gate, kind, canary.value)
@@ -609,7 +734,7 @@ def _judge_sequential(
         data.stable,
         null_relative_risk=_null_relative_risk(gate, kind, data),
         canary_share=data.share,
-        alpha=gate.alpha,
+        alpha=alpha,
     )
     value = data.canary_value if math.isfinite(data.canary_value) else None
     baseline = data.stable_value if math.isfinite(data.stable_value) else None
@@ -628,7 +753,7 @@ def _judge_sequential(
     else:
         subject = gate.name
     description = f"{subject}: {evidence.reason}"
-    if rejects(evidence, gate.alpha):
+    if rejects(evidence, alpha):
         return _judgement(
             segment,
             "Fail",
@@ -649,9 +774,92 @@ def _judge_sequential(
             samples=canary.samples,
         )
     # Closeness to rejection, normalized like a threshold excess: 0 at the bar, -1 at e-value 1.
-    bar = -math.log(gate.alpha)
+    bar = -math.log(alpha)
     closeness = (evidence.log_e_value - bar) / bar
     rank = max([closeness, *(check.excess for check in checks)])
+    return _judgement(
+        segment,
+        "Pass",
+        description + _samples_text(canary.samples),
+        value=value,
+        baseline=baseline,
+        samples=canary.samples,
+        rank=min(rank, 0.0),
+    )
+
+
+# --- carried evidence ---------------------------------------------------------------------------
+
+
+def _evidence_text(evidence: SegmentEvidence) -> str:
+    """``canary fails 1.8x as often as stable (41 vs 230 bad events ...)`` with its own e-value."""
+    counts = (
+        f"{evidence.canary_bad:,} vs {evidence.stable_bad:,} bad events in "
+        f"{_count_text(evidence.canary_exposure)} vs {_count_text(evidence.stable_exposure)} requests"
+    )
+    rho = evidence.relative_risk_estimate
+    null = "" if evidence.null_relative_risk in (0.0, 1.0) else f"; tolerated up to {evidence.null_relative_risk:.3g}x"
+    if evidence.canary_bad + evidence.stable_bad == 0:
+        how = "no bad events yet on either arm"
+    elif rho is None:
+        how = f"canary has {evidence.canary_bad:,} bad events, stable none"
+    else:
+        how = f"canary fails {rho:.3g}x as often as stable"
+    skipped = f"; {evidence.skipped} intervals unusable ({evidence.problem})" if evidence.skipped else ""
+    return f"{how} ({counts}{null}), own e-value {format_e(evidence.log_e_value)}{skipped}"
+
+
+def _judge_carried(
+    gate: Gate,
+    kind: str,
+    segment: Segment,
+    canary: _Arm,
+    stable_sample: Sample | None,
+    evidence: SegmentEvidence | None,
+) -> _Judgement:
+    """A segment of a gate with carried evidence: its absolute bounds and minSamples here; the
+    rejection is the budget's (the gate's, with an alpha override), judged over all segments."""
+    too_few = _samples_problem(gate, canary.samples)
+    checks = [] if too_few is not None else _bound_checks(gate, kind, canary.value)
+    if any(check.failed for check in checks):
+        return _conclude(segment, checks, canary.samples)
+    if stable_sample is None or evidence is None:
+        return _judgement(
+            segment,
+            "Inconclusive",
+            _no_baseline(segment),
+            value=canary.value,
+            samples=canary.samples,
+            names_segment=True,
+        )
+    stable = _read_arm(kind, stable_sample, "stable")
+    baseline = stable.value if not isinstance(stable, str) else None
+    if kind == "count" and not isinstance(stable, str):
+        value = canary.value / canary.samples if canary.samples else None
+        baseline = stable.value / stable.samples if stable.samples else None
+    else:
+        value = canary.value
+    description = f"{gate.name}: {_evidence_text(evidence)}"
+    if too_few is not None:
+        return _judgement(
+            segment,
+            "Inconclusive",
+            f"{too_few} ({description})",
+            value=value,
+            baseline=baseline,
+            samples=canary.samples,
+        )
+    if evidence.used == 0:
+        return _judgement(
+            segment,
+            "Inconclusive",
+            f"no interval with exposure on both arms yet ({description})",
+            value=value,
+            baseline=baseline,
+            samples=canary.samples,
+        )
+    # Passes are ranked nearest miss first: the larger the own e-value, the nearer to 0.
+    rank = max([-1.0 / (1.0 + max(evidence.log_e_value, 0.0)), *(c.excess for c in checks)])
     return _judgement(
         segment,
         "Pass",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -22,18 +23,41 @@ def segment_of(labels: Mapping[str, str], segment_by: tuple[str, ...] | list[str
 
 
 @dataclass(frozen=True)
+class ArmSteps:
+    """One arm's counts in one segment, interval by interval since the evidence began.
+
+    ``bad[i]`` bad events and ``exposure[i]`` requests served in interval ``i``; both arms of a
+    reading share the same intervals.
+    """
+
+    bad: tuple[float, ...]
+    exposure: tuple[float, ...]
+
+    @property
+    def total_bad(self) -> float:
+        return math.fsum(self.bad)
+
+    @property
+    def total_exposure(self) -> float:
+        return math.fsum(self.exposure)
+
+
+@dataclass(frozen=True)
 class Sample:
     """One variant's measurement of one segment.
 
     ``value`` is the signal (a ratio's good/total, a count, a quantile, a gauge);
     ``samples`` the number of observations behind it (a ratio's total, a count gate's exposure).
     For ratio signals ``good`` and ``total`` are kept too: the sequential test needs the counts.
+    ``steps``: with ``counts: exact``, the bad events and exposure interval by interval since the
+    rollout's evidence began (``value``, ``good`` and ``total`` are then their sums).
     """
 
     value: float | None
     samples: float | None = None
     good: float | None = None
     total: float | None = None
+    steps: ArmSteps | None = None
 
 
 @dataclass(frozen=True)

@@ -97,6 +97,8 @@ __all__ = [
     "DEFAULT_WEIGHTS",
     "ArmCounts",
     "SequentialEvidence",
+    "log_likelihood_ratios",
+    "log_prior_weights",
     "null_relative_risk_for_margin",
     "rejects",
     "sequential_evidence",
@@ -171,6 +173,29 @@ def _prepared_grid(
             raise ValueError(f"weights must be finite and positive, got {w}")
     log_total = math.log(math.fsum(weights))
     return tuple(math.log(m) for m in grid), tuple(math.log(w) - log_total for w in weights)
+
+
+def log_prior_weights(grid: tuple[float, ...], weights: tuple[float, ...] | None) -> tuple[float, ...]:
+    """The normalised log prior weights of ``grid``; raises ValueError on a malformed grid."""
+    return _prepared_grid(grid, weights)[1]
+
+
+def log_likelihood_ratios(
+    canary_bad: int, stable_bad: int, *, log_odds_share: float, null_relative_risk: float, grid: tuple[float, ...]
+) -> tuple[float, ...]:
+    """``log L(rho_k)`` of one batch of bad events for every grid point, at one canary share.
+
+    ``log_odds_share`` is ``log(s / (1 - s))`` of the share the batch was served at; the null
+    relative risk must be positive and finite.  A carried e-process adds these up interval by
+    interval, each interval at its own share (gates/evidence.py).
+    """
+    log_multipliers, _ = _prepared_grid(grid, None)
+    z0 = log_odds_share + math.log(null_relative_risk)
+    log_theta0, log_not_theta0 = _log_sigmoid(z0), _log_sigmoid(-z0)
+    return tuple(
+        canary_bad * (_log_sigmoid(z0 + log_m) - log_theta0) + stable_bad * (_log_sigmoid(-z0 - log_m) - log_not_theta0)
+        for log_m in log_multipliers
+    )
 
 
 def _log_sigmoid(z: float) -> float:

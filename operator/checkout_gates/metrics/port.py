@@ -36,6 +36,11 @@ class GateAndWindow(Protocol):
     @property
     def window_seconds(self) -> float: ...
 
+    @property
+    def since(self) -> datetime | None:
+        """Where a gate with carried evidence counts from (None: ``window_seconds`` before the instant)."""
+        ...
+
 
 class MetricsSource(Protocol):
     """Readings of a rollout's gates, for both variants, over a window ending at an instant."""
@@ -62,10 +67,13 @@ class MetricsSource(Protocol):
         name: str,
         window_seconds: float,
         at: datetime | None = None,
+        since: datetime | None = None,
     ) -> SignalReading:
         """Both variants' readings of one gate over the ``window_seconds`` before ``at``.
 
         ``at`` None means the source's own notion of now (Prometheus: a settled recent instant).
+        ``since``, for a gate with ``counts: exact``: count from there instead, interval by interval
+        (the analysis interval, on a grid of whole intervals), for evidence carried across steps.
         Never raises: failures are readings with ``error`` set.
         """
         ...
@@ -83,15 +91,25 @@ class MetricsSource(Protocol):
         name: str,
         window_seconds: float | Mapping[str, float],
         at: datetime | None = None,
+        since: Mapping[str, datetime | None] | None = None,
     ) -> dict[str, SignalReading]:
-        """Readings of several gates, concurrently, by gate name; ``window_seconds`` may differ per gate."""
+        """Readings of several gates, concurrently, by gate name; ``window_seconds`` (and ``since``)
+        may differ per gate."""
 
         def window(gate: Gate) -> float:
             return window_seconds[gate.name] if isinstance(window_seconds, Mapping) else window_seconds
 
         readings = await asyncio.gather(
             *(
-                self.read_gate(gate, spec=spec, namespace=namespace, name=name, window_seconds=window(gate), at=at)
+                self.read_gate(
+                    gate,
+                    spec=spec,
+                    namespace=namespace,
+                    name=name,
+                    window_seconds=window(gate),
+                    at=at,
+                    since=(since or {}).get(gate.name),
+                )
                 for gate in gates
             )
         )
@@ -109,6 +127,7 @@ class MetricsSource(Protocol):
             name=rollout.metadata.name,
             window_seconds={read.gate.name: read.window_seconds for read in reads},
             at=at,
+            since={read.gate.name: read.since for read in reads},
         )
 
     async def __aenter__(self) -> Self:

@@ -23,7 +23,6 @@ one query per bucket.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import math
 import os
@@ -39,8 +38,16 @@ from urllib.parse import urlencode
 import httpx
 
 from checkout_gates.api.spec import CheckoutRolloutSpec, Gate, PrometheusSpec
-from checkout_gates.gates.counters import CounterSeries, counter_increase, selector_range_seconds
-from checkout_gates.gates.observations import SCALAR, Sample, Segment, SignalReading, segment_name, segment_of
+from checkout_gates.gates.counters import CounterIncreases, CounterSeries, increments_between, selector_range_seconds
+from checkout_gates.gates.observations import (
+    SCALAR,
+    ArmSteps,
+    Sample,
+    Segment,
+    SignalReading,
+    segment_name,
+    segment_of,
+)
 from checkout_gates.metrics.fairness import Caller, FairLimiter
 from checkout_gates.metrics.port import MetricsSource
 from checkout_gates.metrics.singleflight import SingleFlight, moment
@@ -235,10 +242,11 @@ class PrometheusSource(MetricsSource):
         name: str,
         window_seconds: float,
         at: datetime | None = None,
+        since: datetime | None = None,
     ) -> SignalReading:
         try:
             return await self._read_gate(
-                gate, spec=spec, namespace=namespace, name=name, window_seconds=window_seconds, at=at
+                gate, spec=spec, namespace=namespace, name=name, window_seconds=window_seconds, at=at, since=since
             )
         except Exception as error:  # the contract: a reading, never an exception
             return SignalReading(gate=gate.name, error=_unexpected(error), window_seconds=window_seconds)
@@ -412,6 +420,7 @@ class PrometheusSource(MetricsSource):
         name: str,
         window_seconds: float,
         at: datetime | None,
+        since: datetime | None = None,
     ) -> SignalReading:
         templates = gate_queries(gate)
         jobs: list[tuple[Side, Role, str]] = []
@@ -426,7 +435,10 @@ class PrometheusSource(MetricsSource):
         _ASKING.set((namespace, name))  # this task's queries, and the flights they start, are this rollout's
         exact = gate.counts == "exact"
         if exact:
-            return await self._read_exact(gate, templates, jobs, when, window_seconds)
+            end = when.timestamp()
+            start = end - window_seconds if since is None else min(since.timestamp(), end - 1.0)
+            bounds = interval_bounds(start, end, spec.interval_seconds())
+            return await self._read_exact(gate, templates, jobs, bounds)
         results = await asyncio.gather(
             *(self._query(query, when, keep=keep) for _, _, query in jobs), return_exceptions=True
         )
@@ -452,21 +464,21 @@ class PrometheusSource(MetricsSource):
         gate: Gate,
         templates: Mapping[Role, str],
         jobs: Sequence[tuple[Side, Role, str]],
-        when: datetime,
-        window_seconds: float,
+        bounds: tuple[float, ...],
     ) -> SignalReading:
         """``counts: exact``: each counter's raw samples, in chunks of at most EXACT_CHUNK_SECONDS
-        (an answer's size grows with the samples in it, and a step may be long), each chunk's
-        increments counted from its own baseline (gates/counters.py) and the chunks summed: the
-        whole window's count, every increment, nothing extrapolated."""
-        end = when.timestamp()
-        chunks = _chunks(end - window_seconds, end)
+        (an answer's size grows with the samples in it, and a rollout may be long), each chunk's
+        increments counted from its own baseline and split at the interval ``bounds``
+        (gates/counters.py): every increment, in the interval of the sample that observed it,
+        nothing extrapolated."""
+        window_seconds = bounds[-1] - bounds[0]
+        chunks = _chunks(bounds)
         token = _RAW_SAMPLES.set(True)
         try:
             asked = [(index, chunk) for index in range(len(jobs)) for chunk in chunks]
             results = await asyncio.gather(
                 *(
-                    self._query(f"{jobs[index][2]}[{_reach(chunk)}s]", _instant(chunk[1]), keep=False)
+                    self._query(f"{jobs[index][2]}[{_reach((chunk[0], chunk[-1]))}s]", _instant(chunk[-1]), keep=False)
                     for index, chunk in asked
                 ),
                 return_exceptions=True,
@@ -474,7 +486,7 @@ class PrometheusSource(MetricsSource):
         finally:
             _RAW_SAMPLES.reset(token)
         errors: list[tuple[str, QueryError]] = []
-        answers: dict[int, list[tuple[tuple[float, float], list[Series]]]] = {}
+        answers: dict[int, list[tuple[tuple[float, ...], list[Series]]]] = {}
         for (index, chunk), result in zip(asked, results, strict=True):
             side, role, _ = jobs[index]
             if isinstance(result, BaseException):
@@ -485,14 +497,23 @@ class PrometheusSource(MetricsSource):
             answers.setdefault(index, []).append((chunk, result))
         if errors:
             return SignalReading(gate=gate.name, error=_summarise(errors), window_seconds=window_seconds)
-        values: dict[tuple[Side, Role], dict[Segment, float]] = {}
+        values: dict[tuple[Side, Role], dict[Segment, tuple[float, ...]]] = {}
         for index, (side, role, _) in enumerate(jobs):
             parts = answers.get(index, [])
             if sum(len(one.samples) for _, series in parts for one in series) > COUNT_OFF_LOOP_SAMPLES:
                 values[side, role] = await asyncio.to_thread(_exact_counts, parts, gate.segment_by)
             else:
                 values[side, role] = _exact_counts(parts, gate.segment_by)
-        return _reading(gate, templates, values, window_seconds)
+        try:
+            samples = {
+                side: exact_samples(gate, {role: values[side, role] for role in templates}, len(bounds) - 1)
+                for side in SIDES
+            }
+        except QueryError as error:
+            return SignalReading(gate=gate.name, error=error.message, window_seconds=window_seconds)
+        return SignalReading(
+            gate=gate.name, canary=samples["canary"], stable=samples["stable"], window_seconds=window_seconds
+        )
 
 
 def _reading(
@@ -512,14 +533,36 @@ def _reading(
     )
 
 
-def _chunks(start: float, end: float) -> list[tuple[float, float]]:
-    """(start, end] cut into consecutive pieces of at most EXACT_CHUNK_SECONDS, the last ending at ``end``."""
-    edges = [end]
-    while edges[-1] - EXACT_CHUNK_SECONDS > start:
-        edges.append(edges[-1] - EXACT_CHUNK_SECONDS)
-    edges.append(start)
-    edges.reverse()
-    return list(itertools.pairwise(edges))
+def interval_bounds(start: float, end: float, interval: float) -> tuple[float, ...]:
+    """``start``, every whole multiple of ``interval`` (on the clock, not from ``start``) after it
+    and before ``end``, and ``end``: the intervals a carried e-process is folded over.  On the
+    clock's grid, every evaluation of a rollout cuts the same intervals (only the last one grows),
+    and rollouts evaluated together share their chunks' queries."""
+    bounds = [start]
+    if interval > 0.0 and math.isfinite(interval):
+        point = (math.floor(start / interval) + 1) * interval
+        while point < end:
+            bounds.append(point)
+            point += interval
+    if end > start:
+        bounds.append(end)
+    else:
+        bounds.append(start)
+    return tuple(bounds)
+
+
+def _chunks(bounds: tuple[float, ...]) -> list[tuple[float, ...]]:
+    """``bounds`` cut into consecutive runs spanning at most EXACT_CHUNK_SECONDS (one interval more
+    when a single interval is longer), each run's last bound the next one's first."""
+    chunks: list[tuple[float, ...]] = []
+    run = [bounds[0]]
+    for bound in bounds[1:]:
+        if len(run) > 1 and bound - run[0] > EXACT_CHUNK_SECONDS:
+            chunks.append(tuple(run))
+            run = [run[-1]]
+        run.append(bound)
+    chunks.append(tuple(run))
+    return chunks
 
 
 def _reach(chunk: tuple[float, float]) -> int:
@@ -534,18 +577,21 @@ def _instant(timestamp: float) -> datetime:
 
 
 def _exact_counts(
-    parts: Sequence[tuple[tuple[float, float], Sequence[Series]]], segment_by: Sequence[str]
-) -> dict[Segment, float]:
-    """Events per segment, chunk by chunk, counted from raw samples (gates/counters.py): every
-    increment, a drop read as a restart from 0, nothing extrapolated. A series with no sample in a
-    chunk (a pod that ended before it) adds nothing there, not a segment of zero traffic."""
-    totals: dict[Segment, float] = {}
-    for (start, end), series in parts:
+    parts: Sequence[tuple[tuple[float, ...], Sequence[Series]]], segment_by: Sequence[str]
+) -> dict[Segment, tuple[float, ...]]:
+    """Events per segment and interval, chunk by chunk, counted from raw samples (gates/counters.py):
+    every increment, a drop read as a restart from 0, nothing extrapolated. A series with no sample
+    in a chunk (a pod that ended before it) adds nothing there, not a segment of zero traffic."""
+    per_chunk: list[tuple[int, CounterIncreases]] = []
+    for bounds, series in sorted(parts, key=lambda part: part[0][0]):
+        start = bounds[0]
         live = [CounterSeries(labels=one.labels, samples=one.samples) for one in series if _sampled_after(one, start)]
-        counted = counter_increase(live, start=start, end=end, segment_by=segment_by)
-        for segment, increase in counted.segments.items():
-            totals[segment] = totals.get(segment, 0.0) + increase.increase
-    return totals
+        per_chunk.append((len(bounds) - 1, increments_between(live, boundaries=bounds, segment_by=segment_by)))
+    segments = {segment for _, counted in per_chunk for segment in counted.segments}
+    return {
+        segment: tuple(value for width, counted in per_chunk for value in counted.per_interval(segment)[:width])
+        for segment in segments
+    }
 
 
 def _sampled_after(series: Series, start: float) -> bool:
@@ -759,6 +805,48 @@ def _samples(gate: Gate, values: Mapping[Role, Mapping[Segment, float]]) -> dict
         return {segment: Sample(value=signal.get(segment, 0.0), samples=extra.get(segment)) for segment in segments}
     # A segment only in the samples query has observations but no value: the core sees it as missing data.
     return {segment: Sample(value=signal.get(segment), samples=extra.get(segment)) for segment in segments}
+
+
+def exact_samples(
+    gate: Gate, values: Mapping[Role, Mapping[Segment, tuple[float, ...]]], intervals: int
+) -> dict[Segment, Sample]:
+    """One variant's samples per segment from exact per-interval counts by role, with the intervals
+    kept (``Sample.steps``): a ratio's bad events are total - good, a count's exposure its own
+    counter. A segment missing from a role's answer counted nothing there."""
+    zeros = (0.0,) * intervals
+
+    def steps_of(role: Role, segment: Segment) -> tuple[float, ...]:
+        return tuple(values[role].get(segment, zeros))
+
+    if gate.ratio is not None:
+        orphans = [segment_name(segment) for segment in values["good"] if segment not in values["total"]]
+        if orphans:
+            raise QueryError(
+                f"the good query has segments the total query lacks ({', '.join(orphans)}); "
+                "both must select the same labels"
+            )
+        samples: dict[Segment, Sample] = {}
+        for segment in values["total"]:
+            good, total = steps_of("good", segment), steps_of("total", segment)
+            bad = tuple(max(t - g, 0.0) for g, t in zip(good, total, strict=True))
+            good_sum, total_sum = math.fsum(good), math.fsum(total)
+            samples[segment] = Sample(
+                value=good_sum / total_sum if total_sum > 0 else None,
+                samples=total_sum,
+                good=min(good_sum, total_sum),
+                total=total_sum,
+                steps=ArmSteps(bad=bad, exposure=total),
+            )
+        return samples
+    segments = list(values["count"]) + [s for s in values["exposure"] if s not in values["count"]]
+    return {
+        segment: Sample(
+            value=math.fsum(steps_of("count", segment)),
+            samples=math.fsum(steps_of("exposure", segment)),
+            steps=ArmSteps(bad=steps_of("count", segment), exposure=steps_of("exposure", segment)),
+        )
+        for segment in segments
+    }
 
 
 # --- error text -------------------------------------------------------------------------------

@@ -236,10 +236,13 @@ class RecordingSource(MetricsSource):
         name: str,
         window_seconds: float,
         at: datetime | None = None,
+        since: datetime | None = None,
     ) -> SignalReading:
         """The reading recorded at ``at`` (no data if none), added up over ``window_seconds`` when
         the recorded window is shorter and the signal adds up. A recording has no "now": without
-        ``at`` the reading is an error (Inconclusive)."""
+        ``at`` the reading is an error (Inconclusive). A recording holds readings, not raw samples:
+        ``since`` is not used (a gate with ``counts: exact`` is judged on the window's sums)."""
+        del since
         if at is None:
             return SignalReading(
                 gate=gate.name,

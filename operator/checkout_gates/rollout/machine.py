@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from checkout_gates.api.resource import CheckoutRollout
-from checkout_gates.api.spec import CheckoutRolloutSpec
+from checkout_gates.api.spec import CheckoutRolloutSpec, Gate
 from checkout_gates.api.status import (
     HISTORY_LIMIT,
     SEGMENT_LIMIT,
@@ -34,7 +34,7 @@ from checkout_gates.api.status import (
     SegmentVerdict,
     Weights,
 )
-from checkout_gates.gates.evaluate import evaluate_gates
+from checkout_gates.gates.budget import guarantee, judge_gates
 from checkout_gates.gates.observations import SignalReading
 from checkout_gates.gates.verdicts import GateVerdict
 from checkout_gates.rollout import pages
@@ -120,6 +120,11 @@ class _Draft:
             gates=[gate.model_copy(update={"passing_since": None}) for gate in self.status.gates],
         )
 
+    def start_evidence(self) -> None:
+        """A new test: the rollout starts, restarts or on-call retries it; the carried evidence
+        counts from now (a retry after a rejection must not meet the same rejection at once)."""
+        self.update(evidence_since=self.now)
+
     def resolve_page(self) -> None:
         if self.status.page is not None and self.status.page.resolved_at is None:
             self.update(page=pages.resolve(self.status.page, self.now))
@@ -190,6 +195,7 @@ def _start(draft: _Draft) -> None:
     else:
         draft.update(phase="Progressing", observed_generation=generation, halt_reason="", paused_from=None, gates=[])
         draft.start_step(0)
+        draft.start_evidence()
         draft.record("Started", f"rollout of {draft.spec.canary.service} started ({len(draft.spec.steps)} steps)")
         draft.emit("Progressing", f"rollout started with {len(draft.spec.steps)} steps")
     # Annotations set before the start still count (an abort before the first step must win).
@@ -213,6 +219,7 @@ def _restart(draft: _Draft) -> None:
         draft.set_weight(0, f"generation {generation}: exposure starts again from 0")
     draft.update(observed_generation=generation, gates=[], exposure_ceiling=ceiling if ceiling > 0 else None)
     draft.start_step(0)
+    draft.start_evidence()
     if before.phase in ("Halted", "Aborted", "Paused"):
         draft.record("SpecChanged", f"{change}: stays {before.phase.lower()} until on-call acts", actor)
         draft.emit("SpecChanged", f"generation {generation} by {actor}: still {before.phase.lower()}")
@@ -274,6 +281,7 @@ def _apply_request(draft: _Draft, request: Request) -> None:
             draft.resolve_page()
             draft.update(phase="Progressing", halt_reason="")
             draft.start_step(draft.status.current_step)
+            draft.start_evidence()
             # Re-stating the weights also undoes a hand edit of the route that caused the halt.
             draft.actions.append(SetWeights(draft.status.weights, f"retry by {actor}: weights re-applied"))
             draft.record("Retried", reason, actor)
@@ -283,6 +291,7 @@ def _apply_request(draft: _Draft, request: Request) -> None:
             # On-call starts it afresh from 0, on whatever spec it has now: their call, not an edit's.
             draft.update(phase="Progressing", halt_reason="", gates=[], exposure_ceiling=None)
             draft.start_step(0)
+            draft.start_evidence()
             draft.record("Retried", f"{reason} (from step 0)", actor)
             draft.emit("Retried", f"{actor}: the rollout starts again from step 0")
         else:
@@ -368,7 +377,7 @@ def _watch(draft: _Draft, observations: Observations) -> None:
         return  # a request above moved the rollout on: these readings were for the step before
     names = watched_gate_names(draft.spec, draft.status.current_step)
     gates = [draft.spec.gate(name) for name in names]
-    verdicts = evaluate_gates(gates, observations.readings, canary_share=draft.status.weights.canary / 100.0)
+    verdicts = _judge(draft, gates, observations, draft.status.weights.canary)
     _record_verdicts(draft, verdicts)
     draft.update(last_evaluated_at=draft.now)
 
@@ -415,12 +424,23 @@ def _watch_critical_while_pending(draft: _Draft, observations: Observations) -> 
     if draft.status.step_started_at != draft.rollout.status.step_started_at:
         return
     gates = [gate for gate in draft.spec.gates if gate.critical and gate.name in observations.readings]
-    verdicts = evaluate_gates(gates, observations.readings, canary_share=confirmed.canary / 100.0)
+    verdicts = _judge(draft, gates, observations, confirmed.canary)
     failed = [v for v in verdicts.values() if v.verdict == "Fail"]
     if failed:
         worst = failed[0]
         _record_verdicts(draft, verdicts)
         _halt(draft, f"critical gate {worst.gate} failed: {worst.reason}", f"critical-{worst.gate}", critical=True)
+
+
+def _judge(
+    draft: _Draft, gates: list[Gate], observations: Observations, canary_weight: int
+) -> Mapping[str, GateVerdict]:
+    """The gates' verdicts under the rollout's one budget (gates/budget.py)."""
+    alpha = draft.spec.analysis.alpha
+    judgement = judge_gates(
+        draft.spec.gates, gates, observations.readings, canary_share=canary_weight / 100.0, alpha=alpha
+    )
+    return judgement.verdicts
 
 
 def _record_verdicts(draft: _Draft, verdicts: Mapping[str, GateVerdict]) -> None:
@@ -687,7 +707,12 @@ def _summarize(draft: _Draft) -> None:
         )
     else:
         summary = ""
-    draft.update(conditions=conditions, verdict=summary, message=status.halt_reason or _step_message(draft))
+    draft.update(
+        conditions=conditions,
+        verdict=summary,
+        message=status.halt_reason or _step_message(draft),
+        guarantee=guarantee(draft.spec.gates, alpha=draft.spec.analysis.alpha),
+    )
 
 
 def _step_message(draft: _Draft) -> str:

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from checkout_gates.api.resource import CheckoutRollout
 from checkout_gates.api.spec import CheckoutRolloutSpec, Gate
 from checkout_gates.api.status import TERMINAL_PHASES, CheckoutRolloutStatus
-from checkout_gates.gates.evaluate import query_window_seconds
+from checkout_gates.gates.evaluate import carried, query_window_seconds
 
 RETRY_SOON = 5.0  # seconds, after a failed action
 IDLE_RESYNC = 300.0  # seconds, for a rollout with nothing due
@@ -27,6 +27,8 @@ MIN_DELAY = 0.2
 class GateRead:
     gate: Gate
     window_seconds: float
+    # Where a gate with carried evidence counts from (status.evidenceSince); None for the others.
+    since: datetime | None = None
 
 
 def watched_gate_names(spec: CheckoutRolloutSpec, step_index: int) -> tuple[str, ...]:
@@ -68,13 +70,18 @@ def reads_needed(rollout: CheckoutRollout, now: datetime) -> list[GateRead]:
     spec = rollout.spec
     elapsed = step_elapsed_seconds(rollout, now)
     interval = spec.interval_seconds()
-    return [
-        GateRead(
-            spec.gate(name),
-            query_window_seconds(spec.gate(name), interval_seconds=interval, step_elapsed_seconds=elapsed),
-        )
-        for name in watched_gate_names(spec, rollout.status.current_step)
-    ]
+    since = rollout.status.evidence_since or rollout.status.step_started_at
+    reads: list[GateRead] = []
+    for name in watched_gate_names(spec, rollout.status.current_step):
+        gate = spec.gate(name)
+        if carried(gate) and since is not None:
+            window = max(interval, (now - since).total_seconds())
+            reads.append(GateRead(gate, window, since))
+        else:
+            reads.append(
+                GateRead(gate, query_window_seconds(gate, interval_seconds=interval, step_elapsed_seconds=elapsed))
+            )
+    return reads
 
 
 # --- when the next pass is due ------------------------------------------------------------------
@@ -140,6 +147,7 @@ class GateContext:
     window_seconds: float
     canary_share: float
     step: int | None
+    since: datetime | None = None
 
 
 def _weight_at(spec: CheckoutRolloutSpec, index: int) -> int:
