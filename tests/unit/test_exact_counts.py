@@ -201,3 +201,54 @@ async def test_a_users_instant_query_ending_in_a_range_is_still_an_error_not_raw
             await source.query("process_resident_memory_bytes[300s]", at=AT)
     finally:
         await source.aclose()
+
+
+async def test_complete_chunks_are_counted_once_and_later_reads_ask_only_for_the_rest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Evidence carried since the rollout began is read in chunks; chunks well in the past do not
+    change, so their counts are kept: an evaluation asks only for the time since the last one."""
+    since = datetime.fromtimestamp(END - 1500.0, tz=UTC)
+    first = END - 1800.0
+    samples = [(first + 15 * i, float(3 * i)) for i in range(int(1900 / 15))]
+    cro = rollout()
+    assert isinstance(cro, CheckoutRollout)
+    asked: list[str] = []
+
+    async def get(url: str) -> prometheus._Answer:
+        query = parse_qs(urlsplit(url).query)
+        asked.append(query["time"][0])
+        at, reach = float(query["time"][0]), int(query["query"][0].rsplit("[", 1)[1].removesuffix("s]"))
+        inside = [(t, v) for t, v in samples if at - reach < t <= at]
+        return prometheus._Answer(200, "application/json", matrix(({"provider": "adyen", "pod": "p"}, inside)))
+
+    now = [END + 30.0]
+    source = PrometheusSource(PrometheusSpec(address="http://127.0.0.1:1"), dedupe_seconds=0, clock=lambda: now[0])
+    monkeypatch.setattr(source, "_get", get)
+
+    async def at(seconds: float) -> Any:
+        when = datetime.fromtimestamp(END + seconds, tz=UTC)
+        return await source.read_gate(
+            cro.spec.gates[0],
+            spec=cro.spec,
+            namespace="payments",
+            name="checkout",
+            window_seconds=(when - since).total_seconds(),
+            at=when,
+            since=since,
+        )
+
+    try:
+        whole = await at(0.0)
+        assert len(set(asked)) == 3
+        asked.clear()
+        now[0] = END + 90.0
+        later = await at(60.0)
+    finally:
+        await source.aclose()
+    assert whole.error is None and later.error is None
+    assert [float(t) for t in asked] == [END + 60.0] * 4, "only the chunk that was not complete, once per counter"
+    (segment,) = later.canary
+    steps = later.canary[segment].steps
+    assert steps is not None
+    assert later.canary[segment].total == sum(steps.exposure) == 3 * (60 + 1500) / 15

@@ -28,17 +28,19 @@ import math
 import os
 import ssl
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any, Literal
 from urllib.parse import urlencode
 
 import httpx
 
 from checkout_gates.api.spec import CheckoutRolloutSpec, Gate, PrometheusSpec
-from checkout_gates.gates.counters import CounterIncreases, CounterSeries, increments_between, selector_range_seconds
+from checkout_gates.gates.counters import CounterSeries, increments_between, selector_range_seconds
 from checkout_gates.gates.observations import (
     SCALAR,
     ArmSteps,
@@ -61,6 +63,11 @@ SIDES: tuple[Side, Side] = ("stable", "canary")
 _ASKING: ContextVar[Caller] = ContextVar("checkout_gates_prometheus_asking", default=("", ""))
 Role = Literal["good", "total", "count", "quantile", "gauge", "samples", "exposure"]
 
+# A chunk of raw samples ending this long ago is complete (no scrape of it is still being stored):
+# its counts are kept (ChunkCache) and not asked again, so that an evaluation asks only for the
+# time since the last complete chunk, however long the rollout has run.
+CACHE_AFTER_SECONDS = 60.0
+CHUNK_CACHE_ENTRIES = 50_000
 SETTLE_SECONDS = 2.0  # how old the evaluation instant is: longer than a scrape takes to be stored
 QUERY_PATH = "/api/v1/query"
 USER_AGENT = "checkout-gates"
@@ -153,6 +160,30 @@ def gate_queries(gate: Gate) -> dict[Role, str]:
     return queries
 
 
+class ChunkCache:
+    """Counts of complete chunks by (query with its range, chunk bounds, segment labels), least
+    recently used dropped first; an entry is a few numbers per segment and interval."""
+
+    def __init__(self, entries: int) -> None:
+        self._entries = max(1, entries)
+        self._kept: OrderedDict[tuple[str, tuple[float, ...], tuple[str, ...]], ChunkCounts] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def get(self, key: tuple[str, tuple[float, ...], tuple[str, ...]]) -> ChunkCounts | None:
+        found = self._kept.get(key)
+        if found is not None:
+            self._kept.move_to_end(key)
+        return found
+
+    def put(self, key: tuple[str, tuple[float, ...], tuple[str, ...]], counts: ChunkCounts) -> None:
+        self._kept[key] = counts
+        self._kept.move_to_end(key)
+        while len(self._kept) > self._entries:
+            self._kept.popitem(last=False)
+
+
 class PrometheusSource(MetricsSource):
     """Reads gates from one Prometheus server.
 
@@ -187,6 +218,7 @@ class PrometheusSource(MetricsSource):
         self.dedupe_seconds = max(0.0, dedupe_seconds)
         self._clock = clock
         self._flights: SingleFlight[list[Series]] = SingleFlight(clock)
+        self._chunk_counts = ChunkCache(CHUNK_CACHE_ENTRIES)
         self._sent = 0
         # Uncompressed: gate answers are a few kilobytes, mostly on the cluster's own network, and gzip
         # (which Prometheus applies whenever it may) cost both ends more CPU per query than it saved.
@@ -472,38 +504,51 @@ class PrometheusSource(MetricsSource):
         (gates/counters.py): every increment, in the interval of the sample that observed it,
         nothing extrapolated."""
         window_seconds = bounds[-1] - bounds[0]
-        chunks = _chunks(bounds)
+        chunks = exact_chunks(bounds)
+        segment_by = tuple(gate.segment_by)
+        counted: dict[tuple[int, tuple[float, ...]], ChunkCounts] = {}
+        asked: list[tuple[int, tuple[float, ...], str]] = []
+        for index in range(len(jobs)):
+            for chunk in chunks:
+                promql = f"{jobs[index][2]}[{chunk_reach((chunk[0], chunk[-1]))}s]"
+                known = self._chunk_counts.get((promql, chunk, segment_by))
+                if known is not None:
+                    counted[index, chunk] = known
+                else:
+                    asked.append((index, chunk, promql))
         token = _RAW_SAMPLES.set(True)
         try:
-            asked = [(index, chunk) for index in range(len(jobs)) for chunk in chunks]
             results = await asyncio.gather(
-                *(
-                    self._query(f"{jobs[index][2]}[{_reach((chunk[0], chunk[-1]))}s]", _instant(chunk[-1]), keep=False)
-                    for index, chunk in asked
-                ),
+                *(self._query(promql, _instant(chunk[-1]), keep=False) for _, chunk, promql in asked),
                 return_exceptions=True,
             )
         finally:
             _RAW_SAMPLES.reset(token)
         errors: list[tuple[str, QueryError]] = []
-        answers: dict[int, list[tuple[tuple[float, ...], list[Series]]]] = {}
-        for (index, chunk), result in zip(asked, results, strict=True):
+        answered: list[tuple[int, tuple[float, ...], str, list[Series]]] = []
+        for (index, chunk, promql), result in zip(asked, results, strict=True):
             side, role, _ = jobs[index]
             if isinstance(result, BaseException):
                 if not isinstance(result, QueryError):
                     raise result
                 errors.append((f"{side} {role}", result))
                 continue
-            answers.setdefault(index, []).append((chunk, result))
+            answered.append((index, chunk, promql, result))
         if errors:
             return SignalReading(gate=gate.name, error=_summarise(errors), window_seconds=window_seconds)
-        values: dict[tuple[Side, Role], dict[Segment, tuple[float, ...]]] = {}
-        for index, (side, role, _) in enumerate(jobs):
-            parts = answers.get(index, [])
-            if sum(len(one.samples) for _, series in parts for one in series) > COUNT_OFF_LOOP_SAMPLES:
-                values[side, role] = await asyncio.to_thread(_exact_counts, parts, gate.segment_by)
-            else:
-                values[side, role] = _exact_counts(parts, gate.segment_by)
+        if sum(len(one.samples) for *_, series in answered for one in series) > COUNT_OFF_LOOP_SAMPLES:
+            fresh = await asyncio.to_thread(_count_chunks, answered, segment_by)
+        else:
+            fresh = _count_chunks(answered, segment_by)
+        settled = self._clock() - CACHE_AFTER_SECONDS
+        for (index, chunk, promql, _), counts in zip(answered, fresh, strict=True):
+            counted[index, chunk] = counts
+            if chunk[-1] <= settled:  # a chunk well in the past: its raw samples will not change
+                self._chunk_counts.put((promql, chunk, segment_by), counts)
+        values = {
+            (side, role): joined_counts([counted[index, chunk] for chunk in chunks])
+            for index, (side, role, _) in enumerate(jobs)
+        }
         try:
             samples = {
                 side: exact_samples(gate, {role: values[side, role] for role in templates}, len(bounds) - 1)
@@ -551,7 +596,7 @@ def interval_bounds(start: float, end: float, interval: float) -> tuple[float, .
     return tuple(bounds)
 
 
-def _chunks(bounds: tuple[float, ...]) -> list[tuple[float, ...]]:
+def exact_chunks(bounds: tuple[float, ...]) -> list[tuple[float, ...]]:
     """``bounds`` cut into consecutive runs spanning at most EXACT_CHUNK_SECONDS (one interval more
     when a single interval is longer), each run's last bound the next one's first."""
     chunks: list[tuple[float, ...]] = []
@@ -565,7 +610,7 @@ def _chunks(bounds: tuple[float, ...]) -> list[tuple[float, ...]]:
     return chunks
 
 
-def _reach(chunk: tuple[float, float]) -> int:
+def chunk_reach(chunk: tuple[float, float]) -> int:
     """The range of a chunk's selector: back to LOOKBACK_SECONDS before it, rounded up to a minute
     so that rollouts whose chunks end together share one query (each counts from its own start)."""
     seconds = selector_range_seconds(chunk[0], chunk[1], lookback=LOOKBACK_SECONDS)
@@ -576,22 +621,43 @@ def _instant(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, tz=UTC)
 
 
-def _exact_counts(
-    parts: Sequence[tuple[tuple[float, ...], Sequence[Series]]], segment_by: Sequence[str]
-) -> dict[Segment, tuple[float, ...]]:
-    """Events per segment and interval, chunk by chunk, counted from raw samples (gates/counters.py):
+ChunkCounts = tuple[int, Mapping[Segment, tuple[float, ...]]]
+"""One chunk's counts: its number of intervals, and each segment's increments per interval."""
+
+
+def chunk_counts(chunk: tuple[float, ...], series: Sequence[Series], segment_by: Sequence[str]) -> ChunkCounts:
+    """Events per segment and interval of one chunk, counted from raw samples (gates/counters.py):
     every increment, a drop read as a restart from 0, nothing extrapolated. A series with no sample
-    in a chunk (a pod that ended before it) adds nothing there, not a segment of zero traffic."""
-    per_chunk: list[tuple[int, CounterIncreases]] = []
-    for bounds, series in sorted(parts, key=lambda part: part[0][0]):
-        start = bounds[0]
-        live = [CounterSeries(labels=one.labels, samples=one.samples) for one in series if _sampled_after(one, start)]
-        per_chunk.append((len(bounds) - 1, increments_between(live, boundaries=bounds, segment_by=segment_by)))
-    segments = {segment for _, counted in per_chunk for segment in counted.segments}
+    in the chunk (a pod that ended before it) adds nothing there, not a segment of zero traffic."""
+    start = chunk[0]
+    live = [CounterSeries(labels=one.labels, samples=one.samples) for one in series if _sampled_after(one, start)]
+    increases = increments_between(live, boundaries=chunk, segment_by=segment_by)
+    return len(chunk) - 1, MappingProxyType(
+        {segment: increases.per_interval(segment) for segment in increases.segments}
+    )
+
+
+def joined_counts(parts: Sequence[ChunkCounts]) -> dict[Segment, tuple[float, ...]]:
+    """Consecutive chunks' counts as one run of intervals (zeros where a segment had no series)."""
+    segments = {segment for _, counts in parts for segment in counts}
     return {
-        segment: tuple(value for width, counted in per_chunk for value in counted.per_interval(segment)[:width])
+        segment: tuple(value for width, counts in parts for value in counts.get(segment, (0.0,) * width))
         for segment in segments
     }
+
+
+def exact_counts(
+    parts: Sequence[tuple[tuple[float, ...], Sequence[Series]]], segment_by: Sequence[str]
+) -> dict[Segment, tuple[float, ...]]:
+    """Events per segment and interval over consecutive chunks (``(bounds, answer)`` pairs)."""
+    ordered = sorted(parts, key=lambda part: part[0][0])
+    return joined_counts([chunk_counts(chunk, series, segment_by) for chunk, series in ordered])
+
+
+def _count_chunks(
+    answered: Sequence[tuple[int, tuple[float, ...], str, Sequence[Series]]], segment_by: Sequence[str]
+) -> list[ChunkCounts]:
+    return [chunk_counts(chunk, series, segment_by) for _, chunk, _, series in answered]
 
 
 def _sampled_after(series: Series, start: float) -> bool:
