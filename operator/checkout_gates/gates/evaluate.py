@@ -45,7 +45,7 @@ from dataclasses import dataclass
 
 from checkout_gates.api.quantities import Tolerance, parse_tolerance
 from checkout_gates.api.spec import Gate
-from checkout_gates.gates.evidence import GateEvidence, SegmentEvidence, format_e, gate_evidence
+from checkout_gates.gates.evidence import GateEvidence, SegmentEvidence, format_e, gate_evidence_path
 from checkout_gates.gates.observations import SCALAR, Sample, Segment, SignalReading, segment_name
 from checkout_gates.gates.sequential import (
     ArmCounts,
@@ -59,6 +59,7 @@ __all__ = [
     "MAX_SEGMENTS",
     "carried",
     "carried_gate_evidence",
+    "carried_gate_evidence_path",
     "evaluate_gate",
     "evaluate_gates",
     "judge_gate",
@@ -217,6 +218,13 @@ def carried(gate: Gate) -> bool:
 def carried_gate_evidence(gate: Gate, reading: SignalReading) -> GateEvidence | None:
     """The gate's e-processes folded over the reading's intervals; None unless the gate carries
     evidence and every canary segment came with its intervals."""
+    found = carried_gate_evidence_path(gate, reading)
+    return None if found is None else found[0]
+
+
+def carried_gate_evidence_path(gate: Gate, reading: SignalReading) -> tuple[GateEvidence, tuple[float, ...]] | None:
+    """:func:`carried_gate_evidence` and the gate's log e-value after each interval (what an
+    evaluation at each interval's end saw: gates/evidence.py ``gate_evidence_path``)."""
     if not carried(gate) or reading.error is not None or not reading.canary:
         return None
     kind = gate.signal_kind
@@ -224,7 +232,7 @@ def carried_gate_evidence(gate: Gate, reading: SignalReading) -> GateEvidence | 
     stable = {segment: sample.steps for segment, sample in reading.stable.items() if sample.steps is not None}
     if len(canary) != len(reading.canary):
         return None
-    return gate_evidence(
+    return gate_evidence_path(
         gate.name,
         canary,
         stable,
@@ -568,7 +576,9 @@ def _judge_segment(
     if isinstance(canary, str):
         return _judgement(segment, "Inconclusive", canary)
     if evidence is not None:
-        return _judge_carried(gate, kind, segment, canary, stable_sample, evidence.segments.get(segment))
+        return _judge_carried(
+            gate, kind, segment, canary, stable_sample, evidence.segments.get(segment), evidence.pooled.canary_exposure
+        )
     if gate.method == "sequential":
         return _judge_sequential(gate, kind, segment, canary, stable_sample, canary_share=canary_share, alpha=alpha)
     return _judge_threshold(gate, kind, segment, canary, stable_sample, canary_share=canary_share)
@@ -816,11 +826,18 @@ def _judge_carried(
     canary: _Arm,
     stable_sample: Sample | None,
     evidence: SegmentEvidence | None,
+    pooled_samples: float,
 ) -> _Judgement:
-    """A segment of a gate with carried evidence: its absolute bounds and minSamples here; the
-    rejection is the budget's (the gate's, with an alpha override), judged over all segments."""
-    too_few = _samples_problem(gate, canary.samples)
-    checks = [] if too_few is not None else _bound_checks(gate, kind, canary.value)
+    """A segment of a gate with carried evidence: its absolute bounds here; the rejection is the
+    budget's (the gate's, with an alpha override), judged over all segments.
+
+    ``minSamples`` counts the canary's traffic of the whole gate since the evidence began: a small
+    segment that has seen little canary traffic yet must not hold a step for ever (at 1% exposure a
+    2% segment sees a request a minute); its evidence is carried into the next step and it is in
+    the pooled test meanwhile.  Its absolute bounds are judged once it has ``minSamples`` itself."""
+    too_few = _samples_problem(gate, pooled_samples)
+    own_too_few = _samples_problem(gate, canary.samples)
+    checks = [] if own_too_few is not None else _bound_checks(gate, kind, canary.value)
     if any(check.failed for check in checks):
         return _conclude(segment, checks, canary.samples)
     if stable_sample is None or evidence is None:
