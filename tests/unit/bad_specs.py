@@ -167,7 +167,12 @@ BAD_SPECS: tuple[BadSpec, ...] = (
     ),
     BadSpec(
         "exact-counts-of-promql",  # a sum of increase() has no raw samples to count
-        (put("spec.gates[0].counts", "exact"),),
+        (
+            put(
+                "spec.gates[0].ratio.good",
+                'sum by (provider) (increase(payment_authorizations_total{variant="{{variant}}"}[{{window}}]))',
+            ),
+        ),
         "spec.gates[0].counts",
         "must be a bare selector",
         "spec.gates[0].counts",
@@ -187,11 +192,19 @@ BAD_SPECS: tuple[BadSpec, ...] = (
         "give the requests served as a counter selector in exposure",
     ),
     BadSpec(
+        "exact-counts-of-a-count-without-exposure",  # no exposure: no canary share per interval
+        (drop("spec.gates[2].exposure"),),
+        "spec.gates[2].exposure",
+        "a count gate needs exposure",
+        "spec.gates[2].exposure",
+        "a count gate needs exposure",
+    ),
+    BadSpec(
         "exact-counts-on-a-threshold-gate",
-        (put("spec.gates[1].counts", "exact"),),
-        "spec.gates[1].counts",
+        (put("spec.gates[3].counts", "exact"),),
+        "spec.gates[3].counts",
         "counts exact is for method sequential",
-        "spec.gates[1].counts",
+        "spec.gates[3].counts",
         "counts exact is for method sequential",
     ),
     BadSpec(
