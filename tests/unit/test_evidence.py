@@ -10,7 +10,13 @@ from hypothesis import strategies as st
 
 from checkout_gates.api.spec import Gate
 from checkout_gates.gates.budget import guarantee, judge_gates
-from checkout_gates.gates.evidence import NullRisk, gate_evidence, gate_evidence_path, rollout_evidence
+from checkout_gates.gates.evidence import (
+    NullRisk,
+    gate_evidence,
+    gate_evidence_path,
+    relative_risk_lower_bound,
+    rollout_evidence,
+)
 from checkout_gates.gates.observations import ArmSteps, Sample, SignalReading
 from checkout_gates.gates.sequential import ArmCounts, sequential_evidence
 
@@ -231,3 +237,23 @@ def test_the_path_ends_where_the_fold_ends() -> None:
             segmented=True,
         )
         assert math.isclose(path[end - 1], prefix.log_e_value)
+
+
+def test_the_lower_bound_of_the_relative_risk_is_below_the_estimate_and_above_one_when_rejected() -> None:
+    canary = ArmSteps((20.0, 25.0, 30.0), (500.0, 500.0, 500.0))  # 5% failing
+    stable = ArmSteps((40.0, 38.0, 42.0), (2000.0, 2000.0, 2000.0))  # 2% failing: 2.5x
+    bound = relative_risk_lower_bound(canary, stable, alpha=0.01)
+    assert bound is not None and 1.2 < bound < 2.5
+    stricter = relative_risk_lower_bound(canary, stable, alpha=0.001)
+    assert stricter is not None and stricter < bound  # more confidence, a lower floor
+    healthy = relative_risk_lower_bound(
+        ArmSteps((10.0, 10.0), (500.0, 500.0)), ArmSteps((40.0, 40.0), (2000.0, 2000.0)), alpha=0.01
+    )
+    assert healthy is None or healthy < 1.0  # nothing says a canary failing as often as stable is worse
+
+
+def test_a_rejection_says_how_much_worse_the_canary_is_at_least() -> None:
+    auth = _gate("auth")
+    judgement = judge_gates([auth], [auth], {"auth": _reading("auth", 90.0, 270.0)}, canary_share=0.1, alpha=0.01)
+    reason = judgement.verdicts["auth"].reason
+    assert "canary's relative risk ≥ " in reason and "0.99 anytime-valid bound" in reason

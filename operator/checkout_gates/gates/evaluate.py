@@ -153,7 +153,9 @@ def rejected_verdict(
     bar = 1.0 / alpha
     what = "this rollout" if scope == "rollout" else f"gate {gate.name}"
     head = f"rejected (e-value {format_e(log_e)} ≥ {bar:.4g}; false halts ≤ {alpha:.4g} for {what})"
-    reason = f"{head}: {name + ': ' if name else ''}{_evidence_text(blamed)}"
+    bound = evidence.lower_bound(segment, alpha)
+    floor = f"; canary's relative risk ≥ {bound:.3g}x ({1 - alpha:.4g} anytime-valid bound)" if bound else ""
+    reason = f"{head}: {name + ': ' if name else ''}{_evidence_text(blamed)}{floor}"
     results = list(verdict.segments)
     found = next((r for r in results if r.segment == name), None) if name else None
     value, baseline, samples = (

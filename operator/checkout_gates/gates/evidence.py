@@ -70,6 +70,7 @@ __all__ = [
     "SegmentEvidence",
     "gate_evidence",
     "gate_evidence_path",
+    "relative_risk_lower_bound",
     "rollout_evidence",
 ]
 
@@ -121,6 +122,20 @@ class GateEvidence:
     pooled: SegmentEvidence
     segments: Mapping[Segment, SegmentEvidence] = field(default_factory=dict)
     segmented: bool = False
+    # The counts folded, per compared segment (canary, stable): kept for the confidence bound.
+    steps: Mapping[Segment, tuple[ArmSteps, ArmSteps]] = field(default_factory=dict)
+
+    def lower_bound(self, segment: Segment | None, alpha: float) -> float | None:
+        """The anytime-valid lower confidence bound of ``segment``'s relative risk (None: the
+        pooled counts); see :func:`relative_risk_lower_bound`."""
+        if segment is not None:
+            found = self.steps.get(segment)
+            return None if found is None else relative_risk_lower_bound(*found, alpha=alpha)
+        if not self.steps:
+            return None
+        canary = _summed([pair[0] for pair in self.steps.values()])
+        stable = _summed([pair[1] for pair in self.steps.values()])
+        return relative_risk_lower_bound(canary, stable, alpha=alpha)
 
     def blamed(self) -> tuple[Segment | None, SegmentEvidence]:
         """The segment whose own e-value is largest (None: the pooled test, for a gate without segments)."""
@@ -342,7 +357,58 @@ def gate_evidence_path(
         for segment in compared
     }
     log_e = _gate_log_e(pooled.log_e, [entered[s] + processes[s].log_e for s in entered], segmented)
-    return GateEvidence(gate, log_e, pooled_evidence, segments, segmented=segmented), tuple(path)
+    steps = {segment: (canary[segment], stable[segment]) for segment in compared}
+    return GateEvidence(gate, log_e, pooled_evidence, segments, segmented=segmented, steps=steps), tuple(path)
+
+
+def _summed(arms: Sequence[ArmSteps]) -> ArmSteps:
+    width = max((len(arm.bad) for arm in arms), default=0)
+
+    def column(values: Sequence[tuple[float, ...]], index: int) -> float:
+        return math.fsum(v[index] for v in values if index < len(v))
+
+    return ArmSteps(
+        tuple(column([a.bad for a in arms], i) for i in range(width)),
+        tuple(column([a.exposure for a in arms], i) for i in range(width)),
+    )
+
+
+def relative_risk_lower_bound(
+    canary: ArmSteps,
+    stable: ArmSteps,
+    *,
+    alpha: float,
+    grid: tuple[float, ...] = DEFAULT_GRID,
+    weights: tuple[float, ...] | None = DEFAULT_WEIGHTS,
+) -> float | None:
+    """The largest relative risk ``rho0`` whose null "q_canary / q_stable <= rho0" the carried test
+    rejects at ``alpha``: an anytime-valid lower confidence bound for the canary's relative risk
+    (the e-value falls as ``rho0`` grows, so the rejected nulls are an interval from 0; their
+    union over time misses the truth with probability at most ``alpha``).  None when not even
+    ``rho0 = 0.001`` is rejected.  Found by bisection on ``log rho0`` (30 folds of the counts)."""
+    bar = -math.log(alpha)
+
+    def log_e(log_rho0: float) -> float:
+        rho0 = math.exp(log_rho0)
+        process = _Process(log_prior_weights(grid, weights))
+        for index in range(max(len(canary.bad), len(stable.bad))):
+            c_bad, c_exposure = _interval(canary, index)
+            s_bad, s_exposure = _interval(stable, index)
+            process.add((c_bad, c_exposure, s_bad, s_exposure), null_for=lambda rate: rho0, grid=grid, where="")
+        return process.log_e
+
+    low, high = math.log(1e-3), math.log(1e3)
+    if log_e(low) < bar:
+        return None
+    if log_e(high) >= bar:
+        return math.exp(high)
+    for _ in range(30):
+        middle = (low + high) / 2.0
+        if log_e(middle) >= bar:
+            low = middle
+        else:
+            high = middle
+    return math.exp(low)
 
 
 def _gate_log_e(pooled: float, segment_wealth: Sequence[float], segmented: bool) -> float:
