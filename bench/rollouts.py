@@ -163,6 +163,8 @@ class Cell:
     restart: bool = False
     relative: bool = False  # regression is a multiplier of the bad rate, not an absolute rise
     target: tuple[str, Segment | None] | None = None  # where the blame should land
+    # Both arms' base bad rates times this factor until the given second (a drifting baseline).
+    drift: tuple[tuple[float, float], ...] = ()
 
     @property
     def duration(self) -> float:
@@ -176,8 +178,14 @@ class Cell:
                 return weight / 100.0
         return self.steps[-1][0] / 100.0
 
-    def canary_bad(self, gate: str, segment: SegmentTraffic) -> float:
-        q = segment.bad
+    def base(self, segment: SegmentTraffic, t: float) -> float:
+        for until, factor in self.drift:
+            if t < until:
+                return min(segment.bad * factor, 1.0)
+        return segment.bad
+
+    def canary_bad(self, gate: str, segment: SegmentTraffic, t: float = 0.0) -> float:
+        q = self.base(segment, t)
         for name, where, rise in self.regression:
             if name == gate and where in (None, segment.labels):
                 q = q * rise if self.relative else q + rise
@@ -242,7 +250,8 @@ def simulate(cell: Cell, seed: int) -> dict[str, dict[str, dict[str, list[Series
                     crashed = arm == "canary" and pod == 0 and restart_at is not None and previous < restart_at <= t
                     for seg in traffic.segments:
                         mean = cell.rate * traffic.per_checkout * seg.share * fraction * (t - start) / PODS
-                        q = cell.canary_bad(gate.name, seg) if arm == "canary" else seg.bad
+                        middle = (start + t) / 2.0
+                        q = cell.canary_bad(gate.name, seg, middle) if arm == "canary" else cell.base(seg, middle)
                         bad = poisson_sampler(rng, mean * q)()
                         good = poisson_sampler(rng, mean * (1.0 - q))()
                         if gate.ratio is not None:
@@ -477,9 +486,23 @@ def cells(scrape: float) -> tuple[list[Cell], list[Cell]]:
     """(A/A cells, regression cells) of the issue's scenario at one scrape interval."""
     exact = rollout_gates("0pp")
     tolerant = rollout_gates("0.5pp")
+    at_margin = (("auth-approval", None, 0.005), ("refund-success", None, 0.005))
     aa = [
         Cell(f"A/A, 3 gates x 9/4/1 segments, maxDrop 0pp, scrape {scrape:g}s", exact, scrape=scrape),
         Cell(f"A/A, canary pod restarts, scrape {scrape:g}s", exact, scrape=scrape, restart=True),
+        Cell(
+            "canary at the margin (+0.5pp, maxDrop 0.5pp), stable's rates 3x for the first 20 minutes",
+            tolerant,
+            at_margin,
+            scrape=scrape,
+            drift=((1200.0, 3.0),),
+        ),
+        Cell(
+            "A/A, stable's and canary's rates 3x for the first 20 minutes, maxDrop 0pp",
+            exact,
+            scrape=scrape,
+            drift=((1200.0, 3.0),),
+        ),
     ]
     regressions = [
         Cell(
@@ -577,7 +600,7 @@ def report(args: argparse.Namespace) -> str:
         lines.append("|---|---:|---:|---:|---:|")
         for i, cell in enumerate(aa_cells):
             results = _runs(cell, args.aa_runs, args.seed + i, workers)
-            aa_results += results if not cell.restart else []
+            aa_results += results if i == 0 else []  # Flagger's floor: matched on the plain A/A cell
             halts = sum(1 for r in results if r.halted_at is not None)
             lines.append(f"| {cell.name} | {args.aa_runs} | {_rate_text(halts, args.aa_runs)} | - | - |")
             print(lines[-1], flush=True)

@@ -398,7 +398,7 @@ def test_carried_gates_read_since_the_evidence_began_and_a_retry_starts_a_new_te
     driver.step(_carried([1.0, 12.0, 12.0, 12.0], [30.0, 28.0, 28.0, 28.0], [0.05] * 4))
     assert driver.status.phase == "Halted"
     reason = driver.status.halt_reason
-    assert reason.startswith("gate auth-approval rejected: rejected (e-value ")
+    assert reason.startswith("gate auth-approval rejected: e-value ")
     assert "false halts ≤ 0.01 for this rollout): provider=adyen: canary fails" in reason
     driver.annotate({RETRY: "oncall"})
     driver.step()

@@ -44,7 +44,8 @@ from checkout_gates.cli.reports import (
     replay_json,
     replay_table,
 )
-from checkout_gates.gates.evaluate import evaluate_gate
+from checkout_gates.gates.budget import judge_gates
+from checkout_gates.gates.evaluate import carried, evaluate_gate
 from checkout_gates.metrics.port import MetricsSource
 from checkout_gates.metrics.recording import RecordingError, RecordingSource
 from checkout_gates.rollout.plan import GateContext, plan
@@ -163,10 +164,22 @@ async def evaluate_live(
     async with PrometheusSource(config) as source:
         await probe(source, at)
         readings = await source.read_for(rollout, contexts, at=at)
+    alpha = rollout.spec.analysis.alpha
+    # Gates with carried evidence are judged together, under the rollout's one budget, as the
+    # operator judges them; their canary share comes from their exposure, not from the plan.
+    budget = judge_gates(
+        rollout.spec.gates,
+        [c.gate for c in contexts if carried(c.gate)],
+        readings,
+        canary_share=0.0,
+        alpha=alpha,
+    ).verdicts
     judged = tuple(
         GateEvaluation(
             gate=c.gate,
-            verdict=evaluate_gate(c.gate, readings[c.gate.name], canary_share=c.canary_share),
+            verdict=budget[c.gate.name]
+            if carried(c.gate)
+            else evaluate_gate(c.gate, readings[c.gate.name], canary_share=c.canary_share, alpha=alpha),
             window_seconds=c.window_seconds,
             canary_share=c.canary_share,
             step=c.step,

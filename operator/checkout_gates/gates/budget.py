@@ -64,26 +64,38 @@ def judge_gates(
     if rollout.rejects and blamed is not None:
         gate = next(g for g in watched if g.name == blamed.gate)
         verdicts[gate.name] = rejected_verdict(
-            gate, verdicts[gate.name], blamed, log_e=rollout.log_e_value, alpha=alpha, scope="rollout"
+            gate,
+            verdicts[gate.name],
+            blamed,
+            log_e=rollout.log_e_value,
+            alpha=alpha,
+            scope="rollout",
+            budget_share=1.0 / rollout.budgeted_gates,
         )
     return Judgement(verdicts, rollout)
 
 
 def guarantee(declared: Sequence[Gate], *, alpha: float) -> str:
     """What the false-halt bound is, and over which gates, in one line for the status."""
-    inside = [gate.name for gate in declared if budgeted(gate)]
-    outside = [gate for gate in declared if gate.method == "sequential" and not budgeted(gate)]
+    inside = [gate for gate in declared if budgeted(gate)]
+    own = [gate for gate in declared if carried(gate) and gate.alpha is not None]
+    stepwise = [gate for gate in declared if gate.method == "sequential" and not carried(gate)]
     thresholds = [gate.name for gate in declared if gate.method != "sequential"]
-    extra = sum(gate.alpha if gate.alpha is not None else alpha for gate in outside)
+    bounded = [gate.name for gate in inside if gate.min is not None or gate.max is not None]
     parts: list[str] = []
     if inside:
         parts.append(
-            f"false halts ≤ {alpha:.4g} for this rollout over {', '.join(inside)} "
+            f"false halts ≤ {alpha:.4g} for this rollout over {', '.join(g.name for g in inside)} "
             "(every segment and step, evidence carried across steps)"
         )
-    if outside:
-        names = ", ".join(gate.name for gate in outside)
-        parts.append(f"plus up to {extra:.4g} from {names} (own alpha or counts: increase)")
+    if own:
+        extra = sum(gate.alpha or 0.0 for gate in own)
+        parts.append(f"plus up to {extra:.4g} from {', '.join(g.name for g in own)} (alpha of their own)")
+    if stepwise:
+        names = ", ".join(gate.name for gate in stepwise)
+        parts.append(f"{names} (counts: increase) spend their alpha again in every step and segment")
+    if bounded:
+        parts.append(f"the min/max bounds of {', '.join(bounded)} are point checks outside the bound")
     if thresholds:
         parts.append(f"threshold gates {', '.join(thresholds)} carry no error bound")
     return "; ".join(parts) or "no gates"

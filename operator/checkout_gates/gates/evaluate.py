@@ -103,6 +103,19 @@ def judge_gate(
 
     kind = gate.signal_kind
     evidence = carried_gate_evidence(gate, reading)
+    if carried(gate) and evidence is None:
+        # Never the per-step test at the rollout's alpha in its place: that would spend alpha the
+        # budget does not account for.
+        return (
+            GateVerdict(
+                gate.name,
+                "Inconclusive",
+                "counts exact needs the counts interval by interval, and this source gave totals only "
+                "(a recording has no raw samples: judge it against Prometheus)",
+                critical=gate.critical,
+            ),
+            None,
+        )
     gate_alpha = gate.alpha if gate.alpha is not None else alpha
     judgements = sorted(
         (
@@ -144,18 +157,34 @@ def _verdict(gate: Gate, judgements: list[_Judgement]) -> GateVerdict:
 
 
 def rejected_verdict(
-    gate: Gate, verdict: GateVerdict, evidence: GateEvidence, *, log_e: float, alpha: float, scope: str
+    gate: Gate,
+    verdict: GateVerdict,
+    evidence: GateEvidence,
+    *,
+    log_e: float,
+    alpha: float,
+    scope: str,
+    budget_share: float = 1.0,
 ) -> GateVerdict:
     """``verdict`` turned into the rejection of ``evidence`` at ``alpha`` (``scope``: "rollout" or
-    "gate"), naming the segment whose own e-value is largest."""
+    "gate"), naming what carried it: the pooled test, or the segment whose own e-value is largest.
+
+    The relative risk's lower bound is stated at the share of alpha the named test had
+    (``budget_share`` of the budget is this gate's; half of it the pooled test's, half split
+    between the segments), so it holds although the segment was picked after the fact."""
     segment, blamed = evidence.blamed()
-    name = segment_name(segment) if segment is not None else ""
+    pooled = segment is None and evidence.segmented
+    name = segment_name(segment) if segment is not None else ("all segments (pooled)" if pooled else "")
     bar = 1.0 / alpha
     what = "this rollout" if scope == "rollout" else f"gate {gate.name}"
-    head = f"rejected (e-value {format_e(log_e)} ≥ {bar:.4g}; false halts ≤ {alpha:.4g} for {what})"
-    bound = evidence.lower_bound(segment, alpha)
-    floor = f"; canary's relative risk ≥ {bound:.3g}x ({1 - alpha:.4g} anytime-valid bound)" if bound else ""
+    head = f"e-value {format_e(log_e)} ≥ {bar:.4g} (false halts ≤ {alpha:.4g} for {what})"
+    level = alpha * budget_share
+    if evidence.segmented:
+        level /= 2.0 if segment is None else 2.0 * max(1, evidence.entered)
+    bound = evidence.lower_bound(segment, level)
+    floor = f"; canary's relative risk ≥ {bound:.3g}x ({1 - level:.4g} anytime-valid bound)" if bound else ""
     reason = f"{head}: {name + ': ' if name else ''}{_evidence_text(blamed)}{floor}"
+    name = "all" if pooled else name
     results = list(verdict.segments)
     found = next((r for r in results if r.segment == name), None) if name else None
     value, baseline, samples = (

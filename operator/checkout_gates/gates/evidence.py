@@ -22,7 +22,8 @@ one running sum per grid point: an O(1) update).  The operator keeps no checkpoi
 evaluation folds the intervals again from the raw samples since the evidence began, so a restart
 gives the same numbers (an e-process continued from an older, higher checkpoint would not be one).
 The null of a tolerance written as a margin (``maxDrop: 0.5pp``) is a relative risk worked out
-from stable's rate so far (a plug-in, see sequential.py), re-estimated at every interval.
+from stable's rate over its last :data:`TRAILING_INTERVALS` intervals (a plug-in, see
+sequential.py), re-estimated at every interval so that it follows a drifting baseline.
 
 One budget per rollout
 ----------------------
@@ -36,8 +37,12 @@ stable (within tolerance) in any gate or segment", which is exactly what a false
 and the rollout halts the first time ``E_rollout >= 1/alpha``.  An average of test
 supermartingales on one filtration is one, whatever their dependence, so Ville's inequality
 bounds the false halts of the whole rollout, all gates, segments and steps, by ``alpha``.  The
-pooled half (the gate summed over its segments) finds a regression spread over many segments, the
-segment half one confined to a small segment.  ``G`` is the number of budgeted gates the spec
+pooled half finds a regression spread over many segments, the segment half one confined to a
+small segment.  The pooled test is stratified: for each alternative, the product of the segments'
+interval likelihood ratios, each at its own share and null (segments are disjoint streams of
+requests, so the product is a likelihood ratio of them all).  Summing each arm over the segments
+instead would compare mixtures of different base rates served at different shares, and halt a
+canary that is no worse anywhere (Simpson's paradox; found in review).  ``G`` is the number of budgeted gates the spec
 declares, fixed in advance; a gate not read at an evaluation (not watched at this step) counts 0,
 which only lowers the average, so the bound holds.
 
@@ -51,6 +56,7 @@ evidence; the segment named is the one whose own e-value is largest.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -71,12 +77,18 @@ __all__ = [
     "gate_evidence",
     "gate_evidence_path",
     "relative_risk_lower_bound",
+    "relative_risk_lower_bound_stratified",
     "rollout_evidence",
 ]
 
 NullRisk = Callable[[float | None], float]
 """The null relative risk given stable's bad rate so far (None: not known yet); NaN when the
 tolerance cannot be stated yet, ``inf`` when it allows anything (the interval then adds nothing)."""
+
+TRAILING_INTERVALS = 20
+"""Stable's bad rate behind a margin's null is taken over its last this many intervals (10 minutes
+at 30 s), the current one included: a baseline that drifts (a provider's declines falling from 6%
+to 2%) moves the null with it; a rate since the rollout began would lag it and over-reject."""
 
 _MAX_COUNT = float(2**53)
 _NEGATIVE_TOLERANCE = 1e-9
@@ -124,6 +136,12 @@ class GateEvidence:
     segmented: bool = False
     # The counts folded, per compared segment (canary, stable): kept for the confidence bound.
     steps: Mapping[Segment, tuple[ArmSteps, ArmSteps]] = field(default_factory=dict)
+    log_segment_mean: float = 0.0  # log of the segment average (the newcomer-scaled wealths)
+
+    @property
+    def entered(self) -> int:
+        """Segments that have entered the average (an interval with exposure on both arms)."""
+        return sum(1 for one in self.segments.values() if one.used > 0)
 
     def lower_bound(self, segment: Segment | None, alpha: float) -> float | None:
         """The anytime-valid lower confidence bound of ``segment``'s relative risk (None: the
@@ -133,15 +151,16 @@ class GateEvidence:
             return None if found is None else relative_risk_lower_bound(*found, alpha=alpha)
         if not self.steps:
             return None
-        canary = _summed([pair[0] for pair in self.steps.values()])
-        stable = _summed([pair[1] for pair in self.steps.values()])
-        return relative_risk_lower_bound(canary, stable, alpha=alpha)
+        return relative_risk_lower_bound_stratified(list(self.steps.values()), alpha=alpha)
 
     def blamed(self) -> tuple[Segment | None, SegmentEvidence]:
-        """The segment whose own e-value is largest (None: the pooled test, for a gate without segments)."""
-        if not self.segmented or not self.segments:
+        """What carries the gate's evidence: None and the pooled test when its half weighs more than
+        the segments' half (a regression spread over the segments), else the entered segment whose
+        own e-value is largest."""
+        entered = [s for s, one in self.segments.items() if one.used > 0]
+        if not self.segmented or not entered or self.pooled.log_e_value > self.log_segment_mean:
             return None, self.pooled
-        segment = max(self.segments, key=lambda s: (self.segments[s].log_e_value, segment_name(s)))
+        segment = max(entered, key=lambda s: (self.segments[s].log_e_value, segment_name(s)))
         return segment, self.segments[segment]
 
 
@@ -181,6 +200,9 @@ class _Process:
 
     def __init__(self, log_weights: tuple[float, ...]) -> None:
         self.log_terms = list(log_weights)
+        # Stable's recent intervals (bad, exposure): the plug-in rate follows a drifting baseline.
+        self.recent: deque[tuple[int, float]] = deque(maxlen=TRAILING_INTERVALS)
+        self.last: tuple[float, ...] | None = None  # the log-likelihood ratios of the last interval added
         self.canary_bad = 0
         self.stable_bad = 0
         self.canary_exposure = 0.0
@@ -195,6 +217,7 @@ class _Process:
         return _log_sum_exp(self.log_terms)
 
     def _skip(self, problem: str) -> bool:
+        self.last = None
         self.skipped += 1
         if self.problem is None:
             self.problem = problem
@@ -220,6 +243,7 @@ class _Process:
             checked.append(max(raw, 0.0))
         canary_bad, canary_exposure, stable_bad, stable_exposure = checked
         x_c, x_s = math.floor(canary_bad + 0.5), math.floor(stable_bad + 0.5)
+        self.last = None
         if canary_exposure <= 0.0 or stable_exposure <= 0.0:
             if (x_c and canary_exposure <= 0.0) or (x_s and stable_exposure <= 0.0):
                 return self._skip(f"{where}: bad events in an interval with no exposure on their arm")
@@ -228,12 +252,14 @@ class _Process:
         self.stable_bad += x_s
         self.canary_exposure += canary_exposure
         self.stable_exposure += stable_exposure
-        null = null_for(_rate(self.stable_bad, self.stable_exposure))
+        self.recent.append((x_s, stable_exposure))
+        null = null_for(_rate(sum(b for b, _ in self.recent), math.fsum(e for _, e in self.recent)))
         if not (null > 0.0) or math.isnan(null):
             return self._skip(f"{where}: the tolerance cannot be stated yet (no stable bad rate)")
         self.null = null
         if math.isinf(null) or x_c + x_s == 0:
             self.used += 1
+            self.last = (0.0,) * len(self.log_terms)
             return True
         ratios = log_likelihood_ratios(
             x_c,
@@ -242,9 +268,13 @@ class _Process:
             null_relative_risk=null,
             grid=grid,
         )
-        self.log_terms = [term + ratio for term, ratio in zip(self.log_terms, ratios, strict=True)]
+        self.add_ratios(ratios)
         self.used += 1
+        self.last = ratios
         return True
+
+    def add_ratios(self, ratios: Sequence[float]) -> None:
+        self.log_terms = [term + ratio for term, ratio in zip(self.log_terms, ratios, strict=True)]
 
     def evidence(self, segment: str, *, log_start: float = 0.0) -> SegmentEvidence:
         return SegmentEvidence(
@@ -342,34 +372,49 @@ def gate_evidence_path(
             )
             if added and segment not in entered:
                 entered[segment] = before
-        sums = [0.0, 0.0, 0.0, 0.0]
-        for side, offset in ((canary, 0), (stable, 2)):
-            for arm in side.values():
-                bad, exposure = _interval(arm, index)
-                sums[offset] += bad
-                sums[offset + 1] += exposure
-        pooled.add((sums[0], sums[1], sums[2], sums[3]), null_for=null_for, grid=grid, where=f"interval {index + 1}")
+        # The pooled test is stratified: for each alternative, the product of the segments'
+        # likelihood ratios, each at its own share and null. Summing the arms over segments
+        # instead would compare mixtures of different base rates at different shares (Simpson).
+        pooled_ratios = [0.0] * len(log_weights)
+        contributed = False
+        for segment in compared:
+            ratios = processes[segment].last
+            if ratios is not None:
+                contributed = True
+                pooled_ratios = [a + b for a, b in zip(pooled_ratios, ratios, strict=True)]
+        if contributed:
+            pooled.add_ratios(pooled_ratios)
+            pooled.used += 1
         path.append(_gate_log_e(pooled.log_e, [entered[s] + processes[s].log_e for s in entered], segmented))
 
-    pooled_evidence = pooled.evidence("all")
+    pooled_evidence = _pooled_evidence(pooled, [processes[s] for s in compared])
     segments = {
         segment: processes[segment].evidence(segment_name(segment), log_start=entered.get(segment, 0.0))
         for segment in compared
     }
-    log_e = _gate_log_e(pooled.log_e, [entered[s] + processes[s].log_e for s in entered], segmented)
+    wealth = [entered[s] + processes[s].log_e for s in entered]
+    log_e = _gate_log_e(pooled.log_e, wealth, segmented)
     steps = {segment: (canary[segment], stable[segment]) for segment in compared}
-    return GateEvidence(gate, log_e, pooled_evidence, segments, segmented=segmented, steps=steps), tuple(path)
+    mean = _log_mean(wealth) if wealth else 0.0
+    found = GateEvidence(
+        gate, log_e, pooled_evidence, segments, segmented=segmented, steps=steps, log_segment_mean=mean
+    )
+    return found, tuple(path)
 
 
-def _summed(arms: Sequence[ArmSteps]) -> ArmSteps:
-    width = max((len(arm.bad) for arm in arms), default=0)
-
-    def column(values: Sequence[tuple[float, ...]], index: int) -> float:
-        return math.fsum(v[index] for v in values if index < len(v))
-
-    return ArmSteps(
-        tuple(column([a.bad for a in arms], i) for i in range(width)),
-        tuple(column([a.exposure for a in arms], i) for i in range(width)),
+def _pooled_evidence(pooled: _Process, parts: Sequence[_Process]) -> SegmentEvidence:
+    """The pooled process's evidence with the compared segments' counts summed (for the message)."""
+    return SegmentEvidence(
+        segment="all",
+        log_e_value=pooled.log_e,
+        canary_bad=sum(p.canary_bad for p in parts),
+        stable_bad=sum(p.stable_bad for p in parts),
+        canary_exposure=math.fsum(p.canary_exposure for p in parts),
+        stable_exposure=math.fsum(p.stable_exposure for p in parts),
+        null_relative_risk=parts[0].null if len(parts) == 1 else 0.0,
+        used=pooled.used,
+        skipped=sum(p.skipped for p in parts),
+        problem=next((p.problem for p in parts if p.problem), None),
     )
 
 
@@ -386,16 +431,34 @@ def relative_risk_lower_bound(
     (the e-value falls as ``rho0`` grows, so the rejected nulls are an interval from 0; their
     union over time misses the truth with probability at most ``alpha``).  None when not even
     ``rho0 = 0.001`` is rejected.  Found by bisection on ``log rho0`` (30 folds of the counts)."""
+    return relative_risk_lower_bound_stratified([(canary, stable)], alpha=alpha, grid=grid, weights=weights)
+
+
+def relative_risk_lower_bound_stratified(
+    strata: Sequence[tuple[ArmSteps, ArmSteps]],
+    *,
+    alpha: float,
+    grid: tuple[float, ...] = DEFAULT_GRID,
+    weights: tuple[float, ...] | None = DEFAULT_WEIGHTS,
+) -> float | None:
+    """:func:`relative_risk_lower_bound` for a relative risk common to several segments (the pooled
+    test's: each segment's likelihood ratio at its own share, multiplied)."""
     bar = -math.log(alpha)
+    log_weights = log_prior_weights(grid, weights)
 
     def log_e(log_rho0: float) -> float:
         rho0 = math.exp(log_rho0)
-        process = _Process(log_prior_weights(grid, weights))
-        for index in range(max(len(canary.bad), len(stable.bad))):
-            c_bad, c_exposure = _interval(canary, index)
-            s_bad, s_exposure = _interval(stable, index)
-            process.add((c_bad, c_exposure, s_bad, s_exposure), null_for=lambda rate: rho0, grid=grid, where="")
-        return process.log_e
+        parts = [_Process(log_weights) for _ in strata]
+        total = _Process(log_weights)
+        width = max((max(len(c.bad), len(s.bad)) for c, s in strata), default=0)
+        for index in range(width):
+            for process, (canary, stable) in zip(parts, strata, strict=True):
+                c_bad, c_exposure = _interval(canary, index)
+                s_bad, s_exposure = _interval(stable, index)
+                process.add((c_bad, c_exposure, s_bad, s_exposure), null_for=lambda rate: rho0, grid=grid, where="")
+                if process.last is not None:
+                    total.add_ratios(process.last)
+        return total.log_e
 
     low, high = math.log(1e-3), math.log(1e3)
     if log_e(low) < bar:

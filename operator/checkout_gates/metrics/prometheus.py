@@ -28,6 +28,7 @@ import math
 import os
 import ssl
 import time
+from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
@@ -67,7 +68,9 @@ Role = Literal["good", "total", "count", "quantile", "gauge", "samples", "exposu
 # its counts are kept (ChunkCache) and not asked again, so that an evaluation asks only for the
 # time since the last complete chunk, however long the rollout has run.
 CACHE_AFTER_SECONDS = 60.0
-CHUNK_CACHE_ENTRIES = 50_000
+CHUNK_CACHE_CELLS = 4_000_000  # numbers kept (8 bytes each in arrays): 32 MB per Prometheus source
+EXACT_BATCH = 16  # chunk queries in flight per gate read, counted before the next are asked
+MAX_EVIDENCE_INTERVALS = 20_000  # ~7 days at 30 s: beyond, a carried gate is Inconclusive and says why
 SETTLE_SECONDS = 2.0  # how old the evaluation instant is: longer than a scrape takes to be stored
 QUERY_PATH = "/api/v1/query"
 USER_AGENT = "checkout-gates"
@@ -162,14 +165,20 @@ def gate_queries(gate: Gate) -> dict[Role, str]:
 
 class ChunkCache:
     """Counts of complete chunks by (query with its range, chunk bounds, segment labels), least
-    recently used dropped first; an entry is a few numbers per segment and interval."""
+    recently used dropped first, bounded by the numbers it holds (each segment's counts in a
+    chunk are an array of doubles)."""
 
-    def __init__(self, entries: int) -> None:
-        self._entries = max(1, entries)
+    def __init__(self, cells: int) -> None:
+        self._cells = max(1, cells)
+        self._held = 0
         self._kept: OrderedDict[tuple[str, tuple[float, ...], tuple[str, ...]], ChunkCounts] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._kept)
+
+    @property
+    def cells(self) -> int:
+        return self._held
 
     def get(self, key: tuple[str, tuple[float, ...], tuple[str, ...]]) -> ChunkCounts | None:
         found = self._kept.get(key)
@@ -178,10 +187,21 @@ class ChunkCache:
         return found
 
     def put(self, key: tuple[str, tuple[float, ...], tuple[str, ...]], counts: ChunkCounts) -> None:
+        size = _cells(counts)
+        if size > self._cells:
+            return
+        old = self._kept.pop(key, None)
+        if old is not None:
+            self._held -= _cells(old)
         self._kept[key] = counts
-        self._kept.move_to_end(key)
-        while len(self._kept) > self._entries:
-            self._kept.popitem(last=False)
+        self._held += size
+        while self._held > self._cells:
+            _, dropped = self._kept.popitem(last=False)
+            self._held -= _cells(dropped)
+
+
+def _cells(counts: ChunkCounts) -> int:
+    return max(1, counts[0] * len(counts[1]))
 
 
 class PrometheusSource(MetricsSource):
@@ -218,7 +238,7 @@ class PrometheusSource(MetricsSource):
         self.dedupe_seconds = max(0.0, dedupe_seconds)
         self._clock = clock
         self._flights: SingleFlight[list[Series]] = SingleFlight(clock)
-        self._chunk_counts = ChunkCache(CHUNK_CACHE_ENTRIES)
+        self._chunk_counts = ChunkCache(CHUNK_CACHE_CELLS)
         self._sent = 0
         # Uncompressed: gate answers are a few kilobytes, mostly on the cluster's own network, and gzip
         # (which Prometheus applies whenever it may) cost both ends more CPU per query than it saved.
@@ -469,6 +489,15 @@ class PrometheusSource(MetricsSource):
         if exact:
             end = when.timestamp()
             start = end - window_seconds if since is None else min(since.timestamp(), end - 1.0)
+            intervals = (end - start) / max(spec.interval_seconds(), 1e-3)
+            if not math.isfinite(intervals) or intervals > MAX_EVIDENCE_INTERVALS:
+                return SignalReading(
+                    gate=gate.name,
+                    error=f"the evidence since {_instant(start).isoformat()} spans {intervals:,.0f} analysis intervals, "
+                    f"more than {MAX_EVIDENCE_INTERVALS:,}: retry the rollout to start a new test, or use a longer "
+                    "analysis.interval",
+                    window_seconds=end - start,
+                )
             bounds = interval_bounds(start, end, spec.interval_seconds())
             return await self._read_exact(gate, templates, jobs, bounds)
         results = await asyncio.gather(
@@ -516,35 +545,41 @@ class PrometheusSource(MetricsSource):
                     counted[index, chunk] = known
                 else:
                     asked.append((index, chunk, promql))
-        token = _RAW_SAMPLES.set(True)
-        try:
-            results = await asyncio.gather(
-                *(self._query(promql, _instant(chunk[-1]), keep=False) for _, chunk, promql in asked),
-                return_exceptions=True,
-            )
-        finally:
-            _RAW_SAMPLES.reset(token)
         errors: list[tuple[str, QueryError]] = []
-        answered: list[tuple[int, tuple[float, ...], str, list[Series]]] = []
-        for (index, chunk, promql), result in zip(asked, results, strict=True):
-            side, role, _ = jobs[index]
-            if isinstance(result, BaseException):
-                if not isinstance(result, QueryError):
-                    raise result
-                errors.append((f"{side} {role}", result))
-                continue
-            answered.append((index, chunk, promql, result))
+        # In batches, each counted as it arrives and its raw answers let go: after a restart a long
+        # rollout's every chunk is asked at once, and holding all of them would cost memory.
+        for first in range(0, len(asked), EXACT_BATCH):
+            batch = asked[first : first + EXACT_BATCH]
+            token = _RAW_SAMPLES.set(True)
+            try:
+                results = await asyncio.gather(
+                    *(self._query(promql, _instant(chunk[-1]), keep=False) for _, chunk, promql in batch),
+                    return_exceptions=True,
+                )
+            finally:
+                _RAW_SAMPLES.reset(token)
+            answered: list[tuple[int, tuple[float, ...], str, list[Series]]] = []
+            for (index, chunk, promql), result in zip(batch, results, strict=True):
+                side, role, _ = jobs[index]
+                if isinstance(result, BaseException):
+                    if not isinstance(result, QueryError):
+                        raise result
+                    errors.append((f"{side} {role}", result))
+                    continue
+                answered.append((index, chunk, promql, result))
+            del results
+            if sum(len(one.samples) for *_, series in answered for one in series) > COUNT_OFF_LOOP_SAMPLES:
+                fresh = await asyncio.to_thread(_count_chunks, answered, segment_by)
+            else:
+                fresh = _count_chunks(answered, segment_by)
+            settled = self._clock() - CACHE_AFTER_SECONDS
+            for (index, chunk, promql, _), counts in zip(answered, fresh, strict=True):
+                counted[index, chunk] = counts
+                # Kept even when another chunk failed: the next evaluation asks only for that one.
+                if chunk[-1] <= settled:  # a chunk well in the past: its raw samples will not change
+                    self._chunk_counts.put((promql, chunk, segment_by), counts)
         if errors:
             return SignalReading(gate=gate.name, error=_summarise(errors), window_seconds=window_seconds)
-        if sum(len(one.samples) for *_, series in answered for one in series) > COUNT_OFF_LOOP_SAMPLES:
-            fresh = await asyncio.to_thread(_count_chunks, answered, segment_by)
-        else:
-            fresh = _count_chunks(answered, segment_by)
-        settled = self._clock() - CACHE_AFTER_SECONDS
-        for (index, chunk, promql, _), counts in zip(answered, fresh, strict=True):
-            counted[index, chunk] = counts
-            if chunk[-1] <= settled:  # a chunk well in the past: its raw samples will not change
-                self._chunk_counts.put((promql, chunk, segment_by), counts)
         values = {
             (side, role): joined_counts([counted[index, chunk] for chunk in chunks])
             for index, (side, role, _) in enumerate(jobs)
@@ -621,7 +656,7 @@ def _instant(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, tz=UTC)
 
 
-ChunkCounts = tuple[int, Mapping[Segment, tuple[float, ...]]]
+ChunkCounts = tuple[int, Mapping[Segment, Sequence[float]]]
 """One chunk's counts: its number of intervals, and each segment's increments per interval."""
 
 
@@ -633,7 +668,7 @@ def chunk_counts(chunk: tuple[float, ...], series: Sequence[Series], segment_by:
     live = [CounterSeries(labels=one.labels, samples=one.samples) for one in series if _sampled_after(one, start)]
     increases = increments_between(live, boundaries=chunk, segment_by=segment_by)
     return len(chunk) - 1, MappingProxyType(
-        {segment: increases.per_interval(segment) for segment in increases.segments}
+        {segment: array("d", increases.per_interval(segment)) for segment in increases.segments}
     )
 
 
@@ -894,7 +929,7 @@ def exact_samples(
         samples: dict[Segment, Sample] = {}
         for segment in values["total"]:
             good, total = steps_of("good", segment), steps_of("total", segment)
-            bad = tuple(max(t - g, 0.0) for g, t in zip(good, total, strict=True))
+            bad = _bad_per_interval(good, total)
             good_sum, total_sum = math.fsum(good), math.fsum(total)
             samples[segment] = Sample(
                 value=good_sum / total_sum if total_sum > 0 else None,
@@ -913,6 +948,20 @@ def exact_samples(
         )
         for segment in segments
     }
+
+
+def _bad_per_interval(good: Sequence[float], total: Sequence[float]) -> tuple[float, ...]:
+    """``total - good`` interval by interval. Where good and total come from series scraped at
+    different moments, an interval may see good ahead of total: the shortfall is carried into the
+    next intervals instead of clamped to 0, so that no bad event is invented (the sum stays
+    ``max(total - good, 0)``)."""
+    bad: list[float] = []
+    owed = 0.0
+    for g, t in zip(good, total, strict=True):
+        difference = t - g - owed
+        owed = max(-difference, 0.0)
+        bad.append(max(difference, 0.0))
+    return tuple(bad)
 
 
 # --- error text -------------------------------------------------------------------------------

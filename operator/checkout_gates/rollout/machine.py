@@ -375,6 +375,9 @@ def _watch(draft: _Draft, observations: Observations) -> None:
         return
     if draft.status.phase in TERMINAL_PHASES or draft.status.step_started_at != draft.rollout.status.step_started_at:
         return  # a request above moved the rollout on: these readings were for the step before
+    if draft.status.evidence_since is None:
+        # A rollout started before evidence was carried: its readings covered the step so far.
+        draft.update(evidence_since=draft.status.step_started_at)
     names = watched_gate_names(draft.spec, draft.status.current_step)
     gates = [draft.spec.gate(name) for name in names]
     verdicts = _judge(draft, gates, observations, draft.status.weights.canary)
