@@ -50,14 +50,14 @@ CASES = (
     Case("card-payments.yaml", "aa"),
     Case("card-payments.yaml", "duplicate-charges", ("duplicate-charges",)),
     Case("card-payments.yaml", "silent-declines", ("capture-success",)),
-    Case("card-payments.yaml", "latency-regression", ("p99-latency",)),
+    Case("card-payments.yaml", "latency-regression", ("slow-checkouts", "p99-latency")),
     Case("refund-flow.yaml", "aa"),
     Case("refund-flow.yaml", "refund-regression", ("refund-success",)),
     Case("refund-flow.yaml", "webhook-out-of-order", ("mismatch-queue", "duplicate-orders")),
     Case("refund-flow.yaml", "payment-state-mismatch", ("mismatch-queue",)),
     Case("pricing-tax.yaml", "aa"),
     Case("pricing-tax.yaml", "edge-path-completion", ("completion-by-path",)),
-    Case("pricing-tax.yaml", "latency-regression", ("p99-latency",)),
+    Case("pricing-tax.yaml", "latency-regression", ("slow-checkouts", "p99-latency")),
     Case("README.md", "aa"),
     Case("README.md", "duplicate-charges", ("duplicate-charges",)),
 )
@@ -159,3 +159,39 @@ def test_the_example_promotes_a_healthy_canary_and_halts_its_regression(
     else:
         assert report["outcome"] in ("halted", "aborted"), summary
         assert report["gate"] in case.halted_by, summary
+
+
+def test_the_dry_run_judges_carried_gates_under_the_rollout_budget(
+    capsys: pytest.CaptureFixture[str], backfilled: Backfilled
+) -> None:
+    """`evaluate` (CI's dry run) judges sequential gates on exact counts as the operator does: the
+    canary charging customers twice fails duplicate-charges, under the rollout's one alpha."""
+    regressed = next(case for case in CASES if case.example == "README.md" and case.halted_by)
+    healthy = next(case for case in CASES if case.example == "README.md" and not case.halted_by)
+    at = (backfilled.start + timedelta(minutes=40)).isoformat()
+    outcomes = {}
+    for case in (regressed, healthy):
+        code = main(
+            [
+                "evaluate",
+                str(backfilled.files[case.tag]),
+                "--prometheus",
+                backfilled.url,
+                "--at",
+                at,
+                "--step",
+                "3",
+                "--output",
+                "json",
+            ]
+        )
+        out, err = capsys.readouterr()
+        assert code != 3, err
+        outcomes[case.tag] = (code, json.loads(out))
+    code, report = outcomes[regressed.tag]
+    assert code == 1, report
+    failing = {gate["name"]: gate for gate in report["gates"] if gate["verdict"] == "Fail"}
+    assert "duplicate-charges" in failing, report
+    assert "false halts ≤ 0.01 for this rollout" in failing["duplicate-charges"]["reason"]
+    code, report = outcomes[healthy.tag]
+    assert code == 0, report
