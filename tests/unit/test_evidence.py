@@ -289,3 +289,34 @@ def test_a_spread_regression_is_blamed_on_the_pooled_test_not_on_one_segment() -
     evidence = gate_evidence("g", segments, stables, null_for=_one(), segmented=True)
     segment, blamed = evidence.blamed()
     assert segment is None and blamed is evidence.pooled
+
+
+def test_a_segment_with_little_or_no_canary_traffic_does_not_hold_the_step() -> None:
+    """minSamples counts the gate's canary traffic; a small segment below it, or one with no
+    interval of traffic on both arms yet, passes with its evidence carried (found in review)."""
+    auth = _gate("auth", minSamples=500)
+
+    def sample(bad: float, total: float) -> Sample:
+        value = (total - bad) / total if total else None
+        return Sample(value=value, samples=total, good=total - bad, total=total, steps=ArmSteps((bad,), (total,)))
+
+    reading = SignalReading(
+        gate="auth",
+        canary={CARD: sample(30.0, 1000.0), WALLET: sample(1.0, 20.0), SCALAR: sample(0.0, 0.0)},
+        stable={CARD: sample(270.0, 9000.0), WALLET: sample(9.0, 180.0), SCALAR: sample(3.0, 100.0)},
+    )
+    judgement = judge_gates([auth], [auth], {"auth": reading}, canary_share=0.1, alpha=0.01)
+    verdict = judgement.verdicts["auth"]
+    assert verdict.verdict == "Pass", verdict.reason
+    reasons = {result.segment: result.reason for result in verdict.segments}
+    assert "this segment: 20 samples < minSamples 500, its evidence carried" in reasons["provider=paypal"]
+    assert "no canary traffic in this segment yet, its evidence carried" in reasons["all"]
+    few = judge_gates(
+        [auth],
+        [auth],
+        {"auth": SignalReading("auth", canary={CARD: sample(3.0, 100.0)}, stable={CARD: sample(27.0, 900.0)})},
+        canary_share=0.1,
+        alpha=0.01,
+    )
+    assert few.verdicts["auth"].verdict == "Inconclusive"
+    assert "the gate's canary traffic so far: 100 samples < minSamples 500" in few.verdicts["auth"].reason

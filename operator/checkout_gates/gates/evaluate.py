@@ -605,6 +605,13 @@ def _judge_segment(
 ) -> _Judgement:
     canary = _read_arm(kind, sample, "canary")
     if isinstance(canary, str):
+        traffic = sample.total if sample.total is not None else sample.samples
+        if evidence is not None and traffic == 0.0 and _samples_problem(gate, evidence.pooled.canary_exposure) is None:
+            # No canary traffic in this segment yet: nothing to judge, and nothing to hold the
+            # step for; what it sees later is carried into the next step.
+            return _judgement(
+                segment, "Pass", f"{gate.name}: no canary traffic in this segment yet, its evidence carried"
+            )
         return _judgement(segment, "Inconclusive", canary)
     if evidence is not None:
         return _judge_carried(
@@ -892,26 +899,24 @@ def _judge_carried(
         return _judgement(
             segment,
             "Inconclusive",
-            f"{too_few} ({description})",
+            f"the gate's canary traffic so far: {too_few} ({description})",
             value=value,
             baseline=baseline,
             samples=canary.samples,
         )
+    # A segment with little or no canary traffic yet does not hold the step: it is in the pooled
+    # test and the segment average, and its evidence goes on into the next step.
+    note = ""
     if evidence.used == 0:
-        return _judgement(
-            segment,
-            "Inconclusive",
-            f"no interval with exposure on both arms yet ({description})",
-            value=value,
-            baseline=baseline,
-            samples=canary.samples,
-        )
+        note = "; no interval with traffic on both arms yet: nothing to compare, its evidence carried"
+    elif own_too_few is not None:
+        note = f"; this segment: {own_too_few}, its evidence carried"
     # Passes are ranked nearest miss first: the larger the own e-value, the nearer to 0.
     rank = max([-1.0 / (1.0 + max(evidence.log_e_value, 0.0)), *(c.excess for c in checks)])
     return _judgement(
         segment,
         "Pass",
-        description + _samples_text(canary.samples),
+        description + note + _samples_text(canary.samples),
         value=value,
         baseline=baseline,
         samples=canary.samples,
