@@ -335,11 +335,11 @@ def run(cell: Cell, seed: int) -> RunResult:
         folded = carried_gate_evidence_path(gate, found[gate.name])
         assert folded is not None and budgeted(gate)
         paths[gate.name] = folded[1]
-    count = len(declared)
     bar = -math.log(ALPHA)
     halted: int | None = None
     for index in range(len(bounds) - 1):
-        log_e = _log_mean_exp([paths[g.name][index] for g in declared]) + math.log(len(declared)) - math.log(count)
+        # The rollout's e-value: the mean over the declared gates (gates/evidence.py rollout_evidence).
+        log_e = _log_mean_exp([paths[g.name][index] for g in declared])
         if log_e >= bar:
             halted = index
             break

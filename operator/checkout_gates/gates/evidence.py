@@ -329,8 +329,8 @@ def gate_evidence(
     grid: tuple[float, ...] = DEFAULT_GRID,
     weights: tuple[float, ...] | None = DEFAULT_WEIGHTS,
 ) -> GateEvidence:
-    """Fold every interval of every segment of one gate: segment e-processes, the pooled one (each
-    arm summed over its segments) and the gate's e-value.  ``segmented``: the gate names segment
+    """Fold every interval of every segment of one gate: segment e-processes, the pooled one
+    (stratified: the segments' likelihood ratios multiplied) and the gate's e-value.  ``segmented``: the gate names segment
     labels (else the pooled test is the whole gate).  Never raises on data; unusable intervals are
     skipped and counted.  Raises ValueError for a malformed grid (a programming error)."""
     return gate_evidence_path(gate, canary, stable, null_for=null_for, segmented=segmented, grid=grid, weights=weights)[
@@ -444,21 +444,17 @@ def relative_risk_lower_bound_stratified(
     """:func:`relative_risk_lower_bound` for a relative risk common to several segments (the pooled
     test's: each segment's likelihood ratio at its own share, multiplied)."""
     bar = -math.log(alpha)
-    log_weights = log_prior_weights(grid, weights)
+    keys: list[Segment] = [(("stratum", str(i)),) for i in range(len(strata))]
+    canary = {key: pair[0] for key, pair in zip(keys, strata, strict=True)}
+    stable = {key: pair[1] for key, pair in zip(keys, strata, strict=True)}
 
     def log_e(log_rho0: float) -> float:
+        # The gate's own fold at a fixed null: its pooled process is the stratified test.
         rho0 = math.exp(log_rho0)
-        parts = [_Process(log_weights) for _ in strata]
-        total = _Process(log_weights)
-        width = max((max(len(c.bad), len(s.bad)) for c, s in strata), default=0)
-        for index in range(width):
-            for process, (canary, stable) in zip(parts, strata, strict=True):
-                c_bad, c_exposure = _interval(canary, index)
-                s_bad, s_exposure = _interval(stable, index)
-                process.add((c_bad, c_exposure, s_bad, s_exposure), null_for=lambda rate: rho0, grid=grid, where="")
-                if process.last is not None:
-                    total.add_ratios(process.last)
-        return total.log_e
+        folded = gate_evidence(
+            "", canary, stable, null_for=lambda rate: rho0, segmented=False, grid=grid, weights=weights
+        )
+        return folded.pooled.log_e_value
 
     low, high = math.log(1e-3), math.log(1e3)
     if log_e(low) < bar:
