@@ -312,6 +312,14 @@ BAD_SPECS: tuple[BadSpec, ...] = (
         "less than or equal to 0.5",
     ),
     BadSpec(
+        "rollout-alpha-of-zero",  # a budget of 0 halts nothing ever: refused, not read as "off"
+        (put("spec.analysis.alpha", 0),),
+        "spec.analysis.alpha",
+        "greater than 0",
+        "spec.analysis.alpha",
+        "greater than 0",
+    ),
+    BadSpec(
         "step-with-two-kinds",
         (put("spec.steps[4]", {"approval": {}, "pause": {"duration": "5m"}}),),
         "spec.steps[4]",

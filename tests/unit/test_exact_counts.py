@@ -252,3 +252,47 @@ async def test_complete_chunks_are_counted_once_and_later_reads_ask_only_for_the
     steps = later.canary[segment].steps
     assert steps is not None
     assert later.canary[segment].total == sum(steps.exposure) == 3 * (60 + 1500) / 15
+
+
+@pytest.mark.parametrize(
+    ("since", "expected"),
+    [
+        (datetime(1970, 1, 1, tzinfo=UTC), "more than 20,000: retry the rollout to start a new test"),
+        (datetime(2100, 1, 1, tzinfo=UTC), None),
+    ],
+    ids=["forged-far-past", "future"],
+)
+async def test_an_evidence_start_from_a_forged_or_odd_status_is_bounded(
+    monkeypatch: pytest.MonkeyPatch, since: datetime, expected: str | None
+) -> None:
+    """status.evidenceSince is the operator's, but a status can be edited: decades of evidence are
+    an Inconclusive reading that says what to do (no millions of bounds, no query sent); a start in
+    the future reads one interval before the instant, not a negative window."""
+    cro = rollout()
+    assert isinstance(cro, CheckoutRollout)
+    asked: list[str] = []
+
+    async def get(url: str) -> prometheus._Answer:
+        asked.append(url)
+        return prometheus._Answer(200, "application/json", matrix())
+
+    source = PrometheusSource(PrometheusSpec(address="http://127.0.0.1:1"), dedupe_seconds=0)
+    monkeypatch.setattr(source, "_get", get)
+    try:
+        reading = await source.read_gate(
+            cro.spec.gates[0],
+            spec=cro.spec,
+            namespace="payments",
+            name="checkout",
+            window_seconds=60,
+            at=AT,
+            since=since,
+        )
+    finally:
+        await source.aclose()
+    if expected is not None:
+        assert reading.error is not None and expected in reading.error
+        assert asked == []
+    else:
+        assert reading.error is None, reading.error
+        assert reading.window_seconds == 1.0
