@@ -33,6 +33,8 @@ EXAMPLES = ROOT / "examples" / "gates"
 SCENARIOS = ROOT / "examples" / "scenarios"
 RATE = 40.0  # checkouts per second, over both arms
 MARGIN = 600.0  # seconds: how long the traffic holds a gate step's weight beyond its window
+# Stable alone before the rollout, as in production: a tail gate chooses its bound from this hour.
+BEFORE = 3600.0
 
 
 @dataclass(frozen=True)
@@ -79,10 +81,11 @@ def example(name: str) -> dict[str, Any]:
 
 
 def schedule(document: dict[str, Any]) -> tuple[list[tuple[float, float]], float]:
-    """The canary's weight over time if every gate step passes about when its window allows (the
+    """The canary's weight over time, after an hour of stable alone (BEFORE), if every gate step
+    passes about when its window allows (the
     traffic holds each gate step's weight a while longer: a real rollout passes later, not
-    earlier), approvals given at once; and how long the backtest may run."""
-    pieces: list[tuple[float, float]] = []
+    earlier), approvals given at once; and how long the backtest may run from the rollout's start."""
+    pieces: list[tuple[float, float]] = [(BEFORE, 0.0)]
     weight = 0.0
     for step in document["spec"]["steps"]:
         if "setWeight" in step:
@@ -92,7 +95,7 @@ def schedule(document: dict[str, Any]) -> tuple[list[tuple[float, float]], float
         elif "pause" in step:
             pieces.append((parse_duration(step["pause"]["duration"]), weight))
     pieces.append((1800.0, weight))  # the last weight (promotion) held
-    return pieces, sum(seconds for seconds, _ in pieces)
+    return pieces, sum(seconds for seconds, _ in pieces) - BEFORE
 
 
 @dataclass(frozen=True)
@@ -108,12 +111,12 @@ def backfilled(prometheus: Prometheus, tmp_path_factory: pytest.TempPathFactory)
     folder = tmp_path_factory.mktemp("examples")
     runs, files, lengths = [], {}, {}
     longest = max(schedule(example(case.example))[1] for case in CASES)
-    start = (datetime.now(UTC) - timedelta(seconds=longest + 3600)).replace(second=0, microsecond=0)
+    start = (datetime.now(UTC) - timedelta(seconds=longest + BEFORE + 3600)).replace(second=0, microsecond=0)
     for index, case in enumerate(CASES):
         document = example(case.example)
         pieces, seconds = schedule(document)
         scenario = load_scenario(SCENARIOS / f"{case.scenario}.yaml")
-        runs.append(Run(case.tag, scenario, stepped_weight(pieces), seconds, rate=RATE, seed=20261201 + index))
+        runs.append(Run(case.tag, scenario, stepped_weight(pieces), BEFORE + seconds, rate=RATE, seed=20261201 + index))
         spec = document["spec"]
         spec["stable"]["variant"] = f"{case.tag}-stable"
         spec["canary"]["variant"] = f"{case.tag}-canary"
@@ -121,7 +124,8 @@ def backfilled(prometheus: Prometheus, tmp_path_factory: pytest.TempPathFactory)
         files[case.tag].write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
         lengths[case.tag] = seconds
     prometheus.backfill_openmetrics(openmetrics(runs, start=start.timestamp()))
-    return Backfilled(prometheus.url, start, files, lengths)
+    # The rollouts begin after the hour of stable alone.
+    return Backfilled(prometheus.url, start + timedelta(seconds=BEFORE), files, lengths)
 
 
 def backtest(capsys: pytest.CaptureFixture[str], backfilled: Backfilled, case: Case) -> Any:
@@ -195,3 +199,4 @@ def test_the_dry_run_judges_carried_gates_under_the_rollout_budget(
     assert "false halts ≤ 0.01 for this rollout" in failing["duplicate-charges"]["reason"]
     code, report = outcomes[healthy.tag]
     assert code == 0, report
+

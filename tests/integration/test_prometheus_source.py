@@ -203,6 +203,73 @@ async def test_exact_counts_come_interval_by_interval_since_the_evidence_began(
         assert samples[()].value == sum(truth)
 
 
+def tail_gate(run: str, **tail: Any) -> Gate:
+    histogram = f'cgtest_request_duration_seconds{{run="{run}", variant="{{{{variant}}}}"}}'
+    return Gate.model_validate(
+        {
+            "name": "slow-checkouts",
+            "tail": {"histogram": histogram, **tail},
+            "compare": {"maxRise": "50%"},
+            "method": "sequential",
+            "counts": "exact",
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("tail", "bound", "slow"), [({"quantile": 0.98}, "0.5", (10, 1)), ({"le": "0.25"}, "0.25", (40, 10))]
+)
+async def test_tail_counts_requests_slower_than_stable_bound(
+    source: PrometheusSource,
+    spec: CheckoutRolloutSpec,
+    recording: Recording,
+    tail: dict[str, Any],
+    bound: str,
+    slow: tuple[int, int],
+) -> None:
+    """A tail gate against a real Prometheus: the bound is stable's 0.98 bucket in the hour before
+    the evidence began (0.5 s: 1% of stable's requests exceed it, 10% exceed 0.25 s), or the given
+    le; then the requests slower than it are counted exactly, per interval, per request served."""
+    at = recording.at
+    since = datetime.fromtimestamp(recording.start + 20 * STEP, tz=UTC)  # ten minutes of history before
+    reading = await source.read_gate(
+        tail_gate(recording.run, **tail),
+        spec=spec,
+        namespace="payments",
+        name="checkout-api",
+        window_seconds=WINDOW,
+        at=at,
+        since=since,
+    )
+    assert reading.error is None, reading.error
+    assert reading.subject is not None and f"le={bound}" in reading.subject
+    intervals = len(interval_bounds(since.timestamp(), at.timestamp(), spec.interval_seconds())) - 1
+    steps = STEPS - 1 - 20  # scrapes after the evidence began, each 100 requests per variant
+    for samples, per_step in ((reading.canary, slow[0]), (reading.stable, slow[1])):
+        sample = samples[()]
+        assert sample.steps is not None and len(sample.steps.bad) == intervals
+        assert sample.value == per_step * steps
+        assert sample.samples == 100 * steps
+
+
+async def test_tail_without_stable_history_says_what_to_do(
+    source: PrometheusSource, spec: CheckoutRolloutSpec, recording: Recording
+) -> None:
+    """Evidence that began before stable had any request: no bound to choose, an Inconclusive
+    reading that says to give tail.le (never a bound chosen from the data under test)."""
+    since = datetime.fromtimestamp(recording.start - 2 * 3600, tz=UTC)
+    reading = await source.read_gate(
+        tail_gate(recording.run),
+        spec=spec,
+        namespace="payments",
+        name="checkout-api",
+        window_seconds=WINDOW,
+        at=datetime.fromtimestamp(recording.start - 3600, tz=UTC),
+        since=since,
+    )
+    assert reading.error is not None and "give tail.le" in reading.error
+
+
 @pytest.mark.parametrize("offset", [0.0, 7.5])  # on a scrape, and between two
 async def test_exact_counts_match_the_events_where_increase_extrapolates(
     source: PrometheusSource, spec: CheckoutRolloutSpec, recording: Recording, offset: float

@@ -74,6 +74,23 @@ def load_example(name: str) -> Document:
     return document
 
 
+def _tail(
+    *,
+    histogram: str = 'checkout_request_duration_seconds{variant="{{variant}}"}',
+    tail_extra: Document | None = None,
+    **fields: Any,
+) -> Document:
+    """A tail gate (slow checkouts), valid unless ``fields`` or ``tail_extra`` make it not."""
+    gate: Document = {
+        "name": "slow-checkouts",
+        "tail": {"histogram": histogram, **(tail_extra or {})},
+        "compare": {"maxRise": "50%"},
+        "method": "sequential",
+        "counts": "exact",
+    }
+    return {**gate, **fields}
+
+
 @dataclass(frozen=True)
 class BadSpec:
     id: str
@@ -208,6 +225,52 @@ BAD_SPECS: tuple[BadSpec, ...] = (
         "counts exact is for method sequential",
     ),
     BadSpec(
+        "tail-of-a-bucket-series",  # the operator appends _bucket and _count itself
+        (put("spec.gates[4]", _tail(histogram='checkout_request_duration_seconds_bucket{variant="{{variant}}"}')),),
+        "spec.gates[4].tail.histogram",
+        "its name without _bucket or _count",
+        "spec.gates[4].tail.histogram",
+        "its name without _bucket or _count",
+    ),
+    BadSpec(
+        "tail-with-its-own-le",  # the bound is chosen (or given as tail.le), not matched
+        (put("spec.gates[4]", _tail(histogram='checkout_request_duration_seconds{variant="{{variant}}", le="1.0"}')),),
+        "spec.gates[4].tail.histogram",
+        "no le matcher",
+        "spec.gates[4].tail.histogram",
+        "no le matcher",
+    ),
+    BadSpec(
+        "tail-as-a-threshold-gate",
+        (put("spec.gates[4]", _tail(method="threshold", counts="increase")),),
+        "spec.gates[4].method",
+        "a tail signal is a sequential test on exact counts",
+        "spec.gates[4].method",
+        "a tail signal is a sequential test on exact counts",
+    ),
+    BadSpec(
+        "tail-with-an-absolute-max",  # a point check without error control: not on a tail
+        (put("spec.gates[4]", _tail(max=0.05)),),
+        "spec.gates[4].compare",
+        "give compare.maxRise as a percent",
+        "spec.gates[4].compare",
+        "give compare.maxRise as a percent",
+    ),
+    BadSpec(
+        "tail-with-le-and-quantile",
+        (put("spec.gates[4]", _tail(tail_extra={"quantile": 0.99, "le": "1.0"})),),
+        "spec.gates[4].tail.le",
+        "quantile (the bound chosen from stable) or le, not both",
+    ),
+    BadSpec(
+        "tail-le-of-infinity",  # nothing exceeds +Inf
+        (put("spec.gates[4]", _tail(tail_extra={"le": "+Inf"})),),
+        "spec.gates[4].tail.le",
+        "is not a finite bucket bound",
+        "spec.gates[4].tail.le",
+        "should match",
+    ),
+    BadSpec(
         "hour-long-query-timeout",
         (put("spec.prometheus.timeout", "1h"),),
         "spec.prometheus.timeout",
@@ -227,9 +290,9 @@ BAD_SPECS: tuple[BadSpec, ...] = (
         "sequential-on-quantile",
         (put("spec.gates[3].method", "sequential"),),
         "spec.gates[3].method",
-        "needs a ratio or count signal",
+        "needs a ratio, count or tail signal",
         "spec.gates[3].method",
-        "method sequential needs a ratio or count signal",
+        "method sequential needs a ratio, count or tail signal",
     ),
     BadSpec(
         "percentage-points-on-count",

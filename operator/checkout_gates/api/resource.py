@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from checkout_gates.api.base import FIELD_MARK
 from checkout_gates.api.quantities import DURATION_PATTERN, TOLERANCE_PATTERN
 from checkout_gates.api.spec import (
+    BUCKET_BOUND,
     DNS_LABEL,
     GROUP,
     KIND,
@@ -36,6 +37,7 @@ PATTERN_MEANINGS = {
     TOLERANCE_PATTERN: "a tolerance (0.5pp, 20% or a plain number)",
     URL_PATTERN: "an http:// or https:// URL",
     SECRET_KEY_PATTERN: "a Secret key (letters, digits, '-', '_' and '.')",
+    BUCKET_BOUND: 'a finite bucket bound as the le label spells it (e.g. "0.5" or "1.0")',
 }
 
 

@@ -235,7 +235,51 @@ class Compare(ApiModel):
         return self
 
 
-SignalKind = Literal["ratio", "count", "quantile", "gauge"]
+# A bucket bound as Prometheus spells the le label: a decimal or exponent number (no +Inf: nothing exceeds it).
+BUCKET_BOUND = r"^[0-9]+(\.[0-9]*)?([eE][-+]?[0-9]+)?$"
+
+
+class TailSignal(ApiModel):
+    """The latency tail as a rate: the share of requests slower than a bound of a histogram's
+    buckets, canary against stable (a sequential test on exact counts, inside the rollout's budget)."""
+
+    histogram: Annotated[
+        PromQL,
+        Field(
+            description="The histogram as a bare selector without a suffix, e.g. "
+            'checkout_request_duration_seconds{variant="{{variant}}"}: its _bucket and _count counters are read.'
+        ),
+    ]
+    quantile: Annotated[
+        JsonNumber | None,
+        Field(
+            gt=0,
+            lt=1,
+            description="Choose the bound as stable's quantile (default 0.99): the smallest bucket bound that "
+            "at most 1 - quantile of stable's requests exceeded in the hour before the rollout's evidence began.",
+        ),
+    ] = None
+    le: Annotated[
+        str | None,
+        Field(
+            max_length=32,
+            pattern=BUCKET_BOUND,
+            description='The bound given outright, as the histogram\'s le label spells it (e.g. "0.5").',
+        ),
+    ] = None
+
+    @property
+    def stable_quantile(self) -> float:
+        return 0.99 if self.quantile is None else self.quantile
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> TailSignal:
+        if self.quantile is not None and self.le is not None:
+            raise field_error("le", "tail takes quantile (the bound chosen from stable) or le, not both")
+        return self
+
+
+SignalKind = Literal["ratio", "count", "quantile", "gauge", "tail"]
 SIGNALS: tuple[SignalKind, ...] = get_args(SignalKind)
 Method = Literal["threshold", "sequential"]
 MissingData = Literal["inconclusive", "pass", "fail"]
@@ -257,7 +301,20 @@ EXACT_COUNTS_NEED_EXPOSURE = (
     "with counts exact, a count gate needs exposure: the requests served, as a counter selector such as "
     'checkout_requests_total{variant="{{variant}}"} (the canary share of each interval weighs its evidence)'
 )
+# A histogram for a tail signal: a metric name is required (the operator appends _bucket and _count).
+HISTOGRAM_SELECTOR = COUNTER_SELECTOR.replace("([a-zA-Z_:][a-zA-Z0-9_:]*)?", "([a-zA-Z_:][a-zA-Z0-9_:]*)", 1)
+TAIL_NEEDS_A_HISTOGRAM = (
+    "tail.histogram must be a bare selector of the histogram, its name without _bucket or _count, such as "
+    'checkout_request_duration_seconds{variant="{{variant}}"} (no le matcher, no sum or rate)'
+)
+TAIL_IS_SEQUENTIAL = "a tail signal is a sequential test on exact counts: set method: sequential and counts: exact"
+TAIL_RULE = (
+    "a tail signal is judged against stable: give compare.maxRise as a percent (how much more often "
+    "than stable the canary may exceed the bound, e.g. 50%), and no min, max or maxDrop"
+)
 _CEL_SELECTOR = COUNTER_SELECTOR.replace("\\", "\\\\")  # RE2 reads it alike; doubled, as a CEL string unescapes it
+_CEL_HISTOGRAM = HISTOGRAM_SELECTOR.replace("\\", "\\\\")
+_CEL_SPACE = "[\\\\t\\\\n\\\\f\\\\r ]"  # ASCII whitespace, as RE2 reads it after CEL unescapes
 EXACT_COUNTS_NEED_SELECTORS = (
     "counts exact reads the raw samples of counters: each query must be a bare selector such as "
     'payment_authorizations_total{variant="{{variant}}", outcome="approved"} (no sum, increase or [range])'
@@ -272,6 +329,7 @@ class Gate(ApiModel):
     count: PromQL | None = None
     quantile: PromQL | None = None
     gauge: PromQL | None = None
+    tail: TailSignal | None = None
     samples: Annotated[
         PromQL | None,
         Field(description="Query for the number of samples behind the value (ratio: its total)."),
@@ -316,6 +374,8 @@ class Gate(ApiModel):
     def counter_queries(self) -> list[PromQL]:
         """The queries ``counts: exact`` reads as counters (the signal's and the exposure)."""
         queries = [self.ratio.good, self.ratio.total] if self.ratio is not None else []
+        if self.tail is not None:
+            queries.append(self.tail.histogram)
         return [*queries, *(q for q in (self.count, self.exposure) if q is not None)]
 
     @property
@@ -330,12 +390,14 @@ class Gate(ApiModel):
             raise ValueError(f"gate {self.name!r} has no rule: set min, max or compare")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise field_error("min", f"gate {self.name!r}: min {self.min} is above max {self.max}")
-        if self.method == "sequential" and self.ratio is None and self.count is None:
+        if self.method == "sequential" and self.ratio is None and self.count is None and self.tail is None:
             raise field_error(
                 "method",
-                f"gate {self.name!r}: method sequential compares event rates, so it needs a ratio or "
-                "count signal (use method threshold for quantile and gauge)",
+                f"gate {self.name!r}: method sequential compares event rates, so it needs a ratio, count or "
+                "tail signal (use method threshold for quantile and gauge)",
             )
+        if self.tail is not None:
+            self._check_tail(self.tail)
         if self.counts == "exact":
             if self.method != "sequential":
                 raise field_error("counts", f"gate {self.name!r}: {EXACT_COUNTS_NEED_SEQUENTIAL}")
@@ -355,6 +417,25 @@ class Gate(ApiModel):
                         "(use a percent like 20% or a plain number)",
                     )
         return self
+
+    def _check_tail(self, tail: TailSignal) -> None:
+        if self.method != "sequential" or self.counts != "exact":
+            raise field_error("method", f"gate {self.name!r}: {TAIL_IS_SEQUENTIAL}")
+        selector = tail.histogram
+        named = re.match(HISTOGRAM_SELECTOR, selector)
+        bare = named is not None and not named.group(1).endswith(("_bucket", "_count", "_sum"))
+        if not bare or re.search(r"[{,][\t\n\f\r ]*le[\t\n\f\r ]*[=!]", selector):
+            raise field_error("tail.histogram", f"gate {self.name!r}: {TAIL_NEEDS_A_HISTOGRAM}")
+        compare = self.compare
+        if (
+            self.min is not None
+            or self.max is not None
+            or compare is None
+            or compare.max_drop is not None
+            or compare.max_rise is None
+            or parse_tolerance(compare.max_rise).kind != "relative"
+        ):
+            raise field_error("compare", f"gate {self.name!r}: {TAIL_RULE}")
 
     @property
     def signal_kind(self) -> SignalKind:
@@ -551,13 +632,32 @@ CEL_RULES: dict[type[ApiModel], list[Cel]] = {
     ],
     Compare: [Cel("has(self.maxDrop) || has(self.maxRise)", "compare needs maxDrop or maxRise")],
     Gate: [
-        Cel(cel_exactly_one(Gate, SIGNALS), "a gate needs exactly one signal: ratio, count, quantile or gauge"),
+        Cel(cel_exactly_one(Gate, SIGNALS), "a gate needs exactly one signal: ratio, count, quantile, gauge or tail"),
         Cel("has(self.min) || has(self.max) || has(self.compare)", "a gate needs a rule: min, max or compare"),
         Cel("!has(self.min) || !has(self.max) || self.min <= self.max", "min must not be above max", ".min"),
         Cel(
-            "!has(self.method) || self.method != 'sequential' || has(self.ratio) || has(self.count)",
-            "method sequential needs a ratio or count signal (use threshold for quantile and gauge)",
+            "!has(self.method) || self.method != 'sequential' || has(self.ratio) || has(self.count) || has(self.tail)",
+            "method sequential needs a ratio, count or tail signal (use threshold for quantile and gauge)",
             ".method",
+        ),
+        Cel(
+            "!has(self.tail) || (has(self.method) && self.method == 'sequential' && "
+            "has(self.counts) && self.counts == 'exact')",
+            TAIL_IS_SEQUENTIAL,
+            ".method",
+        ),
+        Cel(
+            f"!has(self.tail) || (self.tail.histogram.matches('{_CEL_HISTOGRAM}') && "
+            f"!self.tail.histogram.matches('^{_CEL_SPACE}*[a-zA-Z_:][a-zA-Z0-9_:]*_(bucket|count|sum)([^a-zA-Z0-9_:]|$)') && "
+            f"!self.tail.histogram.matches('[{{,]{_CEL_SPACE}*le{_CEL_SPACE}*[=!]'))",
+            TAIL_NEEDS_A_HISTOGRAM,
+            ".tail.histogram",
+        ),
+        Cel(
+            "!has(self.tail) || (!has(self.min) && !has(self.max) && has(self.compare) && "
+            "!has(self.compare.maxDrop) && has(self.compare.maxRise) && self.compare.maxRise.endsWith('%'))",
+            TAIL_RULE,
+            ".compare",
         ),
         Cel(
             "!has(self.counts) || self.counts != 'exact' || (has(self.method) && self.method == 'sequential')",

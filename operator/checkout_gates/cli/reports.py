@@ -110,7 +110,7 @@ def _samples(samples: float | None) -> str:
 
 def _rows(evaluation: GateEvaluation) -> list[Row]:
     gate, verdict = evaluation.gate, evaluation.verdict
-    ratio = gate.signal_kind == "ratio"
+    ratio = gate.signal_kind in ("ratio", "tail")  # a tail value is the share of slow requests
     rule = rule_text(gate)
     if not verdict.segments:
         return [

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from checkout_gates.api.spec import Gate
-from checkout_gates.gates.evaluate import carried, judge_gate, rejected_verdict
+from checkout_gates.gates.evaluate import about, carried, judge_gate, rejected_verdict
 from checkout_gates.gates.evidence import GateEvidence, RolloutEvidence, rollout_evidence
 from checkout_gates.gates.observations import SignalReading
 from checkout_gates.gates.verdicts import GateVerdict
@@ -72,6 +72,9 @@ def judge_gates(
             scope="rollout",
             budget_share=1.0 / rollout.budgeted_gates,
         )
+        reading = readings.get(gate.name)
+        if reading is not None:
+            verdicts[gate.name] = about(verdicts[gate.name], reading)
     return Judgement(verdicts, rollout)
 
 

@@ -41,7 +41,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from checkout_gates.api.quantities import Tolerance, parse_tolerance
 from checkout_gates.api.spec import Gate
@@ -101,7 +101,7 @@ def judge_gate(
         missing = _MISSING_DATA.get(gate.on_missing_data, "Inconclusive")
         return GateVerdict(gate.name, missing, "no data for canary", critical=gate.critical), None
 
-    kind = gate.signal_kind
+    kind = judged_kind(gate)
     evidence = carried_gate_evidence(gate, reading)
     if carried(gate) and evidence is None:
         # Never the per-step test at the rollout's alpha in its place: that would spend alpha the
@@ -137,7 +137,25 @@ def judge_gate(
     if evidence is not None and gate.alpha is not None and evidence.log_e_value >= -math.log(gate.alpha):
         # An alpha override: this gate spends its own budget, on its own pooled-and-segments e-value.
         verdict = rejected_verdict(gate, verdict, evidence, log_e=evidence.log_e_value, alpha=gate.alpha, scope="gate")
-    return verdict, evidence
+    return about(verdict, reading), evidence
+
+
+def null_relative_risk(gate: Gate, stable_bad_rate: float) -> float:
+    """The relative risk a gate's sequential test takes as its null at stable's bad rate (1: no
+    tolerance; NaN when it cannot be stated, e.g. a margin over a rate of 0)."""
+    return _null_for_rate(gate, judged_kind(gate), stable_bad_rate)
+
+
+def judged_kind(gate: Gate) -> str:
+    """The signal kind the gate is judged as: a tail signal is a count of slow requests per request."""
+    return "count" if gate.signal_kind == "tail" else gate.signal_kind
+
+
+def about(verdict: GateVerdict, reading: SignalReading) -> GateVerdict:
+    """``verdict`` with the reading's subject (e.g. a tail's bound) in front of its reason."""
+    if reading.subject is None or verdict.reason.startswith(reading.subject):
+        return verdict
+    return replace(verdict, reason=f"{reading.subject}: {verdict.reason}")
 
 
 def _verdict(gate: Gate, judgements: list[_Judgement]) -> GateVerdict:
@@ -258,7 +276,7 @@ def carried_gate_evidence_path(gate: Gate, reading: SignalReading) -> tuple[Gate
     evaluation at each interval's end saw: gates/evidence.py ``gate_evidence_path``)."""
     if not carried(gate) or reading.error is not None or not reading.canary:
         return None
-    kind = gate.signal_kind
+    kind = judged_kind(gate)
     canary = {segment: sample.steps for segment, sample in reading.canary.items() if sample.steps is not None}
     stable = {segment: sample.steps for segment, sample in reading.stable.items() if sample.steps is not None}
     if len(canary) != len(reading.canary):

@@ -67,6 +67,8 @@ class SignalReading:
     ``error`` is set when a query failed (Prometheus unreachable, bad PromQL, timeout): the gate is
     then Inconclusive with that text, whatever the policy for missing data says.
     ``window_seconds`` is the range the queries covered (sequential gates: since the step started).
+    ``subject``: what the counts are of, when the gate alone does not say (a tail signal's bound,
+    chosen at read time); verdicts begin with it.
     """
 
     gate: str
@@ -74,3 +76,4 @@ class SignalReading:
     stable: Mapping[Segment, Sample] = field(default_factory=dict)
     error: str | None = None
     window_seconds: float = 0.0
+    subject: str | None = None

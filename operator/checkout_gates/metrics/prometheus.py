@@ -23,6 +23,7 @@ one query per bucket.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
 import os
@@ -40,7 +41,7 @@ from urllib.parse import urlencode
 
 import httpx
 
-from checkout_gates.api.spec import CheckoutRolloutSpec, Gate, PrometheusSpec
+from checkout_gates.api.spec import CheckoutRolloutSpec, Gate, PrometheusSpec, TailSignal
 from checkout_gates.gates.counters import CounterSeries, increments_between, selector_range_seconds
 from checkout_gates.gates.observations import (
     SCALAR,
@@ -54,6 +55,7 @@ from checkout_gates.gates.observations import (
 from checkout_gates.metrics.fairness import Caller, FairLimiter
 from checkout_gates.metrics.port import MetricsSource
 from checkout_gates.metrics.singleflight import SingleFlight, moment
+from checkout_gates.metrics.tail import BOUND_LOOKBACK, NoBoundError, bound_query, choose_bound, counter_templates
 from checkout_gates.metrics.templates import TemplateError, promql_duration, query_variables, render
 
 Side = Literal["stable", "canary"]
@@ -70,6 +72,7 @@ Role = Literal["good", "total", "count", "quantile", "gauge", "samples", "exposu
 CACHE_AFTER_SECONDS = 60.0
 CHUNK_CACHE_CELLS = 4_000_000  # numbers kept (8 bytes each in arrays): 32 MB per Prometheus source
 EXACT_BATCH = 16  # chunk queries in flight per gate read, counted before the next are asked
+TAIL_BOUNDS_KEPT = 4096  # tail bounds chosen, per (query, evidence start): a few hundred bytes each
 MAX_EVIDENCE_INTERVALS = 20_000  # ~7 days at 30 s: beyond, a carried gate is Inconclusive and says why
 SETTLE_SECONDS = 2.0  # how old the evaluation instant is: longer than a scrape takes to be stored
 QUERY_PATH = "/api/v1/query"
@@ -239,6 +242,7 @@ class PrometheusSource(MetricsSource):
         self._clock = clock
         self._flights: SingleFlight[list[Series]] = SingleFlight(clock)
         self._chunk_counts = ChunkCache(CHUNK_CACHE_CELLS)
+        self._tail_bounds: OrderedDict[tuple[str, float, float], str] = OrderedDict()
         self._sent = 0
         # Uncompressed: gate answers are a few kilobytes, mostly on the cluster's own network, and gzip
         # (which Prometheus applies whenever it may) cost both ends more CPU per query than it saved.
@@ -474,21 +478,12 @@ class PrometheusSource(MetricsSource):
         at: datetime | None,
         since: datetime | None = None,
     ) -> SignalReading:
-        templates = gate_queries(gate)
-        jobs: list[tuple[Side, Role, str]] = []
-        try:
-            for side in SIDES:
-                variables = query_variables(spec, side, namespace=namespace, name=name, window_seconds=window_seconds)
-                jobs += [(side, role, render(template, variables)) for role, template in templates.items()]
-        except (TemplateError, ValueError) as error:
-            return SignalReading(gate=gate.name, error=str(error), window_seconds=window_seconds)
-
         when, keep = (at, False) if at is not None else (self.evaluation_instant(), True)
         _ASKING.set((namespace, name))  # this task's queries, and the flights they start, are this rollout's
         exact = gate.counts == "exact"
+        end = when.timestamp()
+        start = end - window_seconds if since is None else min(since.timestamp(), end - 1.0)
         if exact:
-            end = when.timestamp()
-            start = end - window_seconds if since is None else min(since.timestamp(), end - 1.0)
             intervals = (end - start) / max(spec.interval_seconds(), 1e-3)
             if not math.isfinite(intervals) or intervals > MAX_EVIDENCE_INTERVALS:
                 return SignalReading(
@@ -498,8 +493,26 @@ class PrometheusSource(MetricsSource):
                     "analysis.interval",
                     window_seconds=end - start,
                 )
+        subject = None
+        if gate.tail is not None:
+            chosen = await self._tail_templates(gate.tail, spec, namespace=namespace, name=name, start=start)
+            if isinstance(chosen, str):
+                return SignalReading(gate=gate.name, error=chosen, window_seconds=end - start)
+            templates, subject = chosen
+        else:
+            templates = gate_queries(gate)
+        jobs: list[tuple[Side, Role, str]] = []
+        try:
+            for side in SIDES:
+                variables = query_variables(spec, side, namespace=namespace, name=name, window_seconds=window_seconds)
+                jobs += [(side, role, render(template, variables)) for role, template in templates.items()]
+        except (TemplateError, ValueError) as error:
+            return SignalReading(gate=gate.name, error=str(error), window_seconds=window_seconds)
+
+        if exact:
             bounds = interval_bounds(start, end, spec.interval_seconds())
-            return await self._read_exact(gate, templates, jobs, bounds)
+            reading = await self._read_exact(gate, templates, jobs, bounds)
+            return reading if subject is None else dataclasses.replace(reading, subject=subject)
         results = await asyncio.gather(
             *(self._query(query, when, keep=keep) for _, _, query in jobs), return_exceptions=True
         )
@@ -519,6 +532,38 @@ class PrometheusSource(MetricsSource):
             return SignalReading(gate=gate.name, error=_summarise(errors), window_seconds=window_seconds)
 
         return _reading(gate, templates, values, window_seconds)
+
+    async def _tail_templates(
+        self, tail: TailSignal, spec: CheckoutRolloutSpec, *, namespace: str, name: str, start: float
+    ) -> tuple[dict[Role, str], str] | str:
+        """A tail gate's counters ({good: at most the bound, total}) and what the bound is, in words;
+        or why there is none (the reading's error). A chosen bound is kept per query and instant:
+        the hour before the evidence began does not change."""
+        try:
+            if tail.le is not None:
+                bound, subject = tail.le, f"slower than le={tail.le}"
+            else:
+                variables = query_variables(spec, "stable", namespace=namespace, name=name, window_seconds=3600.0)
+                query = render(bound_query(tail), variables)
+                key = (query, start, tail.stable_quantile)
+                bound = self._tail_bounds.get(key) or ""
+                if not bound:
+                    series = await self._query(query, _instant(start), keep=False)
+                    buckets = [(one.labels.get("le", ""), one.value) for one in series]
+                    bound = choose_bound(buckets, tail.stable_quantile)
+                    self._tail_bounds[key] = bound
+                    while len(self._tail_bounds) > TAIL_BOUNDS_KEPT:
+                        self._tail_bounds.popitem(last=False)
+                subject = (
+                    f"slower than le={bound} (stable's {tail.stable_quantile:g} quantile bucket in the "
+                    f"{BOUND_LOOKBACK} before the evidence began)"
+                )
+            good, total = counter_templates(tail, bound)
+        except QueryError as error:
+            return f"choosing the tail's bound from stable: {error.message}"
+        except (NoBoundError, TemplateError, ValueError) as error:
+            return str(error)
+        return {"good": good, "total": total}, subject
 
     async def _read_exact(
         self,
@@ -919,7 +964,7 @@ def exact_samples(
     def steps_of(role: Role, segment: Segment) -> tuple[float, ...]:
         return tuple(values[role].get(segment, zeros))
 
-    if gate.ratio is not None:
+    if gate.ratio is not None or gate.tail is not None:
         orphans = [segment_name(segment) for segment in values["good"] if segment not in values["total"]]
         if orphans:
             raise QueryError(
@@ -931,6 +976,11 @@ def exact_samples(
             good, total = steps_of("good", segment), steps_of("total", segment)
             bad = _bad_per_interval(good, total)
             good_sum, total_sum = math.fsum(good), math.fsum(total)
+            if gate.tail is not None:  # judged as a count: slow requests per request
+                samples[segment] = Sample(
+                    value=math.fsum(bad), samples=total_sum, steps=ArmSteps(bad=bad, exposure=total)
+                )
+                continue
             samples[segment] = Sample(
                 value=good_sum / total_sum if total_sum > 0 else None,
                 samples=total_sum,

@@ -1,0 +1,81 @@
+"""A tail signal's counters: the bound its test uses and the two counters it reads.
+
+A ``tail`` gate tests the share of requests slower than one bucket bound of a histogram, canary
+against stable, as a count of slow requests per request (``_count`` minus ``_bucket{le=...}``).
+The bound is given (``tail.le``) or chosen from stable's requests in the hour *before* the
+rollout's evidence began: the smallest bound that at most ``1 - quantile`` of them exceeded.
+Chosen from data the test never sees, the bound cannot bend the test towards a halt (an A/A
+rollout stays inside its false-halt budget); and every evaluation, before or after a restart,
+asks the same settled hour and so tests the same bound.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+
+from checkout_gates.api.spec import HISTOGRAM_SELECTOR, TailSignal
+
+# How much of stable's history before the evidence began chooses the bound.
+BOUND_LOOKBACK = "1h"
+
+
+class NoBoundError(Exception):
+    """Why no bound could be chosen, in words for the reading's error."""
+
+
+def _parts(histogram: str) -> tuple[str, str]:
+    """(metric name, the label matchers inside the braces, possibly empty) of a bare selector."""
+    found = re.match(HISTOGRAM_SELECTOR, histogram)
+    if found is None:  # the spec refuses these; a reading's error, should one get through
+        raise NoBoundError(f"tail.histogram is not a bare selector: {histogram[:120]!r}")
+    braces = (found.group(2) or "{}").strip()
+    return found.group(1), braces[1:-1].strip().rstrip(",").strip()
+
+
+def _selector(name: str, matchers: str, extra: str = "") -> str:
+    inside = ", ".join(part for part in (matchers, extra) if part)
+    return f"{name}{{{inside}}}"
+
+
+def bound_query(tail: TailSignal) -> str:
+    """The query (a template, rendered for stable) whose answer at the evidence's start chooses
+    the bound: stable's requests per bucket over the hour before."""
+    name, matchers = _parts(tail.histogram)
+    return f"sum by (le) (increase({_selector(name + '_bucket', matchers)}[{BOUND_LOOKBACK}]))"
+
+
+def counter_templates(tail: TailSignal, bound: str) -> tuple[str, str]:
+    """(requests at most ``bound``, all requests): the bare counter selectors the test reads."""
+    name, matchers = _parts(tail.histogram)
+    float(bound)  # a bound is a number (spec pattern, or chosen from Prometheus' le labels below)
+    return _selector(name + "_bucket", matchers, f'le="{bound}"'), _selector(name + "_count", matchers)
+
+
+def choose_bound(buckets: Sequence[tuple[str, float]], quantile: float) -> str:
+    """The smallest finite bucket bound that at most ``1 - quantile`` of the requests exceeded,
+    from (le label, cumulative requests) pairs; as the le label spells it."""
+    parsed: list[tuple[float, str, float]] = []
+    for label, count in buckets:
+        try:
+            bound = float(label)
+        except ValueError:
+            continue  # not a bucket bound: ignored (Prometheus would not send one)
+        if not math.isnan(bound) and math.isfinite(count):
+            parsed.append((bound, label, count))
+    parsed.sort()
+    total = max((count for _, _, count in parsed), default=0.0)
+    if total <= 0.0:
+        raise NoBoundError(
+            f"stable served no requests in the {BOUND_LOOKBACK} before the evidence began, so no bound "
+            "can be chosen from it: give tail.le"
+        )
+    allowed = (1.0 - quantile) * (1.0 + 1e-9)  # 1 - 0.9 is 0.0999...: a share of exactly 10% is at most 10%
+    for bound, label, count in parsed:
+        if math.isfinite(bound) and (total - count) / total <= allowed:
+            return label
+    raise NoBoundError(
+        f"more than {1 - quantile:.3g} of stable's requests exceeded the largest finite bucket: give tail.le, "
+        "or a histogram with higher buckets"
+    )
