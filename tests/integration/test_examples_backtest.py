@@ -200,3 +200,32 @@ def test_the_dry_run_judges_carried_gates_under_the_rollout_budget(
     code, report = outcomes[healthy.tag]
     assert code == 0, report
 
+
+def test_the_planner_reads_stable_traffic_from_prometheus(
+    capsys: pytest.CaptureFixture[str], backfilled: Backfilled
+) -> None:
+    """`plan --prometheus` profiles the hour of stable alone before the rollout: each budgeted gate's
+    rate and bad rate per segment as the gate counts them, then plans on it."""
+    healthy = next(case for case in CASES if case.example == "card-payments.yaml" and not case.halted_by)
+    code = main(
+        [
+            "plan",
+            str(backfilled.files[healthy.tag]),
+            "--prometheus",
+            backfilled.url,
+            "--at",
+            backfilled.start.isoformat(),
+            "--output",
+            "json",
+        ]
+    )
+    out, err = capsys.readouterr()
+    assert code in (0, 1), err
+    gates = {gate["name"]: gate for gate in json.loads(out)["gates"]}
+    assert set(gates) == {"auth-approval", "capture-success", "duplicate-charges", "slow-checkouts"}
+    auth = gates["auth-approval"]["segments"]
+    assert len(auth) >= 6 and auth[-1]["segment"] == "all (pooled)"
+    assert all(0.0 < one["stable_bad"] < 0.2 for one in auth)
+    slow = gates["slow-checkouts"]["segments"][0]
+    assert 0.001 < slow["stable_bad"] <= 0.01, slow  # over stable's p99 bucket: at most 1%
+    assert gates["duplicate-charges"]["segments"][0]["stable_bad"] < 0.01

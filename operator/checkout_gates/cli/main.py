@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 
 from checkout_gates import __version__
-from checkout_gates.cli import backtest, crd_command, evaluate, lint, oncall, run, status
+from checkout_gates.cli import backtest, crd_command, evaluate, lint, oncall, plan, run, status
 from checkout_gates.cli.common import internal_error
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
@@ -25,6 +25,7 @@ COMMANDS: tuple[Register, ...] = (
     run.register,
     evaluate.register,
     backtest.register,
+    plan.register,
     status.register,
     oncall.register,
 )

@@ -1,0 +1,175 @@
+"""The power planner (rollout/power.py, ``checkout-gates plan``): its power is a lower bound of
+what the production fold finds, and the command says where a plan is too short."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bench.detection import poisson_sampler
+from checkout_gates.api.spec import Gate
+from checkout_gates.cli.main import main
+from checkout_gates.gates.evaluate import carried_gate_evidence_path
+from checkout_gates.gates.observations import SCALAR, ArmSteps, Sample, SignalReading
+from checkout_gates.rollout.power import Phase, Traffic, regressed_rate, segment_power
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "gates"
+PLAN = (Phase(1, 0.05, 1200.0, True), Phase(3, 0.25, 1200.0, True), Phase(5, 0.5, 1200.0, True))
+INTERVAL = 30.0
+
+
+def ratio_gate(tolerance: str) -> Gate:
+    return Gate.model_validate(
+        {
+            "name": "auth-approval",
+            "ratio": {"good": 'a_total{outcome="ok"}', "total": "a_total"},
+            "compare": {"maxDrop": tolerance},
+            "method": "sequential",
+            "counts": "exact",
+        }
+    )
+
+
+def simulated_power(gate: Gate, traffic: Traffic, canary_bad: float, log_bar: float, runs: int, seed: int) -> float:
+    """The share of simulated rollouts whose carried e-value (the production fold) crosses the bar."""
+    rng = random.Random(seed)
+    found = 0
+    for _ in range(runs):
+        arms: dict[str, tuple[list[float], list[float]]] = {"canary": ([], []), "stable": ([], [])}
+        for phase in PLAN:
+            for _ in range(round(phase.seconds / INTERVAL)):
+                for arm, share, q in (("canary", phase.weight, canary_bad), ("stable", 1 - phase.weight, traffic.bad)):
+                    served = float(poisson_sampler(rng, traffic.rate * share * INTERVAL)())
+                    arms[arm][0].append(float(poisson_sampler(rng, served * q)()))
+                    arms[arm][1].append(served)
+        samples = {
+            arm: Sample(value=None, steps=ArmSteps(tuple(bad), tuple(served))) for arm, (bad, served) in arms.items()
+        }
+        reading = SignalReading(gate.name, canary={SCALAR: samples["canary"]}, stable={SCALAR: samples["stable"]})
+        folded = carried_gate_evidence_path(gate, reading)
+        assert folded is not None
+        found += max(folded[1]) >= log_bar
+    return found / runs
+
+
+@pytest.mark.parametrize(
+    ("tolerance", "traffic", "canary_bad", "bar"),
+    [
+        ("0pp", Traffic("small", 1.6, 0.04), 0.07, 5400.0),  # bench/rollouts.py's small segment: 3pp in 4%
+        ("0.5pp", Traffic("all", 10.0, 0.03), 0.045, 300.0),
+    ],
+)
+def test_planned_power_is_a_lower_bound_of_the_production_fold(
+    tolerance: str, traffic: Traffic, canary_bad: float, bar: float
+) -> None:
+    gate = ratio_gate(tolerance)
+    planned = segment_power(gate, traffic, PLAN, interval=INTERVAL, log_bar=math.log(bar), canary_bad=canary_bad)
+    measured = simulated_power(gate, traffic, canary_bad, math.log(bar), runs=120, seed=11)
+    # A lower bound (the mixture's other terms, crossings that fall back), up to the simulation's
+    # sampling error, and not a uselessly loose one.
+    assert planned.power <= measured + 0.1, (planned.power, measured)
+    assert planned.power >= measured - 0.25, (planned.power, measured)
+
+
+def test_default_regression_is_the_tolerated_excess_once_more() -> None:
+    assert regressed_rate(ratio_gate("0.5pp"), 0.03, None) == pytest.approx(0.04)
+    assert regressed_rate(ratio_gate("0pp"), 0.03, None) == pytest.approx(0.04)
+    assert regressed_rate(ratio_gate("0pp"), 0.03, "3pp") == pytest.approx(0.06)
+    assert regressed_rate(ratio_gate("0pp"), 0.03, "2x") == pytest.approx(0.06)
+
+
+def write(tmp_path: Path, document: object) -> Path:
+    path = tmp_path / "profile.yaml"
+    path.write_text(yaml.safe_dump(document), encoding="utf-8")
+    return path
+
+
+def test_plan_warns_where_the_plan_is_too_short(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    profile = write(
+        tmp_path,
+        {
+            "gates": {
+                "refund-success": {
+                    "rate": 2.0,
+                    "segments": [
+                        {"segment": "kind=full,provider=adyen", "share": 0.3, "bad": 0.01},
+                        {"segment": "kind=full,provider=stripe", "share": 0.7, "bad": 0.01},
+                    ],
+                },
+                "duplicate-orders": {"rate": 40.0, "bad": 0.0002, "regression": "50x"},
+            }
+        },
+    )
+    code = main(["plan", str(EXAMPLES / "refund-flow.yaml"), "--profile", str(profile), "--output", "json"])
+    out = capsys.readouterr().out
+    report = json.loads(out)
+    assert code == 1
+    gates = {gate["name"]: gate for gate in report["gates"]}
+    assert [s["segment"] for s in gates["refund-success"]["segments"]] == [
+        "kind=full,provider=adyen",
+        "kind=full,provider=stripe",
+        "all (pooled)",
+    ]
+    assert gates["refund-success"]["warnings"], "a 0.5pp margin on 1% of 0.6 refunds/s is not found in the plan"
+    # Each warning says what would do: hold a step longer, or that even a day more would not.
+    assert all("held" in w or "a day past it" in w for w in gates["refund-success"]["warnings"])
+    assert any("held" in w for w in gates["refund-success"]["warnings"])
+    assert not gates["duplicate-orders"]["warnings"], gates["duplicate-orders"]  # 50x is found at once
+    assert gates["duplicate-orders"]["segments"][0]["power"] >= 0.95
+
+
+def test_plan_with_enough_traffic_exits_0(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    profile = write(
+        tmp_path,
+        {
+            "gates": {
+                "refund-success": {"rate": 400.0, "bad": 0.01, "segments": [{"segment": "all", "share": 1.0}]},
+                "duplicate-orders": {"rate": 400.0, "bad": 0.01},
+            }
+        },
+    )
+    code = main(["plan", str(EXAMPLES / "refund-flow.yaml"), "--profile", str(profile)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "every segment is found with 95% power within the plan" in out
+
+
+@pytest.mark.parametrize(
+    ("profile", "message"),
+    [
+        ({"gates": {"no-such-gate": {"rate": 1.0, "bad": 0.1}}}, "not budgeted gates of the rollout"),
+        ({"gates": {"refund-success": {"rate": 1.0, "bad": 0.1, "regression": "lots"}}}, "gates.refund-success"),
+        ({"gates": {"refund-success": {"rate": -1.0, "bad": 0.1}}}, "rate"),
+        ({"gates": {"refund-success": {"rate": 1.0}}}, "give `bad`"),
+        ({"gates": {"refund-success": {"rate": 1.0, "bad": 0.1, "extra": 1}}}, "not a known field"),
+    ],
+)
+def test_a_bad_profile_is_exit_3_naming_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], profile: object, message: str
+) -> None:
+    code = main(["plan", str(EXAMPLES / "refund-flow.yaml"), "--profile", str(write(tmp_path, profile))])
+    err = capsys.readouterr().err
+    assert code == 3
+    assert message in err, err
+    assert "Traceback" not in err
+
+
+def test_plan_needs_traffic(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", str(EXAMPLES / "refund-flow.yaml")]) == 3
+    assert "--profile FILE or --prometheus URL" in capsys.readouterr().err
+
+
+def test_min_samples_slower_than_the_inconclusive_limit_is_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """refund-success needs 100 canary refunds; at 5% of 0.1 refunds/s that is over five hours,
+    far beyond 20 evaluations of a minute: a healthy canary would halt as inconclusive."""
+    profile = write(tmp_path, {"gates": {"refund-success": {"rate": 0.1, "bad": 0.01}}})
+    main(["plan", str(EXAMPLES / "refund-flow.yaml"), "--profile", str(profile)])
+    out = capsys.readouterr().out
+    assert "minSamples 100 takes" in out and "halt as inconclusive" in out
