@@ -261,6 +261,54 @@ BAD_SPECS: tuple[BadSpec, ...] = (
         (put("spec.gates[4]", _tail(tail_extra={"quantile": 0.99, "le": "1.0"})),),
         "spec.gates[4].tail.le",
         "quantile (the bound chosen from stable) or le, not both",
+        "spec.gates[4].tail.le",
+        "quantile (the bound chosen from stable) or le, not both",
+    ),
+    BadSpec(
+        "tail-le-hidden-behind-a-comment",  # PromQL allows # comments inside the braces
+        (put("spec.gates[4]", _tail(histogram='x_seconds{a="b", # c\n le="1"}')),),
+        "spec.gates[4].tail.histogram",
+        "no comment",
+        "spec.gates[4].tail.histogram",
+        "no comment",
+    ),
+    BadSpec(
+        "tail-le-as-a-quoted-name",  # Prometheus 3 quotes label names
+        (put("spec.gates[4]", _tail(histogram='x_seconds{"le"="1"}')),),
+        "spec.gates[4].tail.histogram",
+        "no le matcher",
+        "spec.gates[4].tail.histogram",
+        "no le matcher",
+    ),
+    BadSpec(
+        "tail-of-a-bare-bucket-name",
+        (put("spec.gates[4]", _tail(histogram='_bucket{variant="{{variant}}"}')),),
+        "spec.gates[4].tail.histogram",
+        "its name without _bucket or _count",
+        "spec.gates[4].tail.histogram",
+        "its name without _bucket or _count",
+    ),
+    BadSpec(
+        "tail-with-an-exposure",  # its _count is the requests served
+        (put("spec.gates[4]", _tail(exposure='checkout_requests_total{variant="{{variant}}"}')),),
+        "spec.gates[4].tail",
+        "give no exposure or samples",
+        "spec.gates[4].tail",
+        "give no exposure or samples",
+    ),
+    BadSpec(
+        "tail-segmented-by-le",
+        (put("spec.gates[4]", _tail(segmentBy=["le"])),),
+        "spec.gates[4].tail",
+        "do not segment by le",
+        "spec.gates[4].tail",
+        "do not segment by le",
+    ),
+    BadSpec(
+        "tail-le-beyond-any-float",
+        (put("spec.gates[4]", _tail(tail_extra={"le": "1e999"})),),
+        "spec.gates[4].tail.le",
+        "is not a finite bucket bound",
     ),
     BadSpec(
         "tail-le-of-infinity",  # nothing exceeds +Inf

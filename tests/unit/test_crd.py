@@ -218,6 +218,7 @@ MODEL_LOCATIONS = {
     "PrometheusSpec": [".spec.prometheus"],
     "Owner": [".spec.owner"],
     "Compare": [".spec.gates[].compare"],
+    "TailSignal": [".spec.gates[].tail"],
     "Gate": [".spec.gates[]"],
     "Step": [".spec.steps[]"],
     "CheckoutRolloutSpec": [".spec"],

@@ -173,3 +173,89 @@ def test_min_samples_slower_than_the_inconclusive_limit_is_a_warning(
     main(["plan", str(EXAMPLES / "refund-flow.yaml"), "--profile", str(profile)])
     out = capsys.readouterr().out
     assert "minSamples 100 takes" in out and "halt as inconclusive" in out
+
+
+def test_evidence_after_the_last_watched_phase_is_not_credited() -> None:
+    """A gate watched only at a short 1% step, followed by a long 50% step it is not judged in:
+    holding the 1% step longer is what it takes, not what the 50% step would have seen."""
+    gate = ratio_gate("0pp")
+    alone = (Phase(1, 0.01, 600.0, True),)
+    followed = (*alone, Phase(3, 0.5, 7200.0, False))
+    traffic = Traffic("all", 100.0, 0.03)
+    one = segment_power(gate, traffic, alone, interval=INTERVAL, log_bar=math.log(300.0), canary_bad=0.06)
+    two = segment_power(gate, traffic, followed, interval=INTERVAL, log_bar=math.log(300.0), canary_bad=0.06)
+    assert one.found_after is not None and one.found_after > 600.0  # beyond the step's window
+    assert one.found_after == two.found_after and one.found_at_step == two.found_at_step == 1
+
+
+def test_a_long_plan_at_a_one_second_interval_is_planned_quickly() -> None:
+    """The looks per phase are bounded: a year-long step at 1 s costs what a short one does."""
+    gate = ratio_gate("0pp")
+    plan = (Phase(1, 0.05, 365 * 86_400.0, True),)
+    result = segment_power(
+        gate, Traffic("rare", 0.001, 0.01), plan, interval=1.0, log_bar=math.log(300.0), canary_bad=0.02
+    )
+    assert 0.0 <= result.power <= 1.0
+
+
+def test_a_huge_tolerance_does_not_divide_by_zero() -> None:
+    gate = Gate.model_validate(
+        {
+            "name": "dup",
+            "count": "d_total",
+            "exposure": "e_total",
+            "compare": {"maxRise": "99999999%"},
+            "method": "sequential",
+            "counts": "exact",
+        }
+    )
+    result = segment_power(
+        gate, Traffic("all", 40.0, 0.001), PLAN, interval=INTERVAL, log_bar=math.log(100.0), canary_bad=1.0
+    )
+    assert result.power >= 0.0
+
+
+@pytest.mark.parametrize(
+    ("gates", "message"),
+    [
+        (
+            {"duplicate-orders": {"rate": 40.0, "bad": 0.001, "segments": [{"segment": "a", "share": 1.0}]}},
+            "has no segmentBy",
+        ),
+        (
+            {
+                "refund-success": {
+                    "rate": 2.0,
+                    "bad": 0.01,
+                    "segments": [{"segment": "a", "share": 0.7}, {"segment": "b", "share": 0.7}],
+                }
+            },
+            "add up to more than 1",
+        ),
+        ({"refund-success": {"rate": 2.0, "bad": 0.01, "regression": "0.2pp"}}, "within the gate's tolerance"),
+    ],
+)
+def test_a_profile_that_cannot_be_planned_says_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], gates: object, message: str
+) -> None:
+    code = main(["plan", str(EXAMPLES / "refund-flow.yaml"), "--profile", str(write(tmp_path, {"gates": gates}))])
+    err = capsys.readouterr().err
+    assert code == 3 and message in err, err
+
+
+def test_a_pause_is_not_an_inconclusive_step(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """minSamples gathered during a pause (the evidence is carried) count at the gate step after
+    it; the pause's own evaluations never count towards inconclusiveLimit."""
+    document = yaml.safe_load((EXAMPLES / "refund-flow.yaml").read_text(encoding="utf-8"))
+    document["spec"]["gates"][0]["critical"] = True
+    document["spec"]["steps"] = [
+        {"setWeight": 5},
+        {"pause": {"duration": "10h"}},
+        {"gate": {"pass": ["refund-success", "duplicate-orders"], "window": "20m"}},
+        {"setWeight": 100},
+    ]
+    rollout = tmp_path / "rollout.yaml"
+    rollout.write_text(yaml.safe_dump(document), encoding="utf-8")
+    profile = write(tmp_path, {"gates": {"refund-success": {"rate": 0.1, "bad": 0.01}}})
+    main(["plan", str(rollout), "--profile", str(profile)])
+    assert "halt as inconclusive" not in capsys.readouterr().out

@@ -7,6 +7,7 @@ import pytest
 from checkout_gates.api.spec import Gate
 from checkout_gates.gates.budget import judge_gates
 from checkout_gates.gates.observations import SCALAR, ArmSteps, Sample, SignalReading
+from checkout_gates.metrics.prometheus import QueryError, exact_samples
 from checkout_gates.metrics.tail import NoBoundError, bound_query, choose_bound, counter_templates
 
 HISTOGRAM = 'checkout_request_duration_seconds{variant="{{variant}}", path="/pay"}'
@@ -43,23 +44,42 @@ def test_no_bound_without_stable_requests_or_above_the_last_bucket() -> None:
 
 
 def test_hostile_le_labels_are_not_bounds() -> None:
-    # A label that is not a number is never quoted into a query.
-    buckets = [('0.5"} or vector(1) #', 99.0), ("NaN", 99.0), ("1", 99.5), ("+Inf", 100.0)]
+    # A label that is not a bound as clients spell one is never quoted into a query.
+    buckets = [
+        ('0.5"} or vector(1) #', 99.0),
+        ("NaN", 99.0),
+        (" 1\n", 99.0),
+        ("1_0", 99.0),
+        ("1", 99.5),
+        ("+Inf", 100.0),
+    ]
     assert choose_bound(buckets, 0.99) == "1"
+
+
+def test_two_spellings_of_a_bound_are_one_bucket() -> None:
+    """Pods of two client versions spell 0.5 as "0.5" and "0.50": one bucket, their requests added."""
+    buckets = [("0.5", 400.0), ("0.50", 400.0), ("1", 498.0), ("1.0", 498.0), ("+Inf", 500.0), ("+Inf", 500.0)]
+    assert float(choose_bound(buckets, 0.99)) == 1.0
+
+
+def test_no_bound_without_an_inf_bucket() -> None:
+    with pytest.raises(NoBoundError, match=r"no \+Inf bucket"):
+        choose_bound([("0.5", 90.0), ("1", 99.5)], 0.99)
 
 
 def test_counters_and_bound_query_keep_the_matchers() -> None:
     tail = tail_gate().tail
     assert tail is not None
     good, total = counter_templates(tail, "0.5")
-    assert good == 'checkout_request_duration_seconds_bucket{variant="{{variant}}", path="/pay", le="0.5"}'
+    assert good == 'checkout_request_duration_seconds_bucket{variant="{{variant}}", path="/pay", le=~"0\\\\.5"}'
     assert total == 'checkout_request_duration_seconds_count{variant="{{variant}}", path="/pay"}'
     assert bound_query(tail) == (
         'sum by (le) (increase(checkout_request_duration_seconds_bucket{variant="{{variant}}", path="/pay"}[1h]))'
     )
     bare = Gate.model_validate({**tail_gate().model_dump(by_alias=True, exclude_none=True), "tail": {"histogram": "x"}})
     assert bare.tail is not None
-    assert counter_templates(bare.tail, "1") == ('x_bucket{le="1"}', "x_count{}")
+    # Every spelling of the bound: as given, as Prometheus 3 stores it, and as the answer had it.
+    assert counter_templates(bare.tail, "1", ["1.00", "2"]) == ('x_bucket{le=~"1|1\\\\.0|1\\\\.00"}', "x_count{}")
     with pytest.raises(ValueError):
         counter_templates(bare.tail, "1} or up{")
 
@@ -97,3 +117,14 @@ def test_tail_judged_as_slow_requests_per_request_and_says_its_bound() -> None:
     assert rejected.verdict == "Fail"
     assert rejected.reason.startswith("slower than le=0.5"), rejected.reason
     assert "e-value" in rejected.reason and "false halts ≤ 0.01 for this rollout" in rejected.reason
+
+
+def test_requests_without_a_bucket_series_are_an_error_not_all_slow() -> None:
+    """A segment that served requests but has no _bucket series at the bound (its pods spell the
+    bound otherwise) must not read as every request slow: that would halt a healthy canary."""
+    gate = tail_gate()
+    counted = {"good": {}, "total": {SCALAR: (100.0, 100.0)}}
+    with pytest.raises(QueryError, match="no _bucket series at the bound"):
+        exact_samples(gate, counted, 2)  # type: ignore[arg-type]
+    fine = exact_samples(gate, {"good": {SCALAR: (99.0, 98.0)}, "total": {SCALAR: (100.0, 100.0)}}, 2)  # type: ignore[arg-type]
+    assert fine[SCALAR].value == 3.0 and fine[SCALAR].samples == 200.0

@@ -6,6 +6,7 @@ Every rule here that involves more than one field is also written as a CEL rule
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Literal, NamedTuple, get_args
 
@@ -275,7 +276,9 @@ class TailSignal(ApiModel):
     @model_validator(mode="after")
     def _one_bound(self) -> TailSignal:
         if self.quantile is not None and self.le is not None:
-            raise field_error("le", "tail takes quantile (the bound chosen from stable) or le, not both")
+            raise field_error("le", TAIL_ONE_BOUND)
+        if self.le is not None and not math.isfinite(float(self.le)):
+            raise field_error("le", f"{self.le!r} is not a finite bucket bound (nothing is counted above it)")
         return self
 
 
@@ -305,8 +308,13 @@ EXACT_COUNTS_NEED_EXPOSURE = (
 HISTOGRAM_SELECTOR = COUNTER_SELECTOR.replace("([a-zA-Z_:][a-zA-Z0-9_:]*)?", "([a-zA-Z_:][a-zA-Z0-9_:]*)", 1)
 TAIL_NEEDS_A_HISTOGRAM = (
     "tail.histogram must be a bare selector of the histogram, its name without _bucket or _count, such as "
-    'checkout_request_duration_seconds{variant="{{variant}}"} (no le matcher, no sum or rate)'
+    'checkout_request_duration_seconds{variant="{{variant}}"} (no le matcher, no comment, no sum or rate)'
 )
+TAIL_READS_ITS_OWN = (
+    "a tail signal reads its histogram's _count as the requests served and its buckets' le: give no "
+    "exposure or samples, and do not segment by le"
+)
+TAIL_ONE_BOUND = "tail takes quantile (the bound chosen from stable) or le, not both"
 TAIL_IS_SEQUENTIAL = "a tail signal is a sequential test on exact counts: set method: sequential and counts: exact"
 TAIL_RULE = (
     "a tail signal is judged against stable: give compare.maxRise as a percent (how much more often "
@@ -315,6 +323,9 @@ TAIL_RULE = (
 _CEL_SELECTOR = COUNTER_SELECTOR.replace("\\", "\\\\")  # RE2 reads it alike; doubled, as a CEL string unescapes it
 _CEL_HISTOGRAM = HISTOGRAM_SELECTOR.replace("\\", "\\\\")
 _CEL_SPACE = "[\\\\t\\\\n\\\\f\\\\r ]"  # ASCII whitespace, as RE2 reads it after CEL unescapes
+# An le matcher inside the braces, its name bare or quoted (Prometheus 3): the operator adds its own.
+_LE_MATCHER = r'[{,][\t\n\f\r ]*("le"|le)[\t\n\f\r ]*[=!]'
+_CEL_LE_MATCHER = _LE_MATCHER.replace("\\", "\\\\").replace("'", "\\'")
 EXACT_COUNTS_NEED_SELECTORS = (
     "counts exact reads the raw samples of counters: each query must be a bare selector such as "
     'payment_authorizations_total{variant="{{variant}}", outcome="approved"} (no sum, increase or [range])'
@@ -424,8 +435,10 @@ class Gate(ApiModel):
         selector = tail.histogram
         named = re.match(HISTOGRAM_SELECTOR, selector)
         bare = named is not None and not named.group(1).endswith(("_bucket", "_count", "_sum"))
-        if not bare or re.search(r"[{,][\t\n\f\r ]*le[\t\n\f\r ]*[=!]", selector):
+        if not bare or "#" in selector or re.search(_LE_MATCHER, selector):
             raise field_error("tail.histogram", f"gate {self.name!r}: {TAIL_NEEDS_A_HISTOGRAM}")
+        if self.exposure is not None or self.samples is not None or "le" in self.segment_by:
+            raise field_error("tail", f"gate {self.name!r}: {TAIL_READS_ITS_OWN}")
         compare = self.compare
         if (
             self.min is not None
@@ -631,6 +644,7 @@ CEL_RULES: dict[type[ApiModel], list[Cel]] = {
         ),
     ],
     Compare: [Cel("has(self.maxDrop) || has(self.maxRise)", "compare needs maxDrop or maxRise")],
+    TailSignal: [Cel("!has(self.quantile) || !has(self.le)", TAIL_ONE_BOUND, ".le")],
     Gate: [
         Cel(cel_exactly_one(Gate, SIGNALS), "a gate needs exactly one signal: ratio, count, quantile, gauge or tail"),
         Cel("has(self.min) || has(self.max) || has(self.compare)", "a gate needs a rule: min, max or compare"),
@@ -648,8 +662,9 @@ CEL_RULES: dict[type[ApiModel], list[Cel]] = {
         ),
         Cel(
             f"!has(self.tail) || (self.tail.histogram.matches('{_CEL_HISTOGRAM}') && "
-            f"!self.tail.histogram.matches('^{_CEL_SPACE}*[a-zA-Z_:][a-zA-Z0-9_:]*_(bucket|count|sum)([^a-zA-Z0-9_:]|$)') && "
-            f"!self.tail.histogram.matches('[{{,]{_CEL_SPACE}*le{_CEL_SPACE}*[=!]'))",
+            f"!self.tail.histogram.matches('^{_CEL_SPACE}*([a-zA-Z_:][a-zA-Z0-9_:]*)?_(bucket|count|sum)([^a-zA-Z0-9_:]|$)') && "
+            "!self.tail.histogram.contains('#') && "
+            f"!self.tail.histogram.matches('{_CEL_LE_MATCHER}'))",
             TAIL_NEEDS_A_HISTOGRAM,
             ".tail.histogram",
         ),
@@ -658,6 +673,12 @@ CEL_RULES: dict[type[ApiModel], list[Cel]] = {
             "!has(self.compare.maxDrop) && has(self.compare.maxRise) && self.compare.maxRise.endsWith('%'))",
             TAIL_RULE,
             ".compare",
+        ),
+        Cel(
+            "!has(self.tail) || (!has(self.exposure) && !has(self.samples) && "
+            "(!has(self.segmentBy) || !self.segmentBy.exists(l, l == 'le')))",
+            TAIL_READS_ITS_OWN,
+            ".tail",
         ),
         Cel(
             "!has(self.counts) || self.counts != 'exact' || (has(self.method) && self.method == 'sequential')",

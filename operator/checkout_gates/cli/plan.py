@@ -38,6 +38,7 @@ from checkout_gates.cli.common import (
 )
 from checkout_gates.cli.output import table_lines
 from checkout_gates.gates.budget import budgeted
+from checkout_gates.gates.evaluate import null_relative_risk
 from checkout_gates.rollout.power import (
     POWER,
     SegmentPower,
@@ -143,6 +144,8 @@ def run(arguments: argparse.Namespace) -> int:
 def _profile(arguments: argparse.Namespace, rollout: CheckoutRollout) -> Profile:
     if (arguments.profile is None) == (arguments.prometheus is None and not arguments.use_file_address):
         raise InvalidInputError("give the traffic: --profile FILE or --prometheus URL (one of them)")
+    if arguments.at is not None and arguments.profile is not None:
+        raise InvalidInputError("--at goes with --prometheus (the hour of stable traffic before it), not --profile")
     if arguments.profile is not None:
         documents = read_documents(arguments.profile)
         if len(documents) != 1:
@@ -176,22 +179,43 @@ def plan_rollout(spec: CheckoutRolloutSpec, profile: Profile) -> list[GatePlan]:
     plans = []
     for name, gate in declared.items():
         traffic = profile.gates.get(name)
-        if traffic is None:
-            plans.append(GatePlan(name, None, (), (f"{name}: not in the profile, not planned",)))
-            continue
-        plans.append(_gate_plan(spec, gate, traffic))
+        if not phases_watched(spec, gate):
+            plans.append(
+                GatePlan(name, None, (), (f"{name}: no step with exposure watches it, so it can find nothing",))
+            )
+        elif traffic is None:
+            plans.append(GatePlan(name, None, (), (f"{name}: no traffic for it (not in the profile, or none served)",)))
+        else:
+            plans.append(_gate_plan(spec, gate, traffic))
     return plans
+
+
+def phases_watched(spec: CheckoutRolloutSpec, gate: Gate) -> bool:
+    return any(phase.watched for phase in phases(spec, gate))
+
+
+def _check_segments(gate: Gate, traffic: GateProfile) -> None:
+    names = [one.segment for one in traffic.segments]
+    if traffic.segments and not gate.segment_by:
+        raise InvalidInputError(f"profile: gate {gate.name} has no segmentBy, so it is one test: give it no segments")
+    if len(set(names)) != len(names):
+        raise InvalidInputError(f"profile: gate {gate.name} names a segment twice")
+    if math.fsum(one.share for one in traffic.segments) > 1.0 + 1e-6:
+        raise InvalidInputError(f"profile: gate {gate.name}: the segments' shares add up to more than 1")
+    missing = [one.segment for one in traffic.segments if one.bad is None] if traffic.bad is None else []
+    if missing or (not traffic.segments and traffic.bad is None):
+        raise InvalidInputError(
+            f"profile: gate {gate.name}: give `bad` for the gate or for {', '.join(missing) or 'it'}"
+        )
 
 
 def _gate_plan(spec: CheckoutRolloutSpec, gate: Gate, traffic: GateProfile) -> GatePlan:
     stretches = phases(spec, gate)
     interval = spec.interval_seconds()
+    _check_segments(gate, traffic)
     segments = traffic.segments or [SegmentProfile(segment="all", share=1.0, bad=traffic.bad)]
     results: list[SegmentPower] = []
     warnings: list[str] = []
-    problem = [s.segment for s in segments if s.bad is None and traffic.bad is None]
-    if problem:
-        raise InvalidInputError(f"profile: gate {gate.name}: give `bad` for the gate or for {', '.join(problem)}")
     rows: list[tuple[Traffic, bool]] = []
     pooled_bad = math.fsum(s.share * (s.bad if s.bad is not None else traffic.bad or 0.0) for s in segments)
     share = math.fsum(s.share for s in segments)
@@ -202,14 +226,21 @@ def _gate_plan(spec: CheckoutRolloutSpec, gate: Gate, traffic: GateProfile) -> G
         rows.append((Traffic("all (pooled)", traffic.rate * share, pooled_bad / share), True))
     for row, pooled in rows:
         bar = log_bar(spec, gate, segments=len(segments), pooled=pooled)
-        result = segment_power(
-            gate,
-            row,
-            stretches,
-            interval=interval,
-            log_bar=bar,
-            canary_bad=regressed_rate(gate, row.bad, traffic.regression),
-        )
+        regressed = regressed_rate(gate, row.bad, traffic.regression)
+        null = null_relative_risk(gate, row.bad)
+        if not math.isfinite(null):
+            warnings.append(
+                f"{gate.name} {row.segment}: stable's bad rate is 0, and a margin relative to nothing cannot be "
+                "tested: give stable's rate (the test waits for stable's first bad event too)"
+            )
+            continue
+        if regressed <= row.bad * null * (1 + 1e-9):
+            raise InvalidInputError(
+                f"profile: gate {gate.name}: the regression {traffic.regression or '(default)'} in {row.segment} "
+                f"({row.bad:.3%} -> {regressed:.3%}) is within the gate's tolerance (up to {row.bad * null:.3%}): "
+                "nothing to find; plan for a larger one"
+            )
+        result = segment_power(gate, row, stretches, interval=interval, log_bar=bar, canary_bad=regressed)
         results.append(result)
         if result.power < POWER:
             warnings.append(_shortfall(spec, gate, result))
@@ -240,7 +271,8 @@ def _inconclusive_warnings(spec: CheckoutRolloutSpec, gate: Gate, rate: float) -
     for phase in phases(spec, gate):
         needed = (gate.min_samples - served) / (rate * phase.weight)
         budget = limit * spec.interval_seconds()
-        if phase.watched and needed > budget:
+        # Only a gate step's evaluations count towards inconclusiveLimit (not a pause's).
+        if phase.watched and spec.steps[phase.step].gate is not None and needed > budget:
             out.append(
                 f"{gate.name}: minSamples {gate.min_samples:,} takes {format_duration(needed)} at step "
                 f"{phase.step} ({phase.weight:.0%}), longer than inconclusiveLimit x interval "
@@ -273,6 +305,8 @@ def _table(spec: CheckoutRolloutSpec, plans: list[GatePlan]) -> str:
                 ]
             )
     headers = ["GATE", "SEGMENT", "BAD RATE (STABLE -> REGRESSED)", "E-VALUE BAR", "POWER IN PLAN", "95% POWER AFTER"]
+    if not plans:
+        return "no gate spends the rollout's budget (method: sequential, counts: exact): nothing to plan"
     lines = table_lines(headers, rows, colour=False)
     warnings = [w for plan in plans for w in plan.warnings]
     lines.append("")

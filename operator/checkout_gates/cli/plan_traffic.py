@@ -9,6 +9,7 @@ bound. Before a rollout starts stable serves everything, so its rate is the serv
 from __future__ import annotations
 
 import asyncio
+import math
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +21,8 @@ from checkout_gates.gates.observations import segment_name
 from checkout_gates.metrics.prometheus import PrometheusSource, QueryError, by_segment
 from checkout_gates.metrics.tail import NoBoundError, bound_query, choose_bound, counter_templates
 from checkout_gates.metrics.templates import TemplateError, promql_duration, query_variables, render
+
+MAX_SEGMENTS = 256  # what a profile takes per gate
 
 
 async def stable_traffic(
@@ -47,11 +50,15 @@ async def _gate(
         if gate.ratio is not None:
             total, bad_of = gate.ratio.total, gate.ratio.good
         elif gate.tail is not None:
-            buckets = await source.query(render(bound_query(gate.tail), variables), at=at)
-            bound = gate.tail.le or choose_bound(
-                [(one.labels.get("le", ""), one.value) for one in buckets], gate.tail.stable_quantile
-            )
-            bad_of, total = counter_templates(gate.tail, bound)
+            if gate.tail.le is not None:
+                bound, seen = gate.tail.le, [gate.tail.le]
+            else:
+                buckets = await source.query(render(bound_query(gate.tail), variables), at=at)
+                seen = [one.labels.get("le", "") for one in buckets]
+                bound = choose_bound(
+                    [(one.labels.get("le", ""), one.value) for one in buckets], gate.tail.stable_quantile
+                )
+            bad_of, total = counter_templates(gate.tail, bound, seen)
         else:
             assert gate.count is not None and gate.exposure is not None  # the spec requires both for exact counts
             total, bad_of = gate.exposure, gate.count
@@ -63,6 +70,13 @@ async def _gate(
     except (NoBoundError, TemplateError, ValueError) as error:
         raise InvalidInputError(f"gate {gate.name}: {error}") from None
     totals, others = (by_segment(answer, gate.segment_by) for answer in answers)
+    if not all(math.isfinite(v) for v in (*totals.values(), *others.values())):
+        raise InvalidInputError(f"gate {gate.name}: Prometheus answered a value that is not a finite number")
+    if len(totals) > MAX_SEGMENTS:
+        raise InvalidInputError(
+            f"gate {gate.name}: {len(totals):,} segments served in the hour, more than the planner takes "
+            f"({MAX_SEGMENTS}); plan with a --profile of the ones that matter"
+        )
     served = sum(totals.values())
     if served <= 0:
         return None

@@ -242,7 +242,7 @@ class PrometheusSource(MetricsSource):
         self._clock = clock
         self._flights: SingleFlight[list[Series]] = SingleFlight(clock)
         self._chunk_counts = ChunkCache(CHUNK_CACHE_CELLS)
-        self._tail_bounds: OrderedDict[tuple[str, float, float], str] = OrderedDict()
+        self._tail_bounds: OrderedDict[tuple[str, float, float], tuple[str, tuple[str, ...]]] = OrderedDict()
         self._sent = 0
         # Uncompressed: gate answers are a few kilobytes, mostly on the cluster's own network, and gzip
         # (which Prometheus applies whenever it may) cost both ends more CPU per query than it saved.
@@ -495,7 +495,11 @@ class PrometheusSource(MetricsSource):
                 )
         subject = None
         if gate.tail is not None:
-            chosen = await self._tail_templates(gate.tail, spec, namespace=namespace, name=name, start=start)
+            # The bound is chosen at the evidence's start exactly, never at a later instant.
+            bound_at = end - window_seconds if since is None else since.timestamp()
+            chosen = await self._tail_templates(
+                gate.tail, spec, namespace=namespace, name=name, bound_at=bound_at, now=end
+            )
             if isinstance(chosen, str):
                 return SignalReading(gate=gate.name, error=chosen, window_seconds=end - start)
             templates, subject = chosen
@@ -534,31 +538,42 @@ class PrometheusSource(MetricsSource):
         return _reading(gate, templates, values, window_seconds)
 
     async def _tail_templates(
-        self, tail: TailSignal, spec: CheckoutRolloutSpec, *, namespace: str, name: str, start: float
+        self, tail: TailSignal, spec: CheckoutRolloutSpec, *, namespace: str, name: str, bound_at: float, now: float
     ) -> tuple[dict[Role, str], str] | str:
         """A tail gate's counters ({good: at most the bound, total}) and what the bound is, in words;
-        or why there is none (the reading's error). A chosen bound is kept per query and instant:
-        the hour before the evidence began does not change."""
+        or why there is none (the reading's error).
+
+        The bound is chosen from the hour before ``bound_at`` (the evidence's start) once that hour
+        has settled (a minute after it: late samples are in), and kept per query and instant (a
+        settled hour does not change, so a restart chooses the same)."""
+        seen: tuple[str, ...]
         try:
             if tail.le is not None:
-                bound, subject = tail.le, f"slower than le={tail.le}"
+                bound, seen, subject = tail.le, (tail.le,), f"slower than le={tail.le}"
             else:
+                if now < bound_at + CACHE_AFTER_SECONDS:
+                    return (
+                        f"choosing the tail's bound: stable's hour before {_instant(bound_at).isoformat()} settles "
+                        f"a minute after it (evaluations until then are Inconclusive)"
+                    )
                 variables = query_variables(spec, "stable", namespace=namespace, name=name, window_seconds=3600.0)
                 query = render(bound_query(tail), variables)
-                key = (query, start, tail.stable_quantile)
-                bound = self._tail_bounds.get(key) or ""
-                if not bound:
-                    series = await self._query(query, _instant(start), keep=False)
+                key = (query, bound_at, tail.stable_quantile)
+                known = self._tail_bounds.get(key)
+                if known is None:
+                    series = await self._query(query, _instant(bound_at), keep=False)
                     buckets = [(one.labels.get("le", ""), one.value) for one in series]
-                    bound = choose_bound(buckets, tail.stable_quantile)
-                    self._tail_bounds[key] = bound
+                    known = (choose_bound(buckets, tail.stable_quantile), tuple(label for label, _ in buckets))
+                    self._tail_bounds[key] = known
                     while len(self._tail_bounds) > TAIL_BOUNDS_KEPT:
                         self._tail_bounds.popitem(last=False)
+                self._tail_bounds.move_to_end(key)
+                bound, seen = known
                 subject = (
                     f"slower than le={bound} (stable's {tail.stable_quantile:g} quantile bucket in the "
                     f"{BOUND_LOOKBACK} before the evidence began)"
                 )
-            good, total = counter_templates(tail, bound)
+            good, total = counter_templates(tail, bound, seen)
         except QueryError as error:
             return f"choosing the tail's bound from stable: {error.message}"
         except (NoBoundError, TemplateError, ValueError) as error:
@@ -977,6 +992,11 @@ def exact_samples(
             bad = _bad_per_interval(good, total)
             good_sum, total_sum = math.fsum(good), math.fsum(total)
             if gate.tail is not None:  # judged as a count: slow requests per request
+                if segment not in values["good"] and total_sum > 0:
+                    raise QueryError(
+                        f"{segment_name(segment)} served requests (_count) but has no _bucket series at the "
+                        "bound: its le label spells it otherwise, or the histogram has no such bucket"
+                    )
                 samples[segment] = Sample(
                     value=math.fsum(bad), samples=total_sum, steps=ArmSteps(bad=bad, exposure=total)
                 )

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
-from checkout_gates.api.spec import HISTOGRAM_SELECTOR, TailSignal
+from checkout_gates.api.spec import BUCKET_BOUND, HISTOGRAM_SELECTOR, TailSignal
 
 # How much of stable's history before the evidence began chooses the bound.
 BOUND_LOOKBACK = "1h"
@@ -46,26 +46,51 @@ def bound_query(tail: TailSignal) -> str:
     return f"sum by (le) (increase({_selector(name + '_bucket', matchers)}[{BOUND_LOOKBACK}]))"
 
 
-def counter_templates(tail: TailSignal, bound: str) -> tuple[str, str]:
+def spellings(bound: str, seen: Iterable[str] = ()) -> list[str]:
+    """Every way the ``le`` label may spell ``bound``: as given, as Prometheus 3 normalises it
+    ("1" is stored as "1.0"), as clients write it ("1"), and as any label ``seen`` with its value.
+    Pods of two client versions (or a Prometheus upgrade) may spell one bound two ways; a selector
+    of one spelling would count the other's requests as all slow."""
+    value = float(bound)
+    found = {bound, repr(value), f"{value:g}"}
+    for label in seen:
+        try:
+            same = float(label) == value
+        except ValueError:
+            continue
+        if same:
+            found.add(label)
+    return sorted(one for one in found if re.match(BUCKET_BOUND, one))
+
+
+def counter_templates(tail: TailSignal, bound: str, seen: Iterable[str] = ()) -> tuple[str, str]:
     """(requests at most ``bound``, all requests): the bare counter selectors the test reads."""
     name, matchers = _parts(tail.histogram)
-    float(bound)  # a bound is a number (spec pattern, or chosen from Prometheus' le labels below)
-    return _selector(name + "_bucket", matchers, f'le="{bound}"'), _selector(name + "_count", matchers)
+    if not re.match(BUCKET_BOUND, bound) or not math.isfinite(float(bound)):
+        raise ValueError(f"{bound!r} is not a finite bucket bound")
+    # Only digits, '.', 'e', '+' and '-' (BUCKET_BOUND): '.' and '+' escaped for RE2, the
+    # backslash doubled for the PromQL string.
+    alternatives = "|".join(one.replace(".", "\\\\.").replace("+", "\\\\+") for one in spellings(bound, seen))
+    return _selector(name + "_bucket", matchers, f'le=~"{alternatives}"'), _selector(name + "_count", matchers)
 
 
 def choose_bound(buckets: Sequence[tuple[str, float]], quantile: float) -> str:
     """The smallest finite bucket bound that at most ``1 - quantile`` of the requests exceeded,
-    from (le label, cumulative requests) pairs; as the le label spells it."""
-    parsed: list[tuple[float, str, float]] = []
+    from (le label, cumulative requests) pairs; as the le label spells it. Two spellings of one
+    bound ("1" and "1.0": pods of different client versions) are one bucket."""
+    counts: dict[float, float] = {}
+    labels: dict[float, str] = {}
     for label, count in buckets:
-        try:
-            bound = float(label)
-        except ValueError:
-            continue  # not a bucket bound: ignored (Prometheus would not send one)
-        if not math.isnan(bound) and math.isfinite(count):
-            parsed.append((bound, label, count))
-    parsed.sort()
-    total = max((count for _, _, count in parsed), default=0.0)
+        if label != "+Inf" and not re.match(BUCKET_BOUND, label):
+            continue  # not a bucket bound as a client spells one: never quoted into a query
+        bound = float(label)
+        if math.isfinite(count):
+            counts[bound] = counts.get(bound, 0.0) + count
+            labels.setdefault(bound, label)
+    parsed = sorted((bound, labels[bound], count) for bound, count in counts.items())
+    if counts and math.inf not in counts:
+        raise NoBoundError("stable's histogram has no +Inf bucket, so its requests cannot be counted: give tail.le")
+    total = counts.get(math.inf, 0.0)
     if total <= 0.0:
         raise NoBoundError(
             f"stable served no requests in the {BOUND_LOOKBACK} before the evidence began, so no bound "

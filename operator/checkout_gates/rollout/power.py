@@ -36,6 +36,8 @@ from checkout_gates.rollout.plan import watched_gate_names
 
 POWER = 0.95
 _NORMAL = NormalDist()
+_EDGE = 1e-12
+CHECKS_PER_PHASE = 400
 # After the plan's last gate step, how much longer the planner looks (held at that step's weight)
 # to say how long 95% power would take: a day.
 LOOK_BEYOND_SECONDS = 86_400.0
@@ -108,12 +110,15 @@ def _interval_moments(canary: float, stable: float, q_c: float, q_s: float, null
     """(mean, variance) of one interval's log-likelihood ratio per grid point, for ``canary`` and
     ``stable`` requests with bad rates ``q_c`` and ``q_s``, against the null relative risk."""
     share = canary / (canary + stable)
-    theta0 = share * null / (share * null + 1.0 - share)
+
+    def theta(rho: float) -> float:  # kept off 0 and 1: a huge tolerance must not divide by zero
+        return min(max(share * rho / (share * rho + 1.0 - share), _EDGE), 1.0 - _EDGE)
+
+    theta0 = theta(null)
     moments = []
     for m in DEFAULT_GRID:
-        rho = null * m
-        theta = share * rho / (share * rho + 1.0 - share)
-        a, b = math.log(theta / theta0), math.log((1.0 - theta) / (1.0 - theta0))
+        theta_k = theta(null * m)
+        a, b = math.log(theta_k / theta0), math.log((1.0 - theta_k) / (1.0 - theta0))
         lam_c, lam_s = canary * q_c, stable * q_s
         moments.append((lam_c * a + lam_s * b, lam_c * a * a + lam_s * b * b))
     return moments
@@ -128,27 +133,38 @@ def segment_power(
     log_bar: float,
     canary_bad: float,
 ) -> SegmentPower:
-    """The power of one segment's test within ``plan``, and when it reaches 95% (looking up to a
-    day beyond the plan, at the last gate step's weight)."""
+    """The power of one segment's test within ``plan``, and when it reaches 95%: looking up to a
+    day beyond the gate's last watched phase, held at its weight (later phases, where the gate is
+    not judged, are left out: their evidence would be credited to a step that never sees it)."""
     null = null_relative_risk(gate, traffic.bad)
     weights = log_prior_weights(DEFAULT_GRID, DEFAULT_WEIGHTS)
     means = [0.0] * len(DEFAULT_GRID)
     variances = [0.0] * len(DEFAULT_GRID)
     usable = math.isfinite(null) and null > 0.0 and traffic.rate > 0.0 and traffic.bad > 0.0
-    watched = [p for p in plan if p.watched]
-    stretches = [*plan, Phase(watched[-1].step, watched[-1].weight, LOOK_BEYOND_SECONDS, True)] if watched else []
-    plan_end = sum(p.seconds for p in plan)
+    last = max((i for i, p in enumerate(plan) if p.watched), default=None)
+    if last is None:
+        return SegmentPower(traffic.segment, traffic.bad, canary_bad, math.exp(log_bar), 0.0, None, None, 0.0)
+    tail = plan[last]
+    stretches = [*plan[: last + 1], Phase(tail.step, tail.weight, LOOK_BEYOND_SECONDS, True)]
+    plan_end = sum(p.seconds for p in plan[: last + 1])
     elapsed, power = 0.0, 0.0
     found: tuple[float, int] | None = None
     for phase in stretches:
         canary = traffic.rate * phase.weight * interval
         stable = traffic.rate * (1.0 - phase.weight) * interval
         moments = _interval_moments(canary, stable, canary_bad, traffic.bad, null) if usable and stable > 0 else []
-        for _ in range(max(1, round(phase.seconds / interval))):
-            elapsed += interval
+        intervals = max(1, round(phase.seconds / interval))
+        # At most CHECKS_PER_PHASE looks per phase: the moments are the same in every interval of
+        # it, so a look every few intervals only rounds the time found up by a little.
+        per_look = max(1, math.ceil(intervals / CHECKS_PER_PHASE))
+        done = 0
+        while done < intervals:
+            count = min(per_look, intervals - done)
+            done += count
+            elapsed += count * interval
             for k, (mean, variance) in enumerate(moments):
-                means[k] += mean
-                variances[k] += variance
+                means[k] += count * mean
+                variances[k] += count * variance
             if not phase.watched or not moments:
                 continue
             best = max(
