@@ -226,7 +226,8 @@ def simulate(cell: Cell, seed: int) -> dict[str, dict[str, dict[str, list[Series
     answer: dict[str, dict[str, dict[str, list[Series]]]] = {}
     for traffic in cell.gates:
         gate = traffic.gate
-        roles = ("good", "total") if gate.ratio is not None else ("count", "exposure")
+        two_counters = gate.ratio is not None or gate.tail is not None  # a tail: good = at most its bound
+        roles = ("good", "total") if two_counters else ("count", "exposure")
         per_arm: dict[str, dict[str, list[Series]]] = {
             "canary": {r: [] for r in roles},
             "stable": {r: [] for r in roles},
@@ -254,7 +255,7 @@ def simulate(cell: Cell, seed: int) -> dict[str, dict[str, dict[str, list[Series
                         q = cell.canary_bad(gate.name, seg, middle) if arm == "canary" else cell.base(seg, middle)
                         bad = poisson_sampler(rng, mean * q)()
                         good = poisson_sampler(rng, mean * (1.0 - q))()
-                        if gate.ratio is not None:
+                        if two_counters:
                             increments = {"good": good, "total": good + bad}
                         else:
                             increments = {"count": bad, "exposure": good + bad}
@@ -661,20 +662,21 @@ def report(args: argparse.Namespace) -> str:
     return head + "\n" + "\n".join(lines)
 
 
-def write_section(path: Path, text: str) -> None:
-    section = f"{START_MARKER}\n{text}\n{END_MARKER}"
+def write_section(
+    path: Path,
+    text: str,
+    start: str = START_MARKER,
+    end: str = END_MARKER,
+    title: str = "Whole rollouts on the production count path (bench/rollouts.py)",
+) -> None:
+    section = f"{start}\n{text}\n{end}"
     old = path.read_text() if path.exists() else ""
-    if START_MARKER in old and END_MARKER in old:
-        before, rest = old.split(START_MARKER, 1)
-        _, after = rest.split(END_MARKER, 1)
+    if start in old and end in old:
+        before, rest = old.split(start, 1)
+        _, after = rest.split(end, 1)
         path.write_text(before + section + after)
     else:
-        path.write_text(
-            old.rstrip("\n")
-            + "\n\n## Whole rollouts on the production count path (bench/rollouts.py)\n\n"
-            + section
-            + "\n"
-        )
+        path.write_text(old.rstrip("\n") + f"\n\n## {title}\n\n" + section + "\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,6 +3,7 @@ exact counts, and its verdicts are the ones the shipped code reaches (seeded, so
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 from bench.rollouts import (
@@ -16,6 +17,7 @@ from bench.rollouts import (
     simulate,
     write_section,
 )
+from bench.tails import TailCell, chosen_bound, one_run, slower_share
 from checkout_gates.gates.budget import judge_gates
 from checkout_gates.gates.counters import CounterSeries, counter_increase
 from checkout_gates.metrics.prometheus import interval_bounds
@@ -80,3 +82,15 @@ def test_the_section_is_replaced_between_its_markers(tmp_path: Path) -> None:
     path.write_text(f"# kept\n{START_MARKER}\nold\n{END_MARKER}\ntail\n")
     write_section(path, "new")
     assert path.read_text() == f"# kept\n{START_MARKER}\nnew\n{END_MARKER}\ntail\n"
+
+
+def test_tail_bench_chooses_the_bound_from_stable_and_halts_a_slow_canary() -> None:
+    """bench/tails.py in miniature: the bound is the operator's choice from the simulated hour
+    before (stable's p99 of about 0.85 s rounds up to the 1.0 s bucket), and a canary 1.6x slower
+    is halted by slow-checkouts."""
+    assert chosen_bound(random.Random(1), 40.0) == "1.0"
+    assert 0.002 < slower_share(1.0) < 0.005
+    result, bound = one_run(TailCell("slow", 1.6), 3)
+    assert bound == "1.0"
+    assert result.halted_at is not None and result.blamed is not None
+    assert result.blamed[0] == "slow-checkouts"
