@@ -11,7 +11,7 @@ if [ ! -f "$_cg_hack/versions.env" ]; then
   echo "testbed-env.sh: $_cg_hack/versions.env not found (source it from the repo root)" >&2
 else
   . "$_cg_hack/versions.env"
-  export KUBE_VERSION ETCD_VERSION HELM_VERSION GATEWAY_API_VERSION
+  export KUBE_VERSION ETCD_VERSION HELM_VERSION GATEWAY_API_VERSION KWOK_VERSION
   CHECKOUT_GATES_CACHE="${CHECKOUT_GATES_CACHE:-$HOME/.cache/checkout-gates}"
   CHECKOUT_GATES_BIN="$CHECKOUT_GATES_CACHE/bin/$KUBE_VERSION"
   CHECKOUT_GATES_GATEWAY_CRDS="$CHECKOUT_GATES_CACHE/crds/gateway-api/$GATEWAY_API_VERSION"

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The local testbed's Go-built binaries: kube-apiserver, kube-controller-manager, kubectl,
-# etcd and helm, plus the Gateway API CRDs, all at the versions pinned in hack/versions.env.
+# The local testbed's Go-built binaries: kube-apiserver, kube-controller-manager, kube-scheduler,
+# kubectl, etcd, helm and kwok (simulated nodes and kubelets: pods are scheduled and become Ready
+# without a container runtime), plus the Gateway API CRDs, all at the versions pinned in
+# hack/versions.env.
 #
 #   hack/testbed.sh build   build (only) what is missing into the cache
 #   hack/testbed.sh env     print export lines for the testbed (eval "$(hack/testbed.sh env)")
@@ -20,7 +22,7 @@ set -a; . "$HACK_DIR/versions.env"; set +a
 CACHE="${CHECKOUT_GATES_CACHE:-$HOME/.cache/checkout-gates}"
 BIN_DIR="$CACHE/bin/$KUBE_VERSION"
 CRD_DIR="$CACHE/crds/gateway-api/$GATEWAY_API_VERSION"
-KUBE_BINS=(kube-apiserver kube-controller-manager kubectl)
+KUBE_BINS=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
 
 if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
   export PATH="/usr/local/go/bin:$PATH"
@@ -143,7 +145,7 @@ build_kube() {
 }
 
 # etcd and helm share the KUBE_VERSION directory: a stamp file records their own version.
-present() { [ -x "$BIN_DIR/$1" ] && [ "$(cat "$BIN_DIR/.$1.version" 2>/dev/null)" = "$2" ]; }
+present() { [ -e "$BIN_DIR/$1" ] && [ "$(cat "$BIN_DIR/.$1.version" 2>/dev/null)" = "$2" ]; }
 stamp() { echo "$2" >"$BIN_DIR/.$1.version"; }
 
 build_etcd() {
@@ -198,6 +200,46 @@ build_helm() {
   log "built helm in $((SECONDS - t0))s"
 }
 
+build_kwok() {
+  present kwok "$KWOK_VERSION" && { log "kwok $KWOK_VERSION: present"; return 0; }
+  log "kwok $KWOK_VERSION: building"
+  local work kdir gomod_go t0=$SECONDS
+  work="$(new_wrapper checkout-gates.local/testbed/kwok 1.21)"
+  kdir="$(module_dir "$work" "sigs.k8s.io/kwok@$KWOK_VERSION")"
+  gomod_go="$(awk '$1=="go"{print $2; exit}' "$kdir/go.mod")"
+  printf 'module checkout-gates.local/testbed/kwok\n\ngo %s\n' "$gomod_go" >"$work/go.mod"
+  (cd "$work" && run_go kwok-get 3 go get "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION") || die "resolving kwok failed"
+  mkdir -p "$BIN_DIR"
+  log "go build kwok (-p $BUILD_P) ..."
+  (cd "$work" && run_go build-kwok 2 go build -trimpath -p "$BUILD_P" \
+      -ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v}" \
+      -o out/kwok "sigs.k8s.io/kwok/cmd/kwok") || die "go build kwok failed"
+  install_bin "$work/out/kwok" kwok
+  stamp kwok "$KWOK_VERSION"
+  log "built kwok in $((SECONDS - t0))s"
+}
+
+# kwok plays nodes and pods by the Stage objects of its config: its own "fast" stages (nodes Ready
+# at once with a heartbeat, pods Running and Ready at once, completed, deleted), from its module.
+fetch_kwok_stages() {
+  local out="$BIN_DIR/kwok-stages.yaml" work kdir f
+  present kwok-stages.yaml "$KWOK_VERSION" && { log "kwok stages $KWOK_VERSION: present"; return 0; }
+  work="$(new_wrapper checkout-gates.local/testbed/kwok-stages 1.21)"
+  kdir="$(module_dir "$work" "sigs.k8s.io/kwok@$KWOK_VERSION")"
+  mkdir -p "$BIN_DIR"
+  {
+    for f in node/fast/node-initialize node/heartbeat/node-heartbeat pod/fast/pod-ready pod/fast/pod-complete \
+      pod/fast/pod-delete; do
+      [ -f "$kdir/kustomize/stage/$f.yaml" ] || die "no kustomize/stage/$f.yaml in $kdir"
+      echo "---"
+      cat "$kdir/kustomize/stage/$f.yaml"
+    done
+  } >"$out.tmp"
+  mv -f "$out.tmp" "$out"
+  stamp kwok-stages.yaml "$KWOK_VERSION"
+  log "kwok stages written to $out"
+}
+
 fetch_gateway_crds() {
   if [ -f "$CRD_DIR/.complete" ]; then log "Gateway API CRDs $GATEWAY_API_VERSION: present"; return 0; fi
   log "Gateway API CRDs $GATEWAY_API_VERSION: downloading"
@@ -225,6 +267,8 @@ cmd_build() {
   build_etcd
   build_kube
   build_helm
+  build_kwok
+  fetch_kwok_stages
   log "done in $((SECONDS - t0))s; binaries in $BIN_DIR"
   "$BIN_DIR/kubectl" version --client 2>/dev/null | head -1 >&2 || true
 }
@@ -241,10 +285,12 @@ cmd_env() {
 
 cmd_status() {
   local b rc=0
-  for b in etcd "${KUBE_BINS[@]}" helm; do
+  for b in etcd "${KUBE_BINS[@]}" helm kwok; do
     if [ -x "$BIN_DIR/$b" ] && { [ "$b" != etcd ] || present etcd "$ETCD_VERSION"; } \
-      && { [ "$b" != helm ] || present helm "$HELM_VERSION"; }; then echo "present  $BIN_DIR/$b"; else echo "MISSING  $BIN_DIR/$b"; rc=1; fi
+      && { [ "$b" != helm ] || present helm "$HELM_VERSION"; } \
+      && { [ "$b" != kwok ] || present kwok "$KWOK_VERSION"; }; then echo "present  $BIN_DIR/$b"; else echo "MISSING  $BIN_DIR/$b"; rc=1; fi
   done
+  if present kwok-stages.yaml "$KWOK_VERSION"; then echo "present  $BIN_DIR/kwok-stages.yaml"; else echo "MISSING  $BIN_DIR/kwok-stages.yaml"; rc=1; fi
   if [ -f "$CRD_DIR/.complete" ]; then echo "present  $CRD_DIR"; else echo "MISSING  $CRD_DIR"; rc=1; fi
   return $rc
 }

@@ -241,6 +241,8 @@ def test_binaries_report_pinned_versions(kube: LocalCluster | ExternalCluster, k
     assert out.startswith(pins["HELM_VERSION"])
     etcd = subprocess.run([str(binaries.find("etcd")), "--version"], capture_output=True, text=True, check=True).stdout
     assert f"etcd Version: {pins['ETCD_VERSION'].lstrip('v')}" in etcd
+    kwok = subprocess.run([str(binaries.find("kwok")), "--version"], capture_output=True, text=True, check=True)
+    assert pins["KWOK_VERSION"].lstrip("v") in kwok.stdout + kwok.stderr
 
 
 # --- (3) Prometheus: backfill and query ------------------------------------------------------

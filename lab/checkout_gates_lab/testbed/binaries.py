@@ -1,6 +1,7 @@
 """Where the testbed's binaries are.
 
-Go-built binaries (etcd, kube-apiserver, kube-controller-manager, kubectl, helm) come from
+Go-built binaries (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, helm,
+kwok) come from
 `hack/testbed.sh build`: the directory named by CHECKOUT_GATES_BIN (hack/testbed-env.sh
 sets it), else the newest version directory in the cache
 (${CHECKOUT_GATES_CACHE:-~/.cache/checkout-gates}/bin/<version>/). Prometheus, promtool and
@@ -22,7 +23,7 @@ class MissingComponentError(TestbedError):
     """A binary the testbed needs is not installed."""
 
 
-GO_BUILT = ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl", "helm")
+GO_BUILT = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "helm", "kwok")
 _PACKAGED = {
     "prometheus": ("CHECKOUT_GATES_PROMETHEUS", "/usr/bin/prometheus"),
     "promtool": ("CHECKOUT_GATES_PROMTOOL", "/usr/bin/promtool"),
@@ -72,6 +73,15 @@ def find(name: str) -> Path:
             return Path(found)
     where = directory / name if directory else cache_dir() / "bin" / "<version>" / name
     raise MissingComponentError(f"{name} not found at {where}: {_HINT_GO}")
+
+
+def kwok_stages() -> Path:
+    """kwok's Stage objects (nodes and pods Ready at once), written by `hack/testbed.sh build`."""
+    directory = bin_dir()
+    path = directory / "kwok-stages.yaml" if directory else cache_dir() / "bin" / "<version>" / "kwok-stages.yaml"
+    if not path.is_file():
+        raise MissingComponentError(f"kwok's stages not found at {path}: {_HINT_GO}")
+    return path
 
 
 def gateway_api_crds() -> Path:
