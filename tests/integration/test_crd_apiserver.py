@@ -27,6 +27,7 @@ from checkout_gates.api.status import (
     Weights,
 )
 from checkout_gates_lab.testbed import Kubectl
+from checkout_gates_lab.testbed.processes import wait_until
 from tests.unit.bad_specs import EXAMPLE_FILES, REPO, SERVER_BAD_SPECS, BadSpec, load_example
 
 pytestmark = pytest.mark.integration
@@ -263,3 +264,32 @@ def test_a_full_status_round_trips_without_pruning(kubectl: Kubectl, namespace: 
     assert isinstance(rollout, CheckoutRollout), rollout
     assert rollout.status == status
     assert stored["status"].keys() == wire.keys()
+
+
+def test_kubectl_explain_explains_the_fields(kubectl: Kubectl, crd: str) -> None:
+    """`kubectl explain` reads the CRD's published schema: each field says what it means."""
+
+    def explained(path: str) -> str:
+        return str(kubectl("explain", path).stdout)
+
+    gates = wait_for_explain(kubectl, "checkoutrollouts.spec.gates")
+    assert "segmentBy" in gates and "each judged on its own" in gates
+    tail = explained("checkoutrollouts.spec.gates.tail")
+    assert "stable's requests" in tail and "histogram" in tail
+    owner = explained("checkoutrollouts.spec.owner.escalateAfter")
+    assert "Escalate a page nobody acknowledged" in owner
+    status = explained("checkoutrollouts.status.guarantee")
+    assert "false-halt bound" in status
+
+
+def wait_for_explain(kubectl: Kubectl, path: str) -> str:
+    """The explanation once the apiserver publishes the CRD's OpenAPI (a moment after it is Established)."""
+    found: list[str] = []
+
+    def published() -> bool:
+        result = kubectl("explain", path, check=False)
+        found[:] = [str(result.stdout)]
+        return result.returncode == 0 and "segmentBy" in result.stdout
+
+    wait_until(published, timeout=60, what=f"kubectl explain {path}")
+    return found[0]

@@ -196,7 +196,8 @@ def test_tolerances_are_checked_by_the_schema(schema: Schema, path: str) -> None
 
 
 def test_bounds_are_in_the_schema(schema: Schema) -> None:
-    assert _at(schema, ".spec.steps[].setWeight") == {"type": "integer", "minimum": 0, "maximum": 100}
+    weight = _at(schema, ".spec.steps[].setWeight")
+    assert {k: weight[k] for k in ("type", "minimum", "maximum")} == {"type": "integer", "minimum": 0, "maximum": 100}
     alpha = _at(schema, ".spec.gates[].alpha")
     assert (alpha["minimum"], alpha["exclusiveMinimum"], alpha["maximum"]) == (0, True, 0.5)
     assert _at(schema, ".spec.gates[].minSamples")["minimum"] == 0
@@ -277,3 +278,20 @@ def test_status_schema_matches_the_model(schema: Schema) -> None:
         assert name in status["properties"], name
     assert _at(schema, ".status.history")["maxItems"] >= 1
     assert _at(schema, ".status.conditions[].lastTransitionTime")["format"] == "date-time"
+
+
+def test_every_field_has_a_description(schema: Schema) -> None:
+    """`kubectl explain checkoutrollouts.spec...` shows what each field means and takes."""
+    missing: list[str] = []
+
+    def walk(node: Schema, path: str) -> None:
+        for name, child in (node.get("properties") or {}).items():
+            # metadata takes no description: kube-apiserver refuses anything but its type there.
+            if f"{path}.{name}" != ".metadata" and not str(child.get("description", "")).strip():
+                missing.append(f"{path}.{name}")
+            walk(child, f"{path}.{name}")
+        if "items" in node:
+            walk(node["items"], f"{path}[]")
+
+    walk(schema, "")
+    assert not missing, f"fields without a description: {missing}"

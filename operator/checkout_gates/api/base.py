@@ -28,6 +28,8 @@ JsonBool = Annotated[bool, Strict()]
 class ApiModel(BaseModel):
     model_config = ConfigDict(
         alias_generator=to_camel,
+        # A docstring under a field is its description: in the CRD, so `kubectl explain` shows it.
+        use_attribute_docstrings=True,
         populate_by_name=True,
         extra="forbid",
         frozen=True,

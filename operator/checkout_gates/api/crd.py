@@ -109,8 +109,9 @@ def crd_manifest() -> dict[str, Any]:
                             "description": "A gated, stepwise exposure of a checkout or payment service.",
                             "required": ["spec"],
                             "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
+                                "apiVersion": {"type": "string", "description": "gates.checkout.dev/v1alpha1"},
+                                "kind": {"type": "string", "description": "CheckoutRollout"},
+                                # kube-apiserver takes nothing else here (the metadata's schema is its own).
                                 "metadata": {"type": "object"},
                                 "spec": model_schema(CheckoutRolloutSpec),
                                 "status": model_schema(CheckoutRolloutStatus),

@@ -62,14 +62,18 @@ class SecretKeyRef(ApiModel):
     """A key of a Secret in the rollout's namespace."""
 
     name: Name
+    """The Secret's name."""
     key: SecretKey
+    """The key of the Secret's data that holds the value."""
 
 
 class Variant(ApiModel):
     """One side of the rollout: the Service that serves it and the label value its metrics carry."""
 
     service: Name
+    """The Service that serves this side, in the rollout's namespace."""
     variant: Annotated[str | None, Field(max_length=63, pattern=LABEL_VALUE)] = None
+    """The value of the variant label this side's metrics carry, put for {{variant}} in the gates' queries (default: stable and canary)."""
 
 
 # --- routing ------------------------------------------------------------------------------------
@@ -77,22 +81,30 @@ class Variant(ApiModel):
 
 class GatewayApiRoute(ApiModel):
     http_route: Name
+    """The HTTPRoute, in the rollout's namespace, whose backendRefs weights the operator writes."""
     rule_index: Annotated[int, Strict(), Field(ge=0, le=63), WHOLE] = 0
+    """The rule of the HTTPRoute (0-based) that holds the stable and canary backendRefs."""
 
 
 class IstioRoute(ApiModel):
     virtual_service: Name
+    """The VirtualService, in the rollout's namespace, whose route weights the operator writes."""
     route_name: Name | None = None
+    """The named http route of the VirtualService (default: its first)."""
 
 
 class IngressNginxRoute(ApiModel):
     canary_ingress: Name
+    """The canary Ingress whose nginx.ingress.kubernetes.io/canary-weight annotation the operator writes."""
 
 
 class ReplicaRatio(ApiModel):
     stable_deployment: Name
+    """The stable version's Deployment: its replicas are set to the stable share."""
     canary_deployment: Name
+    """The canary version's Deployment: its replicas are set to the canary share."""
     total_replicas: Annotated[int, Strict(), Field(ge=1, le=1000), WHOLE]
+    """Replicas of both Deployments together; the exposure is their ratio."""
 
 
 RouterKind = Literal["gateway_api", "istio", "ingress_nginx", "replicas"]
@@ -101,9 +113,13 @@ ROUTERS: tuple[RouterKind, ...] = get_args(RouterKind)
 
 class Routing(ApiModel):
     gateway_api: Annotated[GatewayApiRoute | None, Field(alias="gatewayAPI")] = None
+    """Split traffic by the weights of a Gateway API HTTPRoute's backendRefs."""
     istio: IstioRoute | None = None
+    """Split traffic by the weights of an Istio VirtualService's route."""
     ingress_nginx: IngressNginxRoute | None = None
+    """Split traffic by ingress-nginx's canary-weight annotation."""
     replicas: ReplicaRatio | None = None
+    """Expose the canary by replica counts of two Deployments (no traffic router; coarse)."""
 
     @model_validator(mode="after")
     def _one_router(self) -> Routing:
@@ -120,15 +136,22 @@ class Routing(ApiModel):
 
 class BasicAuth(ApiModel):
     secret_name: Name
+    """The Secret, in the rollout's namespace, holding the username and password."""
     username_key: SecretKey = "username"
+    """The Secret's key of the username."""
     password_key: SecretKey = "password"
+    """The Secret's key of the password."""
 
 
 class PrometheusSpec(ApiModel):
     address: Url
+    """Prometheus' base URL (http:// or https://): instant queries go to /api/v1/query there."""
     timeout: QueryTimeout = "5s"
+    """How long one query may take, 1ms to 60s; a slower answer is Inconclusive."""
     bearer_token_secret: SecretKeyRef | None = None
+    """A bearer token for Prometheus, read from a Secret."""
     basic_auth: BasicAuth | None = None
+    """Basic auth for Prometheus, read from a Secret."""
 
     @property
     def timeout_seconds(self) -> float:
@@ -148,21 +171,28 @@ PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 
 class PagerDutyTarget(ApiModel):
     routing_key_secret: SecretKeyRef
+    """The Events API v2 integration's routing key, read from a Secret."""
     url: Url = PAGERDUTY_EVENTS_URL
+    """The Events API v2 endpoint (default: PagerDuty's)."""
     severity: Literal["critical", "error", "warning", "info"] = "critical"
+    """The severity of the incident the page opens."""
 
 
 class AlertmanagerTarget(ApiModel):
     url: Url
+    """Alertmanager's base URL: the alert is posted to /api/v2/alerts."""
 
 
 class SlackTarget(ApiModel):
     webhook_secret: SecretKeyRef
+    """A Slack incoming-webhook URL, read from a Secret."""
 
 
 class WebhookTarget(ApiModel):
     url: Url | None = None
+    """Where the page is POSTed as JSON."""
     url_secret: SecretKeyRef | None = None
+    """The URL read from a Secret (when it carries a token)."""
 
     @model_validator(mode="after")
     def _one_url(self) -> WebhookTarget:
@@ -176,9 +206,13 @@ PAGE_TARGETS: tuple[PageTargetKind, ...] = get_args(PageTargetKind)
 
 class PageTarget(ApiModel):
     pager_duty: PagerDutyTarget | None = None
+    """Page through PagerDuty's Events API v2."""
     alertmanager: AlertmanagerTarget | None = None
+    """Post an alert to Alertmanager."""
     slack: SlackTarget | None = None
+    """Post to a Slack incoming webhook."""
     webhook: WebhookTarget | None = None
+    """POST the page as JSON to a URL."""
 
     @model_validator(mode="after")
     def _one_target(self) -> PageTarget:
@@ -192,9 +226,13 @@ class PageTarget(ApiModel):
 
 class Owner(ApiModel):
     name: Annotated[str, Field(min_length=1, max_length=253)]
+    """Who owns stopping exposure (a team or rota): named in every page."""
     page: Annotated[list[PageTarget], Field(min_length=1, max_length=MAX_TARGETS)]
+    """Where a halt pages, every target at once."""
     escalate_after: Duration | None = None
+    """Escalate a page nobody acknowledged after this long (e.g. 10m)."""
     escalate_to: Annotated[list[PageTarget], Field(max_length=MAX_TARGETS)] = []
+    """Where an escalation pages."""
 
     @property
     def escalate_after_seconds(self) -> float | None:
@@ -220,14 +258,18 @@ class RatioSignal(ApiModel):
     """good / total, e.g. approved authorizations / all authorizations. Higher is better."""
 
     good: PromQL
+    """The good events, e.g. approved authorizations: PromQL, or with counts exact a counter selector."""
     total: PromQL
+    """All events of the same kind, e.g. every authorization."""
 
 
 class Compare(ApiModel):
     """Bounds relative to the stable version, judged per segment."""
 
     max_drop: ToleranceText | None = None
+    """How far below stable the canary may be: 0.5pp (percentage points, ratios only), 20% (relative) or a plain number."""
     max_rise: ToleranceText | None = None
+    """How far above stable the canary may be: a percent (20%) or a plain number; pp for ratios."""
 
     @model_validator(mode="after")
     def _something(self) -> Compare:
@@ -336,10 +378,14 @@ class Gate(ApiModel):
     """A signal plus its rule. Queries are templates: {{variant}}, {{namespace}}, {{window}}, ..."""
 
     name: Name
+    """The gate's name, as gate steps and verdicts name it."""
     ratio: RatioSignal | None = None
     count: PromQL | None = None
+    """Bad events, e.g. duplicate charges: PromQL, or with counts exact a counter selector."""
     quantile: PromQL | None = None
+    """A quantile, e.g. histogram_quantile(0.99, ...): judged as a threshold gate."""
     gauge: PromQL | None = None
+    """A level, e.g. the order/payment mismatch queue: judged as a threshold gate."""
     tail: TailSignal | None = None
     samples: Annotated[
         PromQL | None,
@@ -350,11 +396,16 @@ class Gate(ApiModel):
         Field(description="Requests served, for a sequential count gate; default: the traffic weights."),
     ] = None
     segment_by: Annotated[list[Annotated[str, Field(pattern=LABEL_NAME)]], Field(max_length=8)] = []
+    """Labels whose values split the signal into segments (e.g. [provider, method]), each judged on its own."""
     min: JsonNumber | None = None
+    """The lowest canary value allowed (a ratio as a fraction, e.g. 0.95)."""
     max: JsonNumber | None = None
+    """The highest canary value allowed."""
     compare: Compare | None = None
     min_samples: Annotated[int, Strict(), Field(ge=0, le=MAX_SAMPLES), WHOLE] = 0
+    """Samples before the gate can pass: a ratio's total or a count's exposure; with counts exact, the whole gate's canary requests since the evidence began."""
     method: Method = "threshold"
+    """threshold: the value is checked each interval; sequential: an anytime-valid test of canary against stable."""
     alpha: Annotated[
         JsonNumber | None,
         Field(
@@ -366,10 +417,12 @@ class Gate(ApiModel):
         ),
     ] = None
     critical: JsonBool = False
+    """A failure aborts at once (canary weight 0) whatever onHalt says, and the gate is watched at every step."""
     window: Annotated[
         Duration | None, Field(description="Query window of a threshold gate; default: analysis.interval.")
     ] = None
     on_missing_data: MissingData = "inconclusive"
+    """What no canary data means: inconclusive (the default), pass, or fail."""
     counts: Annotated[
         Counts,
         Field(
@@ -460,7 +513,9 @@ class Gate(ApiModel):
 
 class GateStep(ApiModel):
     pass_: Annotated[list[Name], Field(alias="pass", min_length=1, max_length=MAX_GATES)]
+    """The gates that must pass."""
     window: Duration
+    """How long they must pass without a break before the next step opens."""
 
     @property
     def window_seconds(self) -> float:
@@ -469,10 +524,12 @@ class GateStep(ApiModel):
 
 class ApprovalStep(ApiModel):
     reason: Annotated[str, Field(max_length=512)] = ""
+    """What the approver signs off, shown to on-call."""
 
 
 class PauseStep(ApiModel):
     duration: Duration
+    """How long to hold (e.g. 30m)."""
 
     @property
     def duration_seconds(self) -> float:
@@ -485,9 +542,13 @@ STEP_KINDS: tuple[StepKind, ...] = get_args(StepKind)
 
 class Step(ApiModel):
     set_weight: Weight | None = None
+    """The canary's share of traffic, in percent: the step completes when the router confirms it."""
     gate: GateStep | None = None
+    """Hold until the named gates pass for a window."""
     approval: ApprovalStep | None = None
+    """Hold until on-call approves (annotation gates.checkout.dev/approve)."""
     pause: PauseStep | None = None
+    """Hold for a duration."""
 
     @model_validator(mode="after")
     def _one_kind(self) -> Step:
@@ -501,6 +562,7 @@ class Step(ApiModel):
 
 class Analysis(ApiModel):
     interval: AnalysisInterval = "30s"
+    """How often the watched gates are evaluated, 1s to 1h."""
     alpha: Annotated[
         JsonNumber,
         Field(
@@ -539,11 +601,19 @@ class Analysis(ApiModel):
 
 
 class CheckoutRolloutSpec(ApiModel):
+    """What a release engineer declares: two versions, the router between them, the gates, the
+    steps of exposure and who stops it."""
+
     stable: Variant
+    """The version serving today."""
     canary: Variant
+    """The new version, exposed step by step."""
     routing: Routing
+    """How traffic is split between the two."""
     prometheus: PrometheusSpec
+    """Where the gates' signals are read."""
     owner: Owner
+    """Who stops exposure, and where a halt pages."""
     gates: Annotated[
         list[Gate],
         # A list-map keyed by name: kube-apiserver refuses duplicate names, server-side apply merges by name.
@@ -552,9 +622,13 @@ class CheckoutRolloutSpec(ApiModel):
             json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
         ),
     ] = []
+    """The gates the steps name, each judged per segment."""
     steps: Annotated[list[Step], Field(min_length=1, max_length=MAX_STEPS)]
+    """The exposure steps, in order: exposure only grows."""
     analysis: Analysis = Analysis()
+    """How often and at what risk gates are judged."""
     on_halt: Literal["hold", "abort"] = "hold"
+    """What a halt does: hold keeps the weight and pages; abort sets the canary weight to 0 and pages."""
 
     @model_validator(mode="after")
     def _cross_field(self) -> CheckoutRolloutSpec:

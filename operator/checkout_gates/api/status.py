@@ -39,7 +39,9 @@ SEGMENT_LIMIT = 20
 
 class Weights(StatusModel):
     stable: Annotated[int, Field(ge=0, le=100)] = 100
+    """The stable version's share of traffic, in percent."""
     canary: Annotated[int, Field(ge=0, le=100)] = 0
+    """The canary's share, in percent."""
 
     @classmethod
     def canary_at(cls, canary: int) -> Weights:
@@ -50,80 +52,130 @@ class Condition(StatusModel):
     """The shape of Kubernetes' metav1.Condition."""
 
     type: str
+    """The condition's type (e.g. Halted)."""
     status: Literal["True", "False", "Unknown"]
+    """True, False or Unknown."""
     reason: Annotated[str, Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")]
+    """Why, in one CamelCase word."""
     message: str = ""
+    """Why, in words."""
     last_transition_time: datetime
+    """When the status last changed."""
     observed_generation: int = 0
+    """The spec generation it was set for."""
 
 
 class SegmentVerdict(StatusModel):
     segment: str
+    """The segment's labels (provider=adyen,method=card), or all."""
     verdict: VerdictName
+    """Pass, Fail or Inconclusive."""
     value: float | None = None
+    """The canary's value."""
     baseline: float | None = None
+    """Stable's value."""
     samples: float | None = None
+    """The canary's samples behind the value."""
     reason: str = ""
+    """Why, in words."""
 
 
 class GateStatus(StatusModel):
     """The last verdict of one gate, with the segment that decided it."""
 
     name: str
+    """The gate."""
     verdict: VerdictName
+    """Pass, Fail or Inconclusive: the worst segment's."""
     reason: str
+    """Why, naming the deciding segment."""
     segment: str = ""
+    """The deciding segment."""
     value: float | None = None
+    """The deciding segment's canary value."""
     baseline: float | None = None
+    """Its stable value."""
     samples: float | None = None
+    """Its canary samples."""
     evaluated_at: datetime
+    """When the gate was last evaluated."""
     passing_since: datetime | None = None
+    """Since when the gate has passed without a break (the pass window counts from here)."""
     segments: Annotated[list[SegmentVerdict], Field(max_length=SEGMENT_LIMIT)] = []
+    """The worst segments, worst first."""
 
 
 class PageDelivery(StatusModel):
     target: str
+    """The page target (its kind and where)."""
     delivered_at: datetime | None = None
+    """When the page reached it."""
     resolved_at: datetime | None = None
+    """When its resolution reached it."""
     error: str = ""
+    """The last delivery error, scrubbed."""
     attempts: int = 0
+    """Delivery attempts so far."""
 
 
 class PageState(StatusModel):
     """One halt's page. The dedup key is what makes a re-decided or restarted page a no-op."""
 
     dedup_key: str
+    """The page's key: one incident per halt, never two."""
     reason: str
+    """What the page is about."""
     summary: str
+    """The page's summary line."""
     triggered_at: datetime
+    """When the page was opened."""
     escalated_at: datetime | None = None
+    """When it was escalated."""
     resolved_at: datetime | None = None
+    """When it was resolved."""
     deliveries: list[PageDelivery] = []
+    """Its delivery to each target."""
 
 
 class HistoryEntry(StatusModel):
     time: datetime
+    """When."""
     actor: str
+    """Who: the operator, or the user an annotation or edit came from."""
     action: str
+    """What happened (Started, StepAdvanced, Halted, Approved, ...)."""
     reason: str
+    """Why, in words."""
     step: int
+    """The step it happened at."""
     canary_weight: int
+    """The canary's weight after it."""
     generation: int
+    """The spec generation it happened under."""
 
 
 class ConsumedAnnotation(StatusModel):
     """The last annotation of one key taken into account, and the epoch it was taken at."""
 
     key: str
+    """The annotation consumed."""
     value: str
+    """Its value (the actor and reason)."""
     epoch: int
+    """The epoch it was consumed in."""
 
 
 class CheckoutRolloutStatus(StatusModel):
+    """What the operator did and saw: written by it alone, on transitions."""
+
     phase: Phase = "Pending"
+    """Pending, Progressing, AwaitingApproval, Paused, Halted, Aborted or Promoted."""
     observed_generation: int = 0
+    """The spec generation the status is for."""
     current_step: Annotated[int, Field(ge=0)] = 0
+    """The step the rollout is at (0-based)."""
     step_started_at: datetime | None = None
+    """When the current step started."""
     evidence_since: Annotated[
         datetime | None,
         Field(
@@ -135,8 +187,11 @@ class CheckoutRolloutStatus(StatusModel):
         ""
     )
     last_evaluated_at: datetime | None = None
+    """When the gates were last evaluated."""
     paused_from: Phase | None = None
+    """The phase a pause will resume."""
     weights: Weights = Weights()
+    """The weights the rollout wants."""
     router_target: Annotated[Weights | None, Field(description="The last weights confirmed applied to the router.")] = (
         None
     )
@@ -144,10 +199,14 @@ class CheckoutRolloutStatus(StatusModel):
         Weights | None, Field(description="What the router reported back after that (replicas round).")
     ] = None
     message: str = ""
+    """What the rollout is doing, in words."""
     verdict: Annotated[str, Field(description="The last evaluation in one line, for kubectl get.")] = ""
     halt_reason: str = ""
+    """Why it halted."""
     failures: int = 0
+    """Failed evaluations in this step (against analysis.failureLimit)."""
     inconclusives: int = 0
+    """Inconclusive evaluations in this step (against analysis.inconclusiveLimit)."""
     router_errors: Annotated[
         int, Field(ge=0, description="Router reads or writes that failed in a row; at 3 the rollout halts.")
     ] = 0
@@ -162,7 +221,12 @@ class CheckoutRolloutStatus(StatusModel):
     ] = None
     epoch: Annotated[int, Field(description="Counts transitions; annotations are consumed per epoch.")] = 0
     conditions: list[Condition] = []
+    """Conditions, as kstatus-reading tools expect."""
     gates: list[GateStatus] = []
+    """The watched gates' last verdicts."""
     page: PageState | None = None
+    """The open (or last) page."""
     consumed: list[ConsumedAnnotation] = []
+    """On-call annotations already acted on."""
     history: Annotated[list[HistoryEntry], Field(max_length=HISTORY_LIMIT)] = []
+    """The last transitions, who did what and why."""
