@@ -259,3 +259,22 @@ def test_a_pause_is_not_an_inconclusive_step(tmp_path: Path, capsys: pytest.Capt
     profile = write(tmp_path, {"gates": {"refund-success": {"rate": 0.1, "bad": 0.01}}})
     main(["plan", str(rollout), "--profile", str(profile)])
     assert "halt as inconclusive" not in capsys.readouterr().out
+
+
+def test_a_rate_of_zero_on_stable_can_still_be_found() -> None:
+    """A gate that tolerates nothing, stable at 0 (no duplicate charge yet): canary events alone
+    are evidence, and the planner says so instead of 0% power."""
+    gate = Gate.model_validate(
+        {
+            "name": "dup",
+            "count": "d_total",
+            "exposure": "e_total",
+            "compare": {"maxRise": "0%"},
+            "method": "sequential",
+            "counts": "exact",
+        }
+    )
+    result = segment_power(
+        gate, Traffic("all", 40.0, 0.0), PLAN, interval=INTERVAL, log_bar=math.log(100.0), canary_bad=0.001
+    )
+    assert result.power > 0.5

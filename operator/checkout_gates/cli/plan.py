@@ -234,6 +234,11 @@ def _gate_plan(spec: CheckoutRolloutSpec, gate: Gate, traffic: GateProfile) -> G
                 "tested: give stable's rate (the test waits for stable's first bad event too)"
             )
             continue
+        if regressed <= 0.0:
+            raise InvalidInputError(
+                f"profile: gate {gate.name}: stable's bad rate in {row.segment} is 0, so a factor finds nothing: "
+                "give the regression as points (regression: 0.1pp)"
+            )
         if regressed <= row.bad * null * (1 + 1e-9):
             raise InvalidInputError(
                 f"profile: gate {gate.name}: the regression {traffic.regression or '(default)'} in {row.segment} "
@@ -252,7 +257,10 @@ def _shortfall(spec: CheckoutRolloutSpec, gate: Gate, result: SegmentPower) -> s
     found = f"{gate.name} {result.segment}: bad rate {result.stable_bad:.3%} -> {result.canary_bad:.3%} is found with "
     found += f"{result.power:.0%} power within the plan"
     if result.found_after is None or result.found_at_step is None:
-        return found + "; not with 95% power even a day past it: more traffic, a wider tolerance, or a gate of its own"
+        return found + (
+            "; not with 95% power even a day past it: it needs more traffic at the step (a higher weight), or a gate "
+            "of its own for this segment (its own alpha, outside the budget)"
+        )
     step = spec.steps[result.found_at_step]
     held = step.gate.window_seconds if step.gate is not None else step.pause.duration_seconds if step.pause else 0.0
     return found + (

@@ -140,7 +140,8 @@ def segment_power(
     weights = log_prior_weights(DEFAULT_GRID, DEFAULT_WEIGHTS)
     means = [0.0] * len(DEFAULT_GRID)
     variances = [0.0] * len(DEFAULT_GRID)
-    usable = math.isfinite(null) and null > 0.0 and traffic.rate > 0.0 and traffic.bad > 0.0
+    # Stable's rate may be 0 (no duplicate charge yet): a canary's events alone are evidence then.
+    usable = math.isfinite(null) and null > 0.0 and traffic.rate > 0.0 and traffic.bad >= 0.0
     last = max((i for i, p in enumerate(plan) if p.watched), default=None)
     if last is None:
         return SegmentPower(traffic.segment, traffic.bad, canary_bad, math.exp(log_bar), 0.0, None, None, 0.0)
