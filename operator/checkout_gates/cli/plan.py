@@ -64,7 +64,7 @@ The regression planned for is, per gate, the profile's `regression` ("3pp" more 
 the bad rate), else the tolerated excess once more beyond the tolerance (maxDrop 0.5pp: 1pp more;
 maxRise 50%: 2x), or 1pp / 2x for a gate that tolerates nothing. A segment is planned for a
 regression in it alone (its test must carry the rollout's whole budget), and "all (pooled)" for one
-spread over the gate. The power stated is a lower bound (rollout/power.py says why).
+spread over the gate. The power stated errs low (rollout/power.py says why and how it is checked).
 """
 
 EPILOG = """\

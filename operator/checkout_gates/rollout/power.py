@@ -12,8 +12,10 @@ Poisson with means ``lambda_c = n_c q_c`` and ``lambda_s = n_s q_s``; so its mea
 ``lambda_c a_k + lambda_s b_k`` and its variance ``lambda_c a_k^2 + lambda_s b_k^2``, summed over
 the intervals of every phase of the plan.  The mixture is at least ``w_k`` times any one term, so
 the rollout halts as soon as ``S_k + log w_k`` reaches the bar for some ``k``; the planner takes the
-best ``k`` with a normal approximation of ``S_k``: the power it states is a lower bound (it ignores
-crossings that fall back, the other terms of the mixture, and the pooled half's help).
+best ``k`` with a normal approximation of ``S_k``. Taking one term and one look at a time leaves out
+crossings that fall back, the mixture's other terms and the pooled half's help, so the power it states
+errs low; the normal approximation is not exact for a handful of events, so it is no proof of a
+lower bound (tests/unit/test_power_planner.py checks it against the production fold).
 
 The bar.  A regression confined to one segment of a gate with ``S`` segments, among ``G``
 budgeted gates, must lift that segment's own e-value to ``2 S G / alpha`` (half the gate is the
