@@ -5,8 +5,9 @@ against stable, as a count of slow requests per request (``_count`` minus ``_buc
 The bound is given (``tail.le``) or chosen from stable's requests in the hour *before* the
 rollout's evidence began: the smallest bound that at most ``1 - quantile`` of them exceeded.
 Chosen from data the test never sees, the bound cannot bend the test towards a halt (an A/A
-rollout stays inside its false-halt budget); and every evaluation, before or after a restart,
-asks the same settled hour and so tests the same bound.
+rollout stays inside its false-halt budget, as far as the arms' requests are alike but for the
+version: pods that differ are outside it, docs/gates.md); and every evaluation, before or after a
+restart, asks the same settled hour and so tests the same bound.
 """
 
 from __future__ import annotations
