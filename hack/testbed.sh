@@ -180,43 +180,37 @@ GO
   log "built etcd in $((SECONDS - t0))s"
 }
 
-build_helm() {
-  present helm "$HELM_VERSION" && { log "helm $HELM_VERSION: present"; return 0; }
-  log "helm $HELM_VERSION: building"
-  local work hdir gomod_go t0=$SECONDS major
-  work="$(new_wrapper checkout-gates.local/testbed/helm 1.21)"
-  hdir="$(module_dir "$work" "helm.sh/helm/v3@$HELM_VERSION")"
-  gomod_go="$(awk '$1=="go"{print $2; exit}' "$hdir/go.mod")"
-  printf 'module checkout-gates.local/testbed/helm\n\ngo %s\n' "$gomod_go" >"$work/go.mod"
-  (cd "$work" && run_go helm-get 3 go get "helm.sh/helm/v3/cmd/helm@$HELM_VERSION") || die "resolving helm failed"
-  major="$(echo "$HELM_VERSION" | sed -E 's/^v([0-9]+)\..*/\1/')"
+# A Go command built from its own module at a pinned version, with a version stamp:
+# build_module_bin NAME VERSION MODULE PACKAGE LDFLAGS
+build_module_bin() {
+  local name="$1" version="$2" module="$3" package="$4" ldflags="$5" work mdir gomod_go t0=$SECONDS
+  present "$name" "$version" && { log "$name $version: present"; return 0; }
+  log "$name $version: building"
+  work="$(new_wrapper "checkout-gates.local/testbed/$name" 1.21)"
+  mdir="$(module_dir "$work" "$module@$version")"
+  gomod_go="$(awk '$1=="go"{print $2; exit}' "$mdir/go.mod")"
+  printf 'module checkout-gates.local/testbed/%s\n\ngo %s\n' "$name" "$gomod_go" >"$work/go.mod"
+  (cd "$work" && run_go "$name-get" 3 go get "$package@$version") || die "resolving $name failed"
   mkdir -p "$BIN_DIR"
-  log "go build helm (-p $BUILD_P) ..."
-  (cd "$work" && run_go build-helm 2 go build -trimpath -p "$BUILD_P" \
-      -ldflags "-s -w -X helm.sh/helm/v${major}/internal/version.version=${HELM_VERSION} -X helm.sh/helm/v${major}/internal/version.gitTreeState=clean" \
-      -o out/helm "helm.sh/helm/v${major}/cmd/helm") || die "go build helm failed"
-  install_bin "$work/out/helm" helm
-  stamp helm "$HELM_VERSION"
-  log "built helm in $((SECONDS - t0))s"
+  log "go build $name (-p $BUILD_P) ..."
+  (cd "$work" && run_go "build-$name" 2 go build -trimpath -p "$BUILD_P" -ldflags "$ldflags" -o "out/$name" "$package") \
+    || die "go build $name failed"
+  install_bin "$work/out/$name" "$name"
+  stamp "$name" "$version"
+  log "built $name in $((SECONDS - t0))s"
+}
+
+build_helm() {
+  local major v
+  major="$(echo "$HELM_VERSION" | sed -E 's/^v([0-9]+)\..*/\1/')"
+  v="helm.sh/helm/v${major}/internal/version"
+  build_module_bin helm "$HELM_VERSION" "helm.sh/helm/v${major}" "helm.sh/helm/v${major}/cmd/helm" \
+    "-s -w -X $v.version=${HELM_VERSION} -X $v.gitTreeState=clean"
 }
 
 build_kwok() {
-  present kwok "$KWOK_VERSION" && { log "kwok $KWOK_VERSION: present"; return 0; }
-  log "kwok $KWOK_VERSION: building"
-  local work kdir gomod_go t0=$SECONDS
-  work="$(new_wrapper checkout-gates.local/testbed/kwok 1.21)"
-  kdir="$(module_dir "$work" "sigs.k8s.io/kwok@$KWOK_VERSION")"
-  gomod_go="$(awk '$1=="go"{print $2; exit}' "$kdir/go.mod")"
-  printf 'module checkout-gates.local/testbed/kwok\n\ngo %s\n' "$gomod_go" >"$work/go.mod"
-  (cd "$work" && run_go kwok-get 3 go get "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION") || die "resolving kwok failed"
-  mkdir -p "$BIN_DIR"
-  log "go build kwok (-p $BUILD_P) ..."
-  (cd "$work" && run_go build-kwok 2 go build -trimpath -p "$BUILD_P" \
-      -ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v}" \
-      -o out/kwok "sigs.k8s.io/kwok/cmd/kwok") || die "go build kwok failed"
-  install_bin "$work/out/kwok" kwok
-  stamp kwok "$KWOK_VERSION"
-  log "built kwok in $((SECONDS - t0))s"
+  build_module_bin kwok "$KWOK_VERSION" sigs.k8s.io/kwok sigs.k8s.io/kwok/cmd/kwok \
+    "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v}"
 }
 
 # kwok plays nodes and pods by the Stage objects of its config: its own "fast" stages (nodes Ready
