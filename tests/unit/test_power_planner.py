@@ -35,6 +35,19 @@ def ratio_gate(tolerance: str) -> Gate:
     )
 
 
+def count_gate(max_rise: str) -> Gate:
+    return Gate.model_validate(
+        {
+            "name": "dup",
+            "count": "d_total",
+            "exposure": "e_total",
+            "compare": {"maxRise": max_rise},
+            "method": "sequential",
+            "counts": "exact",
+        }
+    )
+
+
 def simulated_power(gate: Gate, traffic: Traffic, canary_bad: float, log_bar: float, runs: int, seed: int) -> float:
     """The share of simulated rollouts whose carried e-value (the production fold) crosses the bar."""
     rng = random.Random(seed)
@@ -199,16 +212,7 @@ def test_a_long_plan_at_a_one_second_interval_is_planned_quickly() -> None:
 
 
 def test_a_huge_tolerance_does_not_divide_by_zero() -> None:
-    gate = Gate.model_validate(
-        {
-            "name": "dup",
-            "count": "d_total",
-            "exposure": "e_total",
-            "compare": {"maxRise": "99999999%"},
-            "method": "sequential",
-            "counts": "exact",
-        }
-    )
+    gate = count_gate("99999999%")
     result = segment_power(
         gate, Traffic("all", 40.0, 0.001), PLAN, interval=INTERVAL, log_bar=math.log(100.0), canary_bad=1.0
     )
@@ -264,16 +268,7 @@ def test_a_pause_is_not_an_inconclusive_step(tmp_path: Path, capsys: pytest.Capt
 def test_a_rate_of_zero_on_stable_can_still_be_found() -> None:
     """A gate that tolerates nothing, stable at 0 (no duplicate charge yet): canary events alone
     are evidence, and the planner says so instead of 0% power."""
-    gate = Gate.model_validate(
-        {
-            "name": "dup",
-            "count": "d_total",
-            "exposure": "e_total",
-            "compare": {"maxRise": "0%"},
-            "method": "sequential",
-            "counts": "exact",
-        }
-    )
+    gate = count_gate("0%")
     result = segment_power(
         gate, Traffic("all", 40.0, 0.0), PLAN, interval=INTERVAL, log_bar=math.log(100.0), canary_bad=0.001
     )

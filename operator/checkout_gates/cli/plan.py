@@ -41,6 +41,7 @@ from checkout_gates.gates.budget import budgeted
 from checkout_gates.gates.evaluate import null_relative_risk
 from checkout_gates.rollout.power import (
     POWER,
+    Phase,
     SegmentPower,
     Traffic,
     log_bar,
@@ -179,19 +180,16 @@ def plan_rollout(spec: CheckoutRolloutSpec, profile: Profile) -> list[GatePlan]:
     plans = []
     for name, gate in declared.items():
         traffic = profile.gates.get(name)
-        if not phases_watched(spec, gate):
+        stretches = phases(spec, gate)
+        if not any(phase.watched for phase in stretches):
             plans.append(
                 GatePlan(name, None, (), (f"{name}: no step with exposure watches it, so it can find nothing",))
             )
         elif traffic is None:
             plans.append(GatePlan(name, None, (), (f"{name}: no traffic for it (not in the profile, or none served)",)))
         else:
-            plans.append(_gate_plan(spec, gate, traffic))
+            plans.append(_gate_plan(spec, gate, traffic, stretches))
     return plans
-
-
-def phases_watched(spec: CheckoutRolloutSpec, gate: Gate) -> bool:
-    return any(phase.watched for phase in phases(spec, gate))
 
 
 def _check_segments(gate: Gate, traffic: GateProfile) -> None:
@@ -209,8 +207,7 @@ def _check_segments(gate: Gate, traffic: GateProfile) -> None:
         )
 
 
-def _gate_plan(spec: CheckoutRolloutSpec, gate: Gate, traffic: GateProfile) -> GatePlan:
-    stretches = phases(spec, gate)
+def _gate_plan(spec: CheckoutRolloutSpec, gate: Gate, traffic: GateProfile, stretches: list[Phase]) -> GatePlan:
     interval = spec.interval_seconds()
     _check_segments(gate, traffic)
     segments = traffic.segments or [SegmentProfile(segment="all", share=1.0, bad=traffic.bad)]
@@ -249,7 +246,7 @@ def _gate_plan(spec: CheckoutRolloutSpec, gate: Gate, traffic: GateProfile) -> G
         results.append(result)
         if result.power < POWER:
             warnings.append(_shortfall(spec, gate, result))
-    warnings += _inconclusive_warnings(spec, gate, traffic.rate)
+    warnings += _inconclusive_warnings(spec, gate, traffic.rate, stretches)
     return GatePlan(gate.name, traffic.regression, tuple(results), tuple(warnings))
 
 
@@ -269,14 +266,14 @@ def _shortfall(spec: CheckoutRolloutSpec, gate: Gate, result: SegmentPower) -> s
     )
 
 
-def _inconclusive_warnings(spec: CheckoutRolloutSpec, gate: Gate, rate: float) -> list[str]:
+def _inconclusive_warnings(spec: CheckoutRolloutSpec, gate: Gate, rate: float, stretches: list[Phase]) -> list[str]:
     """minSamples counts the gate's canary requests since the evidence began: a gate step that
     cannot gather them within inconclusiveLimit evaluations halts a healthy canary."""
     limit = spec.analysis.inconclusive_limit
     if not gate.min_samples or not limit:
         return []
     served, out = 0.0, []
-    for phase in phases(spec, gate):
+    for phase in stretches:
         needed = (gate.min_samples - served) / (rate * phase.weight)
         budget = limit * spec.interval_seconds()
         # Only a gate step's evaluations count towards inconclusiveLimit (not a pause's).
