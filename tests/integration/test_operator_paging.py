@@ -59,7 +59,15 @@ def test_halt_pages_alertmanager_once_across_redecisions_and_restart(
     rollout.annotate(ABORT, "alice")
     rollout.wait_phase("Aborted")
     wait_for(lambda: not halted_alerts(alertmanager, rollout), "the alert resolved")
-    resolved = rollout.status["page"]
+    # Alertmanager shows the resolution before the operator's status records it: wait for the record.
+    resolved = wait_for(
+        lambda: (
+            (page := rollout.status["page"])["resolvedAt"]
+            and all(d.get("resolvedAt") for d in page["deliveries"])
+            and page
+        ),
+        "the resolution recorded for every delivery",
+    )
     assert resolved["resolvedAt"] and all(d.get("resolvedAt") for d in resolved["deliveries"])
 
 
