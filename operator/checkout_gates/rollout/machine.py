@@ -18,18 +18,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from checkout_gates.api.resource import CheckoutRollout
-from checkout_gates.api.spec import CheckoutRolloutSpec, Gate
+from checkout_gates.api.spec import Gate
 from checkout_gates.api.status import (
-    HISTORY_LIMIT,
     SEGMENT_LIMIT,
     TERMINAL_PHASES,
     CheckoutRolloutStatus,
     ConsumedAnnotation,
     GateStatus,
-    HistoryEntry,
     Phase,
     SegmentVerdict,
     Weights,
@@ -39,10 +36,8 @@ from checkout_gates.gates.observations import SignalReading
 from checkout_gates.gates.verdicts import GateVerdict
 from checkout_gates.rollout import pages
 from checkout_gates.rollout.actions import (
-    Action,
     ConsumeAnnotation,
     Decision,
-    EmitEvent,
     SetWeights,
     Severity,
 )
@@ -55,10 +50,8 @@ from checkout_gates.rollout.annotations import (
     spec_changed_by,
 )
 from checkout_gates.rollout.conditions import set_condition
+from checkout_gates.rollout.draft import OPERATOR, Draft, abort, halt, weights_pending
 from checkout_gates.rollout.plan import evaluation_due, watched_gate_names
-
-OPERATOR = "checkout-gates"
-
 
 # Router reads or writes that may fail in a row before the rollout halts: with the route unreadable
 # the operator cannot know what customers get, so exposure must not grow on what it last believed.
@@ -75,63 +68,8 @@ class Observations:
     router_error: str | None = None
 
 
-class _Draft:
-    """The decision being built: status replaced copy by copy, actions appended in order."""
-
-    def __init__(self, rollout: CheckoutRollout, now: datetime) -> None:
-        self.rollout = rollout
-        self.spec: CheckoutRolloutSpec = rollout.spec
-        self.now = now
-        self.status: CheckoutRolloutStatus = rollout.status
-        self.actions: list[Action] = []
-
-    def update(self, **fields: Any) -> None:
-        self.status = self.status.model_copy(update=fields)
-
-    def record(self, action: str, reason: str, actor: str = OPERATOR) -> None:
-        """A transition: history entry plus a new epoch (which retires consumed annotations)."""
-        entry = HistoryEntry(
-            time=self.now,
-            actor=actor,
-            action=action,
-            reason=reason[:1024],
-            step=self.status.current_step,
-            canary_weight=self.status.weights.canary,
-            generation=self.rollout.metadata.generation,
-        )
-        history = [*self.status.history, entry][-HISTORY_LIMIT:]
-        self.update(history=history, epoch=self.status.epoch + 1)
-
-    def emit(self, reason: str, message: str, warning: bool = False) -> None:
-        self.actions.append(EmitEvent(reason, message, "Warning" if warning else "Normal"))
-
-    def set_weight(self, canary: int, reason: str) -> None:
-        weights = Weights.canary_at(canary)
-        self.update(weights=weights)
-        self.actions.append(SetWeights(weights, reason))
-
-    def start_step(self, index: int) -> None:
-        self.update(
-            current_step=index,
-            step_started_at=self.now,
-            failures=0,
-            inconclusives=0,
-            last_evaluated_at=None,
-            gates=[gate.model_copy(update={"passing_since": None}) for gate in self.status.gates],
-        )
-
-    def start_evidence(self) -> None:
-        """A new test: the rollout starts, restarts or on-call retries it; the carried evidence
-        counts from now (a retry after a rejection must not meet the same rejection at once)."""
-        self.update(evidence_since=self.now)
-
-    def resolve_page(self) -> None:
-        if self.status.page is not None and self.status.page.resolved_at is None:
-            self.update(page=pages.resolve(self.status.page, self.now))
-
-
 def decide(rollout: CheckoutRollout, observations: Observations, now: datetime) -> Decision:
-    draft = _Draft(rollout, now)
+    draft = Draft(rollout, now)
     leftovers = [r for r in pending_requests(rollout.metadata.annotations) if already_consumed(draft.status, r)]
     if leftovers:
         # Finish consuming before anything else moves the epoch and makes the leftover look new.
@@ -151,7 +89,7 @@ def decide(rollout: CheckoutRollout, observations: Observations, now: datetime) 
                 current_step=min(draft.status.current_step, len(draft.spec.steps)),
                 observed_generation=rollout.metadata.generation,
             )
-            _abort(draft, forged, OPERATOR, page=True, slug="status-untrusted")
+            abort(draft, forged, OPERATOR, page=True, slug="status-untrusted")
     elif draft.status.phase == "Pending" or draft.status.observed_generation != rollout.metadata.generation:
         _start(draft)
     else:
@@ -188,7 +126,7 @@ def _untrustworthy(rollout: CheckoutRollout) -> str | None:
 # --- start and restart --------------------------------------------------------------------------
 
 
-def _start(draft: _Draft) -> None:
+def _start(draft: Draft) -> None:
     generation = draft.rollout.metadata.generation
     if draft.status.observed_generation not in (0, generation) and draft.status.phase != "Pending":
         _restart(draft)
@@ -202,7 +140,7 @@ def _start(draft: _Draft) -> None:
     _handle_requests(draft)
 
 
-def _restart(draft: _Draft) -> None:
+def _restart(draft: Draft) -> None:
     """A new generation of the spec mid-rollout: exposure starts again from 0 on the new steps.
 
     A spec edit must not skip what it replaces: the new generation may not expose the canary beyond
@@ -232,7 +170,7 @@ def _restart(draft: _Draft) -> None:
 # --- on-call requests ---------------------------------------------------------------------------
 
 
-def _handle_requests(draft: _Draft) -> None:
+def _handle_requests(draft: Draft) -> None:
     requests = pending_requests(draft.rollout.metadata.annotations)
     if not requests:
         return
@@ -246,7 +184,7 @@ def _handle_requests(draft: _Draft) -> None:
         draft.actions.append(ConsumeAnnotation(REASON_KEY, reason))
 
 
-def _remember_consumed(draft: _Draft) -> None:
+def _remember_consumed(draft: Draft) -> None:
     """Record consumed annotations at the decision's final epoch, so a leftover is known as one."""
     requests = [a for a in draft.actions if isinstance(a, ConsumeAnnotation) and a.key != REASON_KEY]
     if not requests:
@@ -256,7 +194,7 @@ def _remember_consumed(draft: _Draft) -> None:
     draft.update(consumed=kept + consumed)
 
 
-def _apply_request(draft: _Draft, request: Request) -> None:
+def _apply_request(draft: Draft, request: Request) -> None:
     phase = draft.status.phase
     reason = request_reason(draft.rollout.metadata.annotations, request)
     actor = request.actor
@@ -275,7 +213,7 @@ def _apply_request(draft: _Draft, request: Request) -> None:
             else:
                 ignore("already aborted")
             return
-        _abort(draft, reason, actor, page=False)
+        abort(draft, reason, actor, page=False)
     elif request.command == "retry":
         if phase == "Halted":
             draft.resolve_page()
@@ -321,56 +259,17 @@ def _apply_request(draft: _Draft, request: Request) -> None:
 # --- halts --------------------------------------------------------------------------------------
 
 
-def _abort(draft: _Draft, reason: str, actor: str, *, page: bool, slug: str = "") -> None:
-    draft.update(phase="Aborted", halt_reason=reason, paused_from=None)
-    draft.set_weight(0, f"aborted: {reason}")
-    draft.record("Aborted", reason, actor)
-    draft.emit("Aborted", f"{actor}: {reason}", warning=True)
-    if page:
-        _open_page(draft, slug, reason)
-    else:
-        draft.resolve_page()
-
-
-def _halt(draft: _Draft, reason: str, slug: str, *, critical: bool = False) -> None:
-    if critical or draft.spec.on_halt == "abort":
-        _abort(draft, reason, OPERATOR, page=True, slug=slug)
-        return
-    draft.update(phase="Halted", halt_reason=reason, paused_from=None)
-    draft.record("Halted", reason)
-    draft.emit("Halted", f"exposure held at {draft.status.weights.canary}%: {reason}", warning=True)
-    _open_page(draft, slug, reason)
-
-
-def _open_page(draft: _Draft, slug: str, reason: str) -> None:
-    meta = draft.rollout.metadata
-    summary = (
-        f"checkout-gates {meta.namespace}/{meta.name}: {draft.status.phase.lower()} at "
-        f"{draft.status.weights.canary}% canary (step {draft.status.current_step}): {reason}"
-    )
-    draft.update(
-        page=pages.open_page(
-            draft.rollout,
-            step=draft.status.current_step,
-            reason_slug=slug,
-            summary=summary,
-            now=draft.now,
-            epoch=draft.status.epoch,
-        )
-    )
-
-
 # --- gates --------------------------------------------------------------------------------------
 
 
-def _watch(draft: _Draft, observations: Observations) -> None:
+def _watch(draft: Draft, observations: Observations) -> None:
     """Judge the watched gates when an evaluation is due and readings came with it.
 
     Not while the router has yet to confirm the weights: the readings would be of a split that is
     not in effect (or not known to be), and a pass window must only count confirmed exposure."""
     if not observations.readings or not evaluation_due(draft.rollout, draft.now):
         return
-    if _weights_pending(draft.status):
+    if weights_pending(draft.status):
         _watch_critical_while_pending(draft, observations)
         return
     if draft.status.phase in TERMINAL_PHASES or draft.status.step_started_at != draft.rollout.status.step_started_at:
@@ -390,7 +289,7 @@ def _watch(draft: _Draft, observations: Observations) -> None:
     phase = draft.status.phase
     if critical:
         worst = critical[0]
-        _halt(draft, f"critical gate {worst.gate} failed: {worst.reason}", f"critical-{worst.gate}", critical=True)
+        halt(draft, f"critical gate {worst.gate} failed: {worst.reason}", f"critical-{worst.gate}", critical=True)
     elif failed and phase != "Halted":
         worst = failed[0]
         limit = draft.spec.analysis.failure_limit
@@ -400,24 +299,24 @@ def _watch(draft: _Draft, observations: Observations) -> None:
         if rejected is not None:
             draft.update(failures=limit)
             draft.emit("GateFailed", f"{rejected.gate}: rejected, {rejected.reason}", True)
-            _halt(draft, f"gate {rejected.gate} rejected: {rejected.reason}", f"gate-{rejected.gate}")
+            halt(draft, f"gate {rejected.gate} rejected: {rejected.reason}", f"gate-{rejected.gate}")
             return
         failures = draft.status.failures + 1  # per gate step: a pass in between does not reset it
         draft.update(failures=failures)
         draft.emit("GateFailed", f"{worst.gate}: {worst.reason} ({failures}/{limit} this step)", True)
         if failures >= limit:
-            _halt(draft, f"gate {worst.gate} failed {failures} times this step: {worst.reason}", f"gate-{worst.gate}")
+            halt(draft, f"gate {worst.gate} failed {failures} times this step: {worst.reason}", f"gate-{worst.gate}")
     elif inconclusive and phase == "Progressing" and _current_kind(draft) == "gate":
         count = draft.status.inconclusives + 1
         draft.update(inconclusives=count)
         if count >= draft.spec.analysis.inconclusive_limit:
             worst = inconclusive[0]
-            _halt(
+            halt(
                 draft, f"no conclusive evidence after {count} evaluations: {worst.gate}: {worst.reason}", "inconclusive"
             )
 
 
-def _watch_critical_while_pending(draft: _Draft, observations: Observations) -> None:
+def _watch_critical_while_pending(draft: Draft, observations: Observations) -> None:
     """While a new split waits for the router, critical gates are still judged, on the split the
     router last confirmed: duplicate charges at a confirmed 5% abort even if the step to 25% is
     stuck. Nothing else is recorded, so no pass window counts unconfirmed exposure."""
@@ -432,11 +331,11 @@ def _watch_critical_while_pending(draft: _Draft, observations: Observations) -> 
     if failed:
         worst = failed[0]
         _record_verdicts(draft, verdicts)
-        _halt(draft, f"critical gate {worst.gate} failed: {worst.reason}", f"critical-{worst.gate}", critical=True)
+        halt(draft, f"critical gate {worst.gate} failed: {worst.reason}", f"critical-{worst.gate}", critical=True)
 
 
 def _judge(
-    draft: _Draft, gates: list[Gate], observations: Observations, canary_weight: int
+    draft: Draft, gates: list[Gate], observations: Observations, canary_weight: int
 ) -> Mapping[str, GateVerdict]:
     """The gates' verdicts under the rollout's one budget (gates/budget.py)."""
     alpha = draft.spec.analysis.alpha
@@ -446,7 +345,7 @@ def _judge(
     return judgement.verdicts
 
 
-def _record_verdicts(draft: _Draft, verdicts: Mapping[str, GateVerdict]) -> None:
+def _record_verdicts(draft: Draft, verdicts: Mapping[str, GateVerdict]) -> None:
     previous = {gate.name: gate for gate in draft.status.gates}
     recorded = []
     for name, verdict in verdicts.items():
@@ -484,11 +383,11 @@ def _record_verdicts(draft: _Draft, verdicts: Mapping[str, GateVerdict]) -> None
 # --- router drift -------------------------------------------------------------------------------
 
 
-def _track_router_errors(draft: _Draft, observations: Observations) -> None:
+def _track_router_errors(draft: Draft, observations: Observations) -> None:
     """Count router failures in a row (reads here, writes in the outcomes); halt at the limit."""
     if observations.router_error is not None:
         draft.update(router_errors=draft.status.router_errors + 1)
-    elif observations.router_weights is not None and draft.status.router_errors and not _weights_pending(draft.status):
+    elif observations.router_weights is not None and draft.status.router_errors and not weights_pending(draft.status):
         # A good read resets the count only when no write is outstanding: a route that can be read
         # but not patched (a denying webhook, get without patch) must still reach the limit.
         draft.update(router_errors=0)
@@ -498,7 +397,7 @@ def _track_router_errors(draft: _Draft, observations: Observations) -> None:
             # Held at what the router last confirmed: a later repair must not apply the weights
             # this halt refused to claim.
             draft.update(weights=draft.status.router_target)
-        _halt(
+        halt(
             draft,
             f"router failed {draft.status.router_errors} times in a row, exposure held at what it last confirmed "
             f"(canary {_confirmed_canary(draft.status)}%): {why}",
@@ -510,10 +409,10 @@ def _confirmed_canary(status: CheckoutRolloutStatus) -> str:
     return "unknown" if status.router_target is None else str(status.router_target.canary)
 
 
-def _check_router(draft: _Draft, observations: Observations) -> None:
+def _check_router(draft: Draft, observations: Observations) -> None:
     """Halt when the router no longer shows what the rollout last applied: someone edited it."""
     observed, status = observations.router_weights, draft.status
-    if observed is None or status.router_weights is None or _weights_pending(status):
+    if observed is None or status.router_weights is None or weights_pending(status):
         return
     if any(isinstance(a, SetWeights) for a in draft.actions):
         return  # this decision re-states the weights (a retry): the router was read before that
@@ -526,7 +425,7 @@ def _check_router(draft: _Draft, observations: Observations) -> None:
     if status.phase in TERMINAL_PHASES or status.phase == "Halted":
         return
     if observed != status.router_weights:
-        _halt(
+        halt(
             draft,
             f"router weights were changed by hand: canary {observed.canary}% where the rollout set "
             f"{status.router_weights.canary}% (annotate retry to re-apply {status.weights.canary}%)",
@@ -534,28 +433,24 @@ def _check_router(draft: _Draft, observations: Observations) -> None:
         )
 
 
-def _weights_pending(status: CheckoutRolloutStatus) -> bool:
-    return status.router_target != status.weights
-
-
-def _reassert_weights(draft: _Draft) -> None:
+def _reassert_weights(draft: Draft) -> None:
     """Status records the intended weights first; until the router confirms them, state them again.
 
     So a crash between the status write and the router patch only delays the patch.
     """
-    if _weights_pending(draft.status) and not any(isinstance(a, SetWeights) for a in draft.actions):
+    if weights_pending(draft.status) and not any(isinstance(a, SetWeights) for a in draft.actions):
         draft.actions.append(SetWeights(draft.status.weights, "weights not yet confirmed by the router"))
 
 
 # --- steps --------------------------------------------------------------------------------------
 
 
-def _current_kind(draft: _Draft) -> str:
+def _current_kind(draft: Draft) -> str:
     index = draft.status.current_step
     return draft.spec.steps[index].kind if index < len(draft.spec.steps) else "done"
 
 
-def _run_steps(draft: _Draft) -> None:
+def _run_steps(draft: Draft) -> None:
     """Move through every step that can complete now; stop at the first that must wait."""
     for _ in range(len(draft.spec.steps) + 1):
         if draft.status.phase not in ("Progressing", "AwaitingApproval"):
@@ -568,7 +463,7 @@ def _run_steps(draft: _Draft) -> None:
         if step.set_weight is not None:
             ceiling = draft.status.exposure_ceiling
             if ceiling is not None and step.set_weight > ceiling:
-                _halt(
+                halt(
                     draft,
                     f"step {index} would expose the canary to {step.set_weight}%, above the {ceiling}% it had "
                     f"reached before its spec changed: a gate step of the new spec must pass first (step up "
@@ -578,7 +473,7 @@ def _run_steps(draft: _Draft) -> None:
                 return
             if step.set_weight != draft.status.weights.canary:
                 draft.set_weight(step.set_weight, f"step {index}: setWeight {step.set_weight}")
-            if _weights_pending(draft.status):
+            if weights_pending(draft.status):
                 return  # complete only once the router confirms the weights (a later pass)
             draft.record("StepAdvanced", f"step {index}: canary weight {step.set_weight}%")
             draft.emit("StepAdvanced", f"step {index}: canary weight {step.set_weight}%")
@@ -606,7 +501,7 @@ def _run_steps(draft: _Draft) -> None:
             draft.start_step(index + 1)
 
 
-def _gate_step_passed(draft: _Draft, names: list[str], window_seconds: float) -> bool:
+def _gate_step_passed(draft: Draft, names: list[str], window_seconds: float) -> bool:
     if draft.status.last_evaluated_at != draft.now:
         return False  # only a fresh evaluation in this decision can open the next step
     by_name = {gate.name: gate for gate in draft.status.gates}
@@ -619,10 +514,10 @@ def _gate_step_passed(draft: _Draft, names: list[str], window_seconds: float) ->
     return True
 
 
-def _promote(draft: _Draft) -> None:
+def _promote(draft: Draft) -> None:
     ceiling = draft.status.exposure_ceiling
     if ceiling is not None and ceiling < 100:
-        _halt(
+        halt(
             draft,
             f"the last step would promote the canary to 100%, above the {ceiling}% it had reached before its spec "
             "changed: a gate step of the new spec must pass first (step up through a gate, or abort)",
@@ -631,7 +526,7 @@ def _promote(draft: _Draft) -> None:
         return
     if draft.status.weights.canary != 100:
         draft.set_weight(100, "all steps passed: promoting")
-    if _weights_pending(draft.status):
+    if weights_pending(draft.status):
         return  # Promoted only once the router confirms that the canary takes all traffic
     draft.update(phase="Promoted", halt_reason="", exposure_ceiling=None)
     draft.resolve_page()
@@ -642,7 +537,7 @@ def _promote(draft: _Draft) -> None:
 # --- paging and summary -------------------------------------------------------------------------
 
 
-def _page(draft: _Draft) -> None:
+def _page(draft: Draft) -> None:
     page = draft.status.page
     if page is None:
         return
@@ -656,7 +551,7 @@ def _page(draft: _Draft) -> None:
     draft.actions.extend(pages.page_actions(draft.status.page, _page_details(draft), severity))
 
 
-def _page_details(draft: _Draft) -> dict[str, str]:
+def _page_details(draft: Draft) -> dict[str, str]:
     meta, status = draft.rollout.metadata, draft.status
     failing = next((g for g in status.gates if g.verdict != "Pass"), None)
     target = f"cro/{meta.name} -n {meta.namespace}"
@@ -680,7 +575,7 @@ def _page_details(draft: _Draft) -> dict[str, str]:
     return details
 
 
-def _summarize(draft: _Draft) -> None:
+def _summarize(draft: Draft) -> None:
     status = draft.status
     generation = draft.rollout.metadata.generation
     moving = status.phase in ("Progressing", "AwaitingApproval")
@@ -718,7 +613,7 @@ def _summarize(draft: _Draft) -> None:
     )
 
 
-def _step_message(draft: _Draft) -> str:
+def _step_message(draft: Draft) -> str:
     status = draft.status
     phase: Phase = status.phase
     if phase == "Promoted":
