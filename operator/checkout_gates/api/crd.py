@@ -101,6 +101,8 @@ def crd_manifest() -> dict[str, Any]:
                         _column("Step", ".status.currentStep", "integer"),
                         _column("Canary", ".status.weights.canary", "integer", description="canary weight %"),
                         _column("Verdict", ".status.verdict"),
+                        _column("Stable", ".status.revisions.stable.hash", description="stable revision"),
+                        _column("Revision", ".status.revisions.canary.hash", description="canary revision"),
                         _column("Age", ".metadata.creationTimestamp", "date"),
                     ],
                     "schema": {

@@ -76,6 +76,37 @@ class Variant(ApiModel):
     """The value of the variant label this side's metrics carry, put for {{variant}} in the gates' queries (default: stable and canary)."""
 
 
+# --- the workload -----------------------------------------------------------------------------
+
+# The stable copy is named and labelled after the Deployment with this suffix (docs/workloads.md);
+# names and label values stay within 63 characters with it.
+STABLE_SUFFIX = "-stable"
+WorkloadName = Annotated[str, Field(min_length=1, max_length=63 - len(STABLE_SUFFIX), pattern=DNS_LABEL)]
+
+
+class WorkloadRef(ApiModel):
+    """The workload the rollout releases (docs/workloads.md). Its pod template is the desired
+    revision: a new one starts a rollout by itself. The operator keeps a copy named
+    <name>-stable running the last promoted revision, and runs the Deployment itself as the canary."""
+
+    kind: Literal["Deployment"] = "Deployment"
+    """The kind of workload (Deployment; StatefulSet and ReplicaSet ownership may follow)."""
+    name: WorkloadName
+    """The Deployment, in the rollout's namespace, that people and GitOps change."""
+    progress_deadline: Duration = "10m"
+    """How long a new revision (the canary) or a promotion (the stable copy) may take to become Ready before the rollout halts and pages."""
+    on_abort: Literal["scaleDown", "keep"] = "scaleDown"
+    """What an abort does to the canary once its traffic is 0: scaleDown to 0 replicas, or keep it running for debugging."""
+
+    @property
+    def progress_deadline_seconds(self) -> float:
+        return parse_duration(self.progress_deadline)
+
+    @property
+    def stable_name(self) -> str:
+        return self.name + STABLE_SUFFIX
+
+
 # --- routing ------------------------------------------------------------------------------------
 
 
@@ -629,6 +660,8 @@ class CheckoutRolloutSpec(ApiModel):
     """How often and at what risk gates are judged."""
     on_halt: Literal["hold", "abort"] = "hold"
     """What a halt does: hold keeps the weight and pages; abort sets the canary weight to 0 and pages."""
+    workload_ref: WorkloadRef | None = None
+    """The Deployment this rollout releases: a new revision of it starts a rollout, promotion makes it stable. Without one, the rollout only steps the weights between two Services someone else keeps running."""
 
     @model_validator(mode="after")
     def _cross_field(self) -> CheckoutRolloutSpec:
@@ -641,6 +674,12 @@ class CheckoutRolloutSpec(ApiModel):
                 "canary.variant" if self.canary.variant is not None else "stable.variant",
                 f"carries the same variant label as {'stable' if self.canary.variant is not None else 'canary'} "
                 f"({self.variant_label('canary')!r}): the gates' queries could not tell the two apart",
+            )
+        if self.workload_ref is not None and self.routing.replicas is not None:
+            raise field_error(
+                "routing.replicas",
+                "cannot route a workloadRef rollout: both would write the Deployments' replicas "
+                "(use gatewayAPI, istio or ingressNginx with a workloadRef)",
             )
         names = [gate.name for gate in self.gates]
         for index, name in enumerate(names):
@@ -788,6 +827,11 @@ CEL_RULES: dict[type[ApiModel], list[Cel]] = {
     ],
     Step: [Cel(cel_exactly_one(Step, STEP_KINDS), "a step needs exactly one of setWeight, gate, approval, pause")],
     CheckoutRolloutSpec: [
+        Cel(
+            "!has(self.workloadRef) || !has(self.routing.replicas)",
+            "a workloadRef rollout cannot use the replicas router: both would write the Deployments' replicas",
+            ".routing.replicas",
+        ),
         Cel(
             "self.stable.service != self.canary.service",
             "stable and canary must name different services",

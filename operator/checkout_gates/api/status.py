@@ -165,6 +165,35 @@ class ConsumedAnnotation(StatusModel):
     """The epoch it was consumed in."""
 
 
+IMAGE_LIMIT = 8
+
+
+class Revision(StatusModel):
+    """One revision of the workload's pod template."""
+
+    hash: str
+    """A hash of the pod template (the Deployment's, as people and GitOps wrote it)."""
+    images: Annotated[list[str], Field(max_length=IMAGE_LIMIT)] = []
+    """Its containers' images."""
+
+
+class Revisions(StatusModel):
+    """What the workload runs, for a rollout with a workloadRef."""
+
+    stable: Revision | None = None
+    """The revision the stable copy runs: the last promoted (or, at first, the one found)."""
+    canary: Revision | None = None
+    """The revision being rolled out, run by the Deployment itself; none between rollouts."""
+    waiting_since: datetime | None = None
+    """Since when the rollout waits for the canary (or, promoting, the stable copy) to be Ready: the progress deadline counts from here."""
+    canary_ready_at: datetime | None = None
+    """When the canary revision became Ready: steps and evidence start from here."""
+    promoting: bool = False
+    """Whether the stable copy is taking the canary's revision (all steps passed)."""
+    error: str = ""
+    """The last error of a workload read or write, scrubbed."""
+
+
 class CheckoutRolloutStatus(StatusModel):
     """What the operator did and saw: written by it alone, on transitions."""
 
@@ -220,6 +249,8 @@ class CheckoutRolloutStatus(StatusModel):
         ),
     ] = None
     epoch: Annotated[int, Field(description="Counts transitions; annotations are consumed per epoch.")] = 0
+    revisions: Revisions | None = None
+    """The stable and canary revisions, for a rollout with a workloadRef."""
     conditions: list[Condition] = []
     """Conditions, as kstatus-reading tools expect."""
     gates: list[GateStatus] = []

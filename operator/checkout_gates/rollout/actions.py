@@ -60,7 +60,26 @@ class ConsumeAnnotation:
     value: str
 
 
-Action = SetWeights | PageOwner | ResolvePage | EmitEvent | ConsumeAnnotation
+@dataclass(frozen=True)
+class ScaleCanary:
+    """Make the workload's Deployment (the canary) run ``replicas`` replicas."""
+
+    replicas: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class SetStableRevision:
+    """Make the stable copy run the Deployment's pod template at ``replicas`` replicas, only while
+    that template is still ``revision`` (a newer one is the next decision's to judge, never copied)."""
+
+    revision: str
+    replicas: int
+    reason: str
+
+
+WorkloadAction = ScaleCanary | SetStableRevision
+Action = SetWeights | PageOwner | ResolvePage | EmitEvent | ConsumeAnnotation | ScaleCanary | SetStableRevision
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from checkout_gates.api.status import (
 from checkout_gates.gates.budget import guarantee, judge_gates
 from checkout_gates.gates.observations import SignalReading
 from checkout_gates.gates.verdicts import GateVerdict
-from checkout_gates.rollout import pages
+from checkout_gates.rollout import pages, release
 from checkout_gates.rollout.actions import (
     ConsumeAnnotation,
     Decision,
@@ -52,6 +52,7 @@ from checkout_gates.rollout.annotations import (
 from checkout_gates.rollout.conditions import set_condition
 from checkout_gates.rollout.draft import OPERATOR, Draft, abort, halt, weights_pending
 from checkout_gates.rollout.plan import evaluation_due, watched_gate_names
+from checkout_gates.rollout.workload import WorkloadState
 
 # Router reads or writes that may fail in a row before the rollout halts: with the route unreadable
 # the operator cannot know what customers get, so exposure must not grow on what it last believed.
@@ -66,6 +67,9 @@ class Observations:
     readings: Mapping[str, SignalReading] = field(default_factory=dict)
     router_weights: Weights | None = None
     router_error: str | None = None
+    # For a rollout with a workloadRef: its Deployment and stable copy (None when unread), and why not.
+    workload: WorkloadState | None = None
+    workload_error: str | None = None
 
 
 def decide(rollout: CheckoutRollout, observations: Observations, now: datetime) -> Decision:
@@ -93,11 +97,15 @@ def decide(rollout: CheckoutRollout, observations: Observations, now: datetime) 
     elif draft.status.phase == "Pending" or draft.status.observed_generation != rollout.metadata.generation:
         _start(draft)
     else:
+        # The workload first: a new revision restarts the rollout, and an abort given at the same
+        # time must still win (it is applied next, to the restarted rollout).
+        release.follow(draft, observations.workload, observations.workload_error)
         _handle_requests(draft)
         _track_router_errors(draft, observations)
         _watch(draft, observations)
         _check_router(draft, observations)
-    _run_steps(draft)
+    _run_steps(draft, observations)
+    release.tend(draft, observations.workload)
     _reassert_weights(draft)
     _page(draft)
     _summarize(draft)
@@ -130,6 +138,11 @@ def _start(draft: Draft) -> None:
     generation = draft.rollout.metadata.generation
     if draft.status.observed_generation not in (0, generation) and draft.status.phase != "Pending":
         _restart(draft)
+    elif draft.spec.workload_ref is not None and (
+        draft.status.revisions is None or draft.status.revisions.stable is None
+    ):
+        draft.update(observed_generation=generation, halt_reason="", paused_from=None, gates=[])
+        release.start(draft)
     else:
         draft.update(phase="Progressing", observed_generation=generation, halt_reason="", paused_from=None, gates=[])
         draft.start_step(0)
@@ -152,6 +165,15 @@ def _restart(draft: Draft) -> None:
     generation = draft.rollout.metadata.generation
     actor = spec_changed_by(draft.rollout.metadata.annotations)
     change = f"spec changed by {actor} (generation {before.observed_generation} -> {generation})"
+    if before.phase == "Promoted" or (before.revisions is not None and before.revisions.promoting):
+        # Promotion is done (or under way): traffic is where it belongs, and a spec edit is no
+        # reason to send it back to an older version. Only a new revision starts exposure again.
+        draft.update(observed_generation=generation)
+        if before.phase != "Promoted":
+            draft.update(current_step=len(draft.spec.steps))
+        draft.record("SpecChanged", f"{change}: {before.phase.lower()}, so no weight changes", actor)
+        draft.emit("SpecChanged", f"generation {generation} by {actor}: weights unchanged")
+        return
     ceiling = before.weights.canary if before.exposure_ceiling is None else before.exposure_ceiling
     if before.weights.canary > 0:
         draft.set_weight(0, f"generation {generation}: exposure starts again from 0")
@@ -203,6 +225,9 @@ def _apply_request(draft: Draft, request: Request) -> None:
         draft.record("Ignored", f"{request.command} by {actor}: {why}", actor)
 
     if request.command == "abort":
+        if release.adopting(draft):
+            ignore("adopting the first revision as stable: the canary gets no traffic")
+            return
         if phase == "Promoted":
             ignore("already promoted (apply a new spec to roll back)")
             return
@@ -220,6 +245,7 @@ def _apply_request(draft: Draft, request: Request) -> None:
             draft.update(phase="Progressing", halt_reason="")
             draft.start_step(draft.status.current_step)
             draft.start_evidence()
+            release.rearm(draft)
             # Re-stating the weights also undoes a hand edit of the route that caused the halt.
             draft.actions.append(SetWeights(draft.status.weights, f"retry by {actor}: weights re-applied"))
             draft.record("Retried", reason, actor)
@@ -227,6 +253,7 @@ def _apply_request(draft: Draft, request: Request) -> None:
         elif phase == "Aborted":
             draft.resolve_page()
             # On-call starts it afresh from 0, on whatever spec it has now: their call, not an edit's.
+            release.rearm(draft)
             draft.update(phase="Progressing", halt_reason="", gates=[], exposure_ceiling=None)
             draft.start_step(0)
             draft.start_evidence()
@@ -438,6 +465,8 @@ def _reassert_weights(draft: Draft) -> None:
 
     So a crash between the status write and the router patch only delays the patch.
     """
+    if not release.routes_yet(draft):
+        return  # adopting: no weights until the stable copy is Ready (release.promote states them)
     if weights_pending(draft.status) and not any(isinstance(a, SetWeights) for a in draft.actions):
         draft.actions.append(SetWeights(draft.status.weights, "weights not yet confirmed by the router"))
 
@@ -450,14 +479,17 @@ def _current_kind(draft: Draft) -> str:
     return draft.spec.steps[index].kind if index < len(draft.spec.steps) else "done"
 
 
-def _run_steps(draft: Draft) -> None:
+def _run_steps(draft: Draft, observations: Observations) -> None:
     """Move through every step that can complete now; stop at the first that must wait."""
     for _ in range(len(draft.spec.steps) + 1):
-        if draft.status.phase not in ("Progressing", "AwaitingApproval"):
+        if draft.status.phase not in ("Progressing", "AwaitingApproval") or not release.steps_may_run(draft):
             return
         index = draft.status.current_step
         if index >= len(draft.spec.steps):
-            _promote(draft)
+            if draft.spec.workload_ref is not None:
+                release.promote(draft, observations.workload)
+            else:
+                _promote(draft)
             return
         step = draft.spec.steps[index]
         if step.set_weight is not None:
@@ -562,6 +594,7 @@ def _page_details(draft: Draft) -> dict[str, str]:
         "step": str(status.current_step),
         "weights": f"stable {status.weights.stable}% / canary {status.weights.canary}%",
         "reason": status.halt_reason,
+        **_revision_details(status),
         "abort": f"kubectl annotate {target} gates.checkout.dev/abort=$USER",
         "retry": f"kubectl annotate {target} gates.checkout.dev/retry=$USER",
     }
@@ -572,6 +605,18 @@ def _page_details(draft: Draft) -> dict[str, str]:
             "value": "" if failing.value is None else f"{failing.value:.6g}",
             "baseline": "" if failing.baseline is None else f"{failing.baseline:.6g}",
         }
+    return details
+
+
+def _revision_details(status: CheckoutRolloutStatus) -> dict[str, str]:
+    revisions = status.revisions
+    if revisions is None:
+        return {}
+    details = {}
+    if revisions.stable is not None:
+        details["stable revision"] = f"{revisions.stable.hash} ({', '.join(revisions.stable.images)})"
+    if revisions.canary is not None:
+        details["canary revision"] = f"{revisions.canary.hash} ({', '.join(revisions.canary.images)})"
     return details
 
 
@@ -616,6 +661,9 @@ def _summarize(draft: Draft) -> None:
 def _step_message(draft: Draft) -> str:
     status = draft.status
     phase: Phase = status.phase
+    workload = release.message(draft) if phase in ("Progressing", "Promoted") else ""
+    if workload:
+        return workload
     if phase == "Promoted":
         return "promoted: canary takes all traffic"
     index = status.current_step

@@ -102,6 +102,20 @@ def next_pass_delay(rollout: CheckoutRollout, now: datetime, *, failed: bool) ->
     if page is not None and page.resolved_at is None and page.escalated_at is None and escalate_after:
         due = page.triggered_at + timedelta(seconds=escalate_after)
         delays.append((due - now).total_seconds())
+    revisions = status.revisions
+    if spec.workload_ref is not None:
+        waiting = (
+            revisions is None
+            or revisions.stable is None
+            or revisions.promoting
+            or (revisions.canary is not None and revisions.canary_ready_at is None)
+        )
+        if waiting and status.phase in ("Progressing", "Aborted", "Promoted"):
+            delays.append(RETRY_SOON)  # a Deployment rolling: its progress is polled, not watched
+        else:
+            # A new revision is noticed within one interval, also between rollouts (Flagger polls
+            # its targets likewise); the Deployments are read, not watched, so no watch on them all.
+            delays.append(spec.interval_seconds())
     if status.phase not in TERMINAL_PHASES:
         delays.append(until_next_evaluation(spec, status, now))
         pause = pause_left(spec, status, now)

@@ -1,0 +1,303 @@
+"""The workload's lifecycle, for a rollout with a ``workloadRef`` (docs/workloads.md).
+
+The user's Deployment is the desired revision and, during a rollout, the canary; the operator's
+stable copy runs the last promoted revision. From what the controller saw of both
+(rollout/workload.py) this decides, on the draft of rollout/machine.py:
+
+- adoption: the first revision found is copied to stable (nothing to compare it with), traffic
+  goes to stable only once the copy is Ready, then the Deployment is scaled to 0;
+- a new revision (its template hash is neither stable's nor the rollout's) starts a rollout: the
+  canary is scaled up, and no step runs until it is Ready (a progress deadline halts and pages);
+  a revision that changes mid-rollout restarts on the newest; one that goes back to stable's
+  cancels the rollout;
+- promotion (all steps passed): the stable copy takes the canary's revision and becomes Ready,
+  then the weights go to 100% stable, then the canary is scaled to 0, and only then Promoted;
+- between rollouts and after an abort, the canary is scaled to 0 once the router confirms it
+  gets no traffic (``onAbort: keep`` keeps an aborted canary running).
+
+Every action states a target (replicas, a revision to copy) and is stated again on each pass
+until the observation shows it done, so a pass repeated after a crash at any point doubles
+nothing. Weights only ever fall here (to 0 for a restart, to 100% stable at promotion).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from checkout_gates.api.spec import WorkloadRef
+from checkout_gates.api.status import Revision, Revisions
+from checkout_gates.rollout.actions import ScaleCanary, SetStableRevision, SetWeights
+from checkout_gates.rollout.draft import Draft, halt, weights_pending
+from checkout_gates.rollout.workload import DeploymentState, WorkloadState
+
+ERROR_LIMIT = 1024
+
+
+def revisions(draft: Draft) -> Revisions:
+    return draft.status.revisions or Revisions()
+
+
+def adopting(draft: Draft) -> bool:
+    """Whether the first revision is still being made stable (nothing to roll out yet)."""
+    return draft.spec.workload_ref is not None and revisions(draft).stable is None
+
+
+def steps_may_run(draft: Draft) -> bool:
+    """Steps expose the canary: only a Ready canary of the rollout's revision, or a promotion."""
+    if draft.spec.workload_ref is None:
+        return True
+    revs = revisions(draft)
+    return revs.promoting or (revs.canary is not None and revs.canary_ready_at is not None)
+
+
+def routes_yet(draft: Draft) -> bool:
+    """Whether the weights may be stated: not while adopting, before the stable copy is Ready
+    (100% to a stable Service with no pods behind it would be an outage); promote() states them."""
+    return not adopting(draft)
+
+
+def start(draft: Draft) -> None:
+    """The first pass of a workload rollout: adopt the Deployment's revision as stable."""
+    draft.update(
+        phase="Progressing",
+        current_step=len(draft.spec.steps),
+        revisions=Revisions(promoting=True, waiting_since=draft.now),
+    )
+    ref = _ref(draft)
+    draft.record("Started", f"adopting Deployment {ref.name}'s revision as stable (copied to {ref.stable_name})")
+    draft.emit("Adopting", f"copying Deployment {ref.name} to {ref.stable_name} as the stable revision")
+
+
+def follow(draft: Draft, workload: WorkloadState | None, error: str | None) -> None:
+    """Everything the workload asks of this decision before the steps run."""
+    if draft.spec.workload_ref is None:
+        return
+    revs = revisions(draft)
+    if error is not None or revs.error:
+        draft.update(revisions=revs.model_copy(update={"error": (error or "")[:ERROR_LIMIT]}))
+    if workload is None or adopting(draft):
+        return  # unknown, or adopting: promote() (the last "step") does the rest
+    desired = workload.canary
+    revs = revisions(draft)
+    stable = revs.stable
+    assert stable is not None
+    phase = draft.status.phase
+    if revs.canary is None:
+        if desired.revision == stable.hash or phase not in ("Promoted", "Aborted"):
+            return
+        why = f"revision {desired.revision} ({', '.join(desired.images)}) rolls out; stable runs {stable.hash}"
+        _start_revision(draft, desired, why, action="Started")
+    elif revs.promoting:
+        return  # past the point of no return: the copy is taking the canary's revision
+    elif desired.revision == stable.hash and desired.revision != revs.canary.hash:
+        _cancel(draft, stable.hash)
+        return
+    elif desired.revision != revs.canary.hash:
+        why = f"revision {desired.revision} replaces {revs.canary.hash} mid-rollout: the rollout starts again on it"
+        _start_revision(draft, desired, why)
+    revs = revisions(draft)
+    if revs.canary is not None and revs.canary_ready_at is None and draft.status.phase == "Progressing":
+        _wait_ready(draft, workload)
+
+
+def rearm(draft: Draft) -> None:
+    """On-call retried: waits start again, and an aborted canary that was scaled down comes back."""
+    if draft.spec.workload_ref is None:
+        return
+    revs = revisions(draft)
+    update: dict[str, object] = {"waiting_since": draft.now}
+    if draft.status.phase == "Aborted" and _ref(draft).on_abort == "scaleDown":
+        update |= {"canary_ready_at": None, "promoting": False}
+    draft.update(revisions=revs.model_copy(update=update))
+
+
+def promote(draft: Draft, workload: WorkloadState | None) -> None:
+    """All steps passed (or adopting): the stable copy takes the revision, then the traffic."""
+    revs = revisions(draft)
+    if not revs.promoting:
+        revs = revs.model_copy(update={"promoting": True, "waiting_since": draft.now})
+        draft.update(revisions=revs)
+        target = revs.canary.hash if revs.canary else "?"
+        draft.record("Promoting", f"all {len(draft.spec.steps)} steps passed: the stable copy takes revision {target}")
+    if workload is None:
+        return
+    ref = _ref(draft)
+    revision = revs.canary or Revision(hash=workload.canary.revision, images=list(workload.canary.images))
+    stable = workload.stable
+    replicas = _stable_replicas(workload)
+    if stable is None or stable.revision != revision.hash or not stable.ready or stable.replicas != replicas:
+        if stable is None or stable.revision != revision.hash or stable.replicas != replicas:
+            draft.actions.append(
+                SetStableRevision(
+                    revision.hash, replicas, f"stable copy {ref.stable_name} takes revision {revision.hash}"
+                )
+            )
+        if _past_deadline(draft, ref):
+            shown = "not created" if stable is None else f"{stable.ready_replicas}/{stable.replicas} Ready"
+            halt(
+                draft,
+                f"the stable copy {ref.stable_name} did not become Ready on revision {revision.hash} within "
+                f"{ref.progress_deadline} ({shown}{_error_note(draft)}); it still serves the earlier revision "
+                "where it was not replaced",
+                "promotion-not-ready",
+            )
+        return
+    if draft.status.weights.canary != 0:
+        draft.set_weight(0, f"promoted: stable runs revision {revision.hash}")
+    elif weights_pending(draft.status) and not any(isinstance(a, SetWeights) for a in draft.actions):
+        draft.actions.append(
+            SetWeights(draft.status.weights, f"stable runs revision {revision.hash}: all traffic to it")
+        )
+    if weights_pending(draft.status):
+        return  # the canary is scaled down only once the router confirms it gets no traffic
+    if workload.canary.replicas != 0:
+        draft.actions.append(ScaleCanary(0, f"revision {revision.hash} is stable: the canary is not needed"))
+        return
+    adopted = revs.stable is None
+    draft.update(
+        phase="Promoted",
+        halt_reason="",
+        exposure_ceiling=None,
+        revisions=Revisions(stable=revision),
+    )
+    draft.resolve_page()
+    if adopted:
+        draft.record("Promoted", f"revision {revision.hash} ({_images(revision)}) adopted as stable")
+    else:
+        draft.record("Promoted", f"all {len(draft.spec.steps)} steps passed: revision {revision.hash} is stable")
+    draft.emit("Promoted", f"{ref.stable_name} runs revision {revision.hash} and takes all traffic")
+
+
+def tend(draft: Draft, workload: WorkloadState | None) -> None:
+    """Between rollouts, and after an abort, the canary runs no replicas once it has no traffic."""
+    if workload is None or draft.spec.workload_ref is None or adopting(draft):
+        return
+    revs = revisions(draft)
+    idle = revs.canary is None and not revs.promoting
+    aborted = draft.status.phase == "Aborted" and _ref(draft).on_abort == "scaleDown"
+    if not (idle or aborted) or workload.canary.replicas == 0:
+        return
+    confirmed = draft.status.router_target
+    if confirmed is None or confirmed.canary != 0 or draft.status.weights.canary != 0:
+        return
+    if any(isinstance(a, ScaleCanary) for a in draft.actions):
+        return
+    why = "aborted" if aborted and not idle else "no rollout in progress"
+    draft.actions.append(ScaleCanary(0, f"{why}: the canary gets no traffic"))
+
+
+def message(draft: Draft, workload_ready: str = "") -> str:
+    """What the workload is waiting for, in words; empty when nothing."""
+    if draft.spec.workload_ref is None:
+        return ""
+    revs = revisions(draft)
+    ref = _ref(draft)
+    if revs.stable is None:
+        return f"adopting Deployment {ref.name} as the stable revision ({ref.stable_name})"
+    if revs.promoting and revs.canary is not None:
+        return f"promoting: {ref.stable_name} takes revision {revs.canary.hash}"
+    if revs.canary is not None and revs.canary_ready_at is None:
+        return f"waiting for revision {revs.canary.hash} to be Ready (progress deadline {ref.progress_deadline})"
+    if revs.canary is None:
+        return f"revision {revs.stable.hash} is stable; a new revision of Deployment {ref.name} starts a rollout"
+    return ""
+
+
+# --- the parts ----------------------------------------------------------------------------------
+
+
+def _ref(draft: Draft) -> WorkloadRef:
+    ref = draft.spec.workload_ref
+    assert ref is not None
+    return ref
+
+
+def _stable_replicas(workload: WorkloadState) -> int:
+    """The capacity stable keeps, and the canary gets: the copy's, or at first the Deployment's."""
+    if workload.stable is not None and workload.stable.replicas > 0:
+        return workload.stable.replicas
+    return max(1, workload.canary.replicas)
+
+
+def _images(revision: Revision) -> str:
+    return ", ".join(revision.images) or "no images"
+
+
+def _past_deadline(draft: Draft, ref: WorkloadRef) -> bool:
+    since = revisions(draft).waiting_since or draft.now
+    return draft.now >= since + timedelta(seconds=ref.progress_deadline_seconds)
+
+
+def _error_note(draft: Draft) -> str:
+    error = revisions(draft).error
+    return f"; last error: {error}" if error else ""
+
+
+def _start_revision(draft: Draft, desired: DeploymentState, reason: str, *, action: str = "NewRevision") -> None:
+    """A rollout of ``desired`` from step 0: exposure 0 first, then wait until the canary is Ready."""
+    revs = revisions(draft)
+    if draft.status.weights.canary > 0:
+        draft.set_weight(0, f"revision {desired.revision}: exposure starts again from 0")
+    draft.update(
+        revisions=revs.model_copy(
+            update={
+                "canary": Revision(hash=desired.revision, images=list(desired.images)),
+                "canary_ready_at": None,
+                "waiting_since": draft.now,
+                "promoting": False,
+            }
+        ),
+        gates=[],
+        exposure_ceiling=None,
+    )
+    draft.start_step(0)
+    draft.start_evidence()
+    if draft.status.phase == "Paused":
+        draft.record(action, f"{reason} (stays paused until on-call resumes)")
+    else:
+        # A halted or aborted rollout's open page stays open: only on-call resolves it.
+        draft.update(phase="Progressing", halt_reason="", paused_from=None)
+        draft.record(action, reason)
+    draft.emit(action, reason)
+
+
+def _cancel(draft: Draft, stable: str) -> None:
+    """The Deployment went back to stable's revision mid-rollout: nothing left to roll out."""
+    revs = revisions(draft)
+    if draft.status.weights.canary > 0:
+        draft.set_weight(0, f"the Deployment is back at stable revision {stable}")
+    draft.update(
+        phase="Promoted",
+        halt_reason="",
+        paused_from=None,
+        exposure_ceiling=None,
+        revisions=Revisions(stable=revs.stable),
+    )
+    reason = f"the Deployment went back to the stable revision {stable}: the rollout of {revs.canary.hash if revs.canary else '?'} is cancelled"
+    draft.record("Cancelled", reason)
+    draft.emit("Cancelled", reason)
+
+
+def _wait_ready(draft: Draft, workload: WorkloadState) -> None:
+    ref = _ref(draft)
+    revs = revisions(draft)
+    assert revs.canary is not None
+    canary = workload.canary
+    wanted = _stable_replicas(workload)
+    if canary.replicas != wanted:
+        draft.actions.append(ScaleCanary(wanted, f"revision {revs.canary.hash} rolls out: canary at stable's capacity"))
+    elif canary.ready and canary.revision == revs.canary.hash:
+        draft.update(revisions=revs.model_copy(update={"canary_ready_at": draft.now, "waiting_since": None}))
+        draft.start_step(draft.status.current_step)
+        draft.start_evidence()  # the evidence counts from a Ready canary, not from its start-up
+        draft.record("CanaryReady", f"revision {revs.canary.hash} Ready with {canary.ready_replicas} replicas")
+        draft.emit("CanaryReady", f"revision {revs.canary.hash} Ready: exposure may start")
+        return
+    if canary.failure or _past_deadline(draft, ref):
+        why = canary.failure or f"{canary.ready_replicas}/{canary.replicas} Ready after {ref.progress_deadline}"
+        halt(
+            draft,
+            f"canary revision {revs.canary.hash} of Deployment {ref.name} did not become Ready: {why}"
+            f"{_error_note(draft)} (it gets no traffic; fix the Deployment, or annotate retry to wait again)",
+            "canary-not-ready",
+        )

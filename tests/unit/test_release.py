@@ -1,0 +1,357 @@
+"""The workload's lifecycle in the pure core (rollout/release.py), against a Deployment that rolls.
+
+``Cluster`` plays the Deployment controller: a scale or a copy takes effect at once, and pods
+become Ready a few passes later (never, for a revision that cannot start). The end-to-end version
+of these, on kube-apiserver with kwok, is tests/integration/test_release_testbed.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from typing import Any
+
+from checkout_gates.api.resource import CheckoutRollout
+from checkout_gates.api.status import CheckoutRolloutStatus, Weights
+from checkout_gates.gates.observations import SignalReading
+from checkout_gates.rollout.actions import (
+    ConsumeAnnotation,
+    PageOwner,
+    ScaleCanary,
+    SetStableRevision,
+    SetWeights,
+)
+from checkout_gates.rollout.machine import Observations, decide
+from checkout_gates.rollout.workload import DeploymentState, WorkloadState
+
+from .rollouts import HEALTHY, T0, readings, rollout_doc, with_annotations, with_status
+
+STEPS = [
+    {"setWeight": 5},
+    {"gate": {"pass": ["auth-approval", "duplicate-charges"], "window": "1m"}},
+    {"setWeight": 50},
+    {"gate": {"pass": ["auth-approval", "duplicate-charges"], "window": "1m"}},
+]
+
+
+def release_rollout(**workload: Any) -> CheckoutRollout:
+    document = rollout_doc(STEPS)
+    document["spec"]["workloadRef"] = {"name": "checkout-api", **workload}
+    return CheckoutRollout.model_validate(document)
+
+
+@dataclass
+class Side:
+    revision: str
+    replicas: int
+    ready_in: int = 0  # passes until its pods are Ready
+
+
+@dataclass
+class Cluster:
+    """The user's Deployment and the stable copy; revisions in ``broken`` never become Ready."""
+
+    canary: Side = field(default_factory=lambda: Side("v1", 3))
+    stable: Side | None = None
+    broken: set[str] = field(default_factory=set)
+    start_up: int = 2
+    scaled: list[int] = field(default_factory=list)
+    copies: list[str] = field(default_factory=list)
+
+    def state(self) -> WorkloadState:
+        return WorkloadState(canary=self._state(self.canary), stable=self._state(self.stable) if self.stable else None)
+
+    def _state(self, side: Side) -> DeploymentState:
+        ready = side.ready_in <= 0 and side.revision not in self.broken
+        return DeploymentState(
+            revision=side.revision,
+            images=(f"checkout:{side.revision}",),
+            replicas=side.replicas,
+            ready_replicas=side.replicas if ready else 0,
+            ready=ready,
+        )
+
+    def tick(self) -> None:
+        for side in (self.canary, self.stable):
+            if side is not None:
+                side.ready_in -= 1
+
+    def apply(self, action: object) -> None:
+        if isinstance(action, ScaleCanary):
+            self.scaled.append(action.replicas)
+            if action.replicas > self.canary.replicas:
+                self.canary.ready_in = self.start_up
+            self.canary.replicas = action.replicas
+        elif isinstance(action, SetStableRevision):
+            if action.revision != self.canary.revision:
+                return  # the adapter copies only the revision it was asked for
+            self.copies.append(action.revision)
+            if self.stable is None or self.stable.revision != action.revision:
+                self.stable = Side(action.revision, action.replicas, self.start_up)
+            self.stable.replicas = action.replicas
+
+    def set_image(self, revision: str) -> None:
+        self.canary = replace(self.canary, revision=revision, ready_in=self.start_up)
+
+
+class ReleaseDriver:
+    """decide() on a clock with a cluster that carries out the workload actions and a router
+    that confirms weights, the way the controller runs a pass."""
+
+    def __init__(self, rollout: CheckoutRollout, cluster: Cluster | None = None, *, apply: bool = True) -> None:
+        self.rollout = rollout
+        self.cluster = cluster or Cluster()
+        self.apply = apply
+        self.now = T0
+        self.actions: list[Any] = []
+        self.weights_seen: list[tuple[int, bool]] = []  # (canary weight confirmed, canary Ready then)
+
+    def step(self, obs: dict[str, SignalReading] | None = None, advance: float = 30.0) -> None:
+        observations = Observations(readings=obs or {}, workload=self.cluster.state())
+        decision = decide(self.rollout, observations, self.now)
+        self.actions.extend(decision.actions)
+        self.rollout = with_status(self.rollout, decision.status)
+        consumed = {a.key for a in decision.actions if isinstance(a, ConsumeAnnotation)}
+        if consumed:
+            kept = {k: v for k, v in self.rollout.metadata.annotations.items() if k not in consumed}
+            self.rollout = with_annotations(self.rollout, kept)
+        if self.apply:
+            for action in decision.actions:
+                self.cluster.apply(action)
+            applied = [a.weights for a in decision.actions if isinstance(a, SetWeights)]
+            if applied:
+                confirmed = {"router_target": applied[-1], "router_weights": applied[-1]}
+                self.rollout = with_status(self.rollout, self.status.model_copy(update=confirmed))
+                self.weights_seen.append((applied[-1].canary, self.cluster.state().canary.ready))
+        self.cluster.tick()
+        self.now += timedelta(seconds=advance)
+
+    def run(self, passes: int, obs: dict[str, SignalReading] | None = None, advance: float = 30.0) -> None:
+        for _ in range(passes):
+            self.step(obs, advance)
+
+    def until(self, phase: str, obs: dict[str, SignalReading] | None = None, limit: int = 60) -> None:
+        for _ in range(limit):
+            if self.status.phase == phase:
+                return
+            self.step(obs)
+        raise AssertionError(f"never reached {phase}: {self.status.phase} {self.status.message}")
+
+    @property
+    def status(self) -> CheckoutRolloutStatus:
+        return self.rollout.status
+
+    def of(self, kind: type) -> list[Any]:
+        return [a for a in self.actions if isinstance(a, kind)]
+
+
+def adopted() -> ReleaseDriver:
+    driver = ReleaseDriver(release_rollout())
+    driver.until("Promoted")
+    return driver
+
+
+def test_the_first_revision_is_adopted_as_stable_and_traffic_moves_only_once_the_copy_is_ready() -> None:
+    driver = ReleaseDriver(release_rollout())
+    driver.step()
+    assert driver.of(SetStableRevision) == [SetStableRevision("v1", 3, driver.of(SetStableRevision)[0].reason)]
+    assert not driver.of(SetWeights), "no weights before the stable copy runs"
+    driver.until("Promoted")
+    status = driver.status
+    assert status.revisions is not None and status.revisions.stable is not None
+    assert status.revisions.stable.hash == "v1" and status.revisions.canary is None
+    assert status.weights == Weights(stable=100, canary=0) and status.router_target == status.weights
+    assert driver.cluster.canary.replicas == 0 and driver.cluster.stable is not None
+    assert driver.cluster.stable.replicas == 3, "stable keeps the Deployment's capacity"
+    first_weights = next(i for i, a in enumerate(driver.actions) if isinstance(a, SetWeights))
+    copy_ready = [a for a in driver.actions[:first_weights] if isinstance(a, SetStableRevision)]
+    assert copy_ready, "the copy was asked for before any weight"
+    assert "adopted as stable" in status.history[-1].reason
+
+
+def test_a_new_image_rolls_out_by_itself_and_promotion_makes_it_stable() -> None:
+    driver = adopted()
+    driver.cluster.set_image("v2")
+    driver.step()
+    assert driver.status.phase == "Progressing" and driver.status.history[-1].action == "Started"
+    assert driver.status.revisions is not None and driver.status.revisions.canary is not None
+    assert driver.status.revisions.canary.hash == "v2"
+    driver.until("Promoted", HEALTHY)
+    status = driver.status
+    assert status.revisions is not None and status.revisions.stable is not None
+    assert status.revisions.stable.hash == "v2" and status.revisions.canary is None
+    assert status.weights == Weights(stable=100, canary=0)
+    assert driver.cluster.stable is not None and driver.cluster.stable.revision == "v2"
+    assert driver.cluster.canary.replicas == 0
+    actions = [e.action for e in status.history]
+    assert actions.index("CanaryReady") < actions.index("StepAdvanced") < actions.index("Promoting")
+    assert all(ready for canary, ready in driver.weights_seen if canary > 0), "no traffic to an unready canary"
+    # The order of the promotion: copy, then all traffic to stable, then the canary scaled down.
+    last_copy = max(i for i, a in enumerate(driver.actions) if isinstance(a, SetStableRevision))
+    to_stable = max(i for i, a in enumerate(driver.actions) if isinstance(a, SetWeights))
+    scale_down = max(i for i, a in enumerate(driver.actions) if isinstance(a, ScaleCanary))
+    assert last_copy < to_stable < scale_down
+
+
+def test_an_edit_of_the_spec_after_promotion_changes_no_weight() -> None:
+    driver = adopted()
+    driver.cluster.set_image("v2")
+    driver.step()
+    driver.until("Promoted", HEALTHY)
+    assert driver.status.revisions is not None and driver.status.revisions.stable is not None
+    assert driver.status.revisions.stable.hash == "v2"
+    mark = len(driver.actions)
+    document = driver.rollout.model_dump(mode="json", by_alias=True, exclude_none=True)
+    document["spec"]["steps"] = [{"setWeight": 1}, *STEPS]
+    document["metadata"]["generation"] += 1
+    driver.rollout = CheckoutRollout.model_validate(document)
+    driver.run(5, HEALTHY)
+    assert driver.status.phase == "Promoted"
+    assert not [a for a in driver.actions[mark:] if isinstance(a, SetWeights | ScaleCanary | SetStableRevision)]
+    assert driver.status.history[-1].action == "SpecChanged"
+
+
+def test_the_legacy_rollout_keeps_its_weights_on_an_edit_after_promotion() -> None:
+    """Without a workloadRef the promoted canary carries 100%; an edit used to send 95% back."""
+    document = rollout_doc(STEPS)
+    driver = ReleaseDriver(CheckoutRollout.model_validate(document))
+    driver.until("Promoted", HEALTHY)
+    assert driver.status.weights.canary == 100
+    mark = len(driver.actions)
+    document = driver.rollout.model_dump(mode="json", by_alias=True, exclude_none=True)
+    document["spec"]["analysis"]["interval"] = "10s"
+    document["metadata"]["generation"] += 1
+    driver.rollout = CheckoutRollout.model_validate(document)
+    driver.run(5, HEALTHY)
+    assert driver.status.phase == "Promoted" and driver.status.weights.canary == 100
+    assert not [a for a in driver.actions[mark:] if isinstance(a, SetWeights)]
+
+
+def test_a_regressed_revision_aborts_scales_the_canary_down_and_leaves_stable_alone() -> None:
+    driver = adopted()
+    driver.cluster.set_image("v2")
+    driver.until("Progressing")
+    for _ in range(20):
+        driver.step(readings(duplicates=3))
+        if driver.status.phase == "Aborted":
+            break
+    assert driver.status.phase == "Aborted"
+    driver.run(3)
+    assert driver.status.weights.canary == 0 and driver.cluster.canary.replicas == 0
+    assert driver.cluster.stable is not None and driver.cluster.stable.revision == "v1"
+    assert "v2" not in driver.cluster.copies, "a regressed revision is never copied to stable"
+    assert driver.status.revisions is not None and driver.status.revisions.stable is not None
+    assert driver.status.revisions.stable.hash == "v1"
+    assert len({a.dedup_key for a in driver.of(PageOwner)}) == 1
+
+
+def test_an_aborted_canary_is_kept_for_debugging_when_asked() -> None:
+    driver = ReleaseDriver(release_rollout(onAbort="keep"))
+    driver.until("Promoted")
+    driver.cluster.set_image("v2")
+    driver.run(6, HEALTHY)
+    driver.rollout = with_annotations(driver.rollout, {"gates.checkout.dev/abort": "erin"})
+    driver.run(4)
+    assert driver.status.phase == "Aborted" and driver.status.weights.canary == 0
+    assert driver.cluster.canary.replicas == 3
+
+
+def test_a_canary_that_never_becomes_ready_halts_at_its_progress_deadline_with_one_page() -> None:
+    driver = adopted()
+    driver.cluster.broken.add("v2")
+    driver.cluster.set_image("v2")
+    driver.run(25, HEALTHY)  # 12.5 minutes at 30 s a pass, past the default 10m deadline
+    status = driver.status
+    assert status.phase == "Halted", status.message
+    assert "did not become Ready" in status.halt_reason and "0/3 Ready after 10m" in status.halt_reason
+    assert status.page is not None and "canary-not-ready" in status.page.dedup_key
+    assert len({a.dedup_key for a in driver.of(PageOwner)}) == 1
+    assert all(a.weights.canary == 0 for a in driver.of(SetWeights)), "never any traffic to it"
+    halted_at = next(e.time for e in status.history if e.action == "Halted")
+    started_at = next(e.time for e in status.history if e.action == "Started" and "v2" in e.reason)
+    assert timedelta(minutes=10) <= halted_at - started_at < timedelta(minutes=11)
+
+
+def test_a_revision_changed_mid_rollout_restarts_on_the_newest_from_zero() -> None:
+    driver = adopted()
+    driver.cluster.set_image("v2")
+    for _ in range(20):
+        driver.step(HEALTHY)
+        if driver.status.weights.canary == 5:
+            break
+    assert driver.status.weights.canary == 5
+    driver.cluster.set_image("v3")
+    driver.step(HEALTHY)
+    status = driver.status
+    assert status.weights.canary == 0 and status.current_step == 0
+    assert status.revisions is not None and status.revisions.canary is not None
+    assert status.revisions.canary.hash == "v3" and status.revisions.canary_ready_at is None
+    entry = status.history[-1]
+    assert entry.action == "NewRevision" and "v3 replaces v2" in entry.reason
+    driver.until("Promoted", HEALTHY)
+    assert driver.cluster.stable is not None and driver.cluster.stable.revision == "v3"
+    assert "v2" not in driver.cluster.copies
+
+
+def test_going_back_to_the_stable_revision_mid_rollout_cancels_it() -> None:
+    driver = adopted()
+    driver.cluster.set_image("v2")
+    driver.run(8, HEALTHY)
+    driver.cluster.set_image("v1")
+    driver.run(3)
+    status = driver.status
+    assert status.phase == "Promoted" and status.weights.canary == 0
+    assert status.history[-1].action in ("Cancelled",) or "Cancelled" in [e.action for e in status.history]
+    assert driver.cluster.canary.replicas == 0
+
+
+def test_between_rollouts_a_canary_scaled_up_by_gitops_is_scaled_down_again() -> None:
+    driver = adopted()
+    driver.cluster.canary.replicas = 3  # Argo CD re-applied replicas: 3 from Git
+    driver.step()
+    assert driver.of(ScaleCanary)[-1].replicas == 0 and driver.cluster.canary.replicas == 0
+
+
+def test_a_repeated_decision_is_the_same_decision_at_every_point_of_a_release() -> None:
+    """Feeding a status back with nothing carried out (a crash after the status write) decides
+    the same status again and re-states the same targets: nothing doubles."""
+    driver = adopted()
+    driver.cluster.set_image("v2")
+    for _ in range(40):
+        observations = Observations(readings=HEALTHY, workload=driver.cluster.state())
+        first = decide(driver.rollout, observations, driver.now)
+        again = decide(with_status(driver.rollout, first.status), observations, driver.now)
+        assert again.status == first.status
+        targets = {a for a in first.actions if isinstance(a, ScaleCanary | SetStableRevision)}
+        assert {a for a in again.actions if isinstance(a, ScaleCanary | SetStableRevision)} == targets
+        driver.step(HEALTHY)
+        if driver.status.phase == "Promoted":
+            break
+    assert driver.status.phase == "Promoted"
+
+
+def test_actions_lost_in_a_crash_are_stated_again_until_done() -> None:
+    driver = adopted()
+    driver.cluster.set_image("v2")
+    driver.apply = False  # the operator dies after every status write, before any action
+    mark = len(driver.actions)
+    driver.run(3, HEALTHY)
+    lost = [a.replicas for a in driver.actions[mark:] if isinstance(a, ScaleCanary)]
+    assert driver.cluster.canary.replicas == 0 and lost == [3, 3, 3]
+    driver.apply = True
+    driver.until("Promoted", HEALTHY)
+    assert driver.cluster.stable is not None and driver.cluster.stable.revision == "v2"
+
+
+def test_steps_never_run_while_the_workload_cannot_be_read() -> None:
+    driver = adopted()
+    driver.cluster.set_image("v2")
+    driver.step()
+    rollout = driver.rollout
+    for index in range(10):
+        decision = decide(
+            rollout, Observations(workload=None, workload_error="deployments forbidden"), T0 + timedelta(hours=index)
+        )
+        rollout = with_status(rollout, decision.status)
+        assert not [a for a in decision.actions if isinstance(a, SetWeights) and a.weights.canary > 0]
+    assert rollout.status.revisions is not None and rollout.status.revisions.error == "deployments forbidden"
