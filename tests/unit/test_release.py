@@ -355,3 +355,24 @@ def test_steps_never_run_while_the_workload_cannot_be_read() -> None:
         rollout = with_status(rollout, decision.status)
         assert not [a for a in decision.actions if isinstance(a, SetWeights) and a.weights.canary > 0]
     assert rollout.status.revisions is not None and rollout.status.revisions.error == "deployments forbidden"
+
+
+def test_adoption_of_a_deployment_that_cannot_be_read_halts_at_the_deadline_naming_the_error() -> None:
+    rollout = release_rollout(progressDeadline="1m")
+    pages = []
+    for index in range(6):
+        observations = Observations(workload=None, workload_error="Deployment payments/checkout-api not found")
+        decision = decide(rollout, observations, T0 + timedelta(seconds=20 * index))
+        rollout = with_status(rollout, decision.status)
+        assert not [a for a in decision.actions if isinstance(a, SetWeights)], "no weights claimed"
+        pages += [a for a in decision.actions if isinstance(a, PageOwner)]
+    status = rollout.status
+    assert status.phase == "Halted"
+    assert "adopting Deployment checkout-api as the stable revision" in status.halt_reason
+    assert "not found" in status.halt_reason and "no traffic was moved" in status.halt_reason
+    assert len({page.dedup_key for page in pages}) == 1
+    # On-call retries: the wait starts again, and still no weights before the copy is Ready.
+    rollout = with_annotations(rollout, {"gates.checkout.dev/retry": "erin"})
+    decision = decide(rollout, Observations(workload=None, workload_error="still"), T0 + timedelta(minutes=5))
+    assert decision.status.phase == "Progressing"
+    assert not [a for a in decision.actions if isinstance(a, SetWeights)]

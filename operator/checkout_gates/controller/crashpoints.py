@@ -15,6 +15,8 @@ before any action, so there is no point "after the weights patch, before the sta
   ``after-promotion-write`` are the same place, reached only by the write that moved the phase to
   Halted, Aborted or Promoted;
 - ``after-weights-patch``: the router has the new weights; status does not yet say it confirmed them;
+- ``after-stable-copy``: the stable copy was created or given a revision; status does not say so;
+- ``after-canary-scale``: the workload's Deployment was scaled; status does not say so;
 - ``mid-approval``: an approval is recorded in status, its annotation not yet removed;
 - ``after-annotation-removed``: a consumed annotation is gone; Events, pages and outcomes still due;
 - ``after-event``: an Event is posted; pages and outcomes still due;
@@ -36,6 +38,8 @@ CRASH_POINTS = (
     "after-abort-write",
     "after-promotion-write",
     "after-weights-patch",
+    "after-stable-copy",
+    "after-canary-scale",
     "mid-approval",
     "after-annotation-removed",
     "after-event",

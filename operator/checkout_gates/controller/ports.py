@@ -14,13 +14,17 @@ from typing import Protocol, TypeVar
 from checkout_gates.api.spec import CheckoutRolloutSpec
 from checkout_gates.controller.kube import ConflictError, Raw
 from checkout_gates.routing.base import Router
+from checkout_gates.workloads.base import Workload
 
-__all__ = ["ConflictError", "KubernetesPort", "Raw", "RouterFactory"]
+__all__ = ["ConflictError", "KubernetesPort", "Raw", "RouterFactory", "WorkloadFactory"]
 
 T = TypeVar("T")
 
 # The router (routing/base.py) a rollout's spec names, in the rollout's namespace.
 RouterFactory = Callable[[CheckoutRolloutSpec, str], Router]
+# The workload a rollout's spec.workloadRef names, in the rollout's namespace, for the rollout of
+# that name; None when the spec names none.
+WorkloadFactory = Callable[[CheckoutRolloutSpec, str, str], Workload | None]
 
 
 class KubernetesPort(Protocol):

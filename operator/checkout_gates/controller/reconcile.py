@@ -26,6 +26,7 @@ writes is unit-tested against fakes (tests/unit/test_reconcile.py).
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -34,6 +35,7 @@ from typing import Any
 
 import httpx
 import structlog
+from kubernetes.client import AppsV1Api
 
 from checkout_gates.api.destinations import DESTINATIONS_KEY, EgressPolicy, credential_refusal
 from checkout_gates.api.resource import CheckoutRollout, Problem, parse_rollout
@@ -43,7 +45,7 @@ from checkout_gates.apiserver import describe
 from checkout_gates.controller import telemetry
 from checkout_gates.controller.crashpoints import crash_point
 from checkout_gates.controller.kube import KubeApi
-from checkout_gates.controller.ports import ConflictError, KubernetesPort, Raw, RouterFactory
+from checkout_gates.controller.ports import ConflictError, KubernetesPort, Raw, RouterFactory, WorkloadFactory
 from checkout_gates.controller.scheduler import io_wait
 from checkout_gates.controller.sources import SourcePool
 from checkout_gates.gates.observations import SignalReading
@@ -51,14 +53,26 @@ from checkout_gates.metrics.port import MetricsSource
 from checkout_gates.metrics.prometheus import PrometheusSource
 from checkout_gates.paging.base import PageContext, owner_secrets
 from checkout_gates.paging.delivery import new_client, send_page_actions
-from checkout_gates.rollout.actions import Action, ConsumeAnnotation, EmitEvent, PageOwner, ResolvePage, SetWeights
+from checkout_gates.rollout.actions import (
+    Action,
+    ConsumeAnnotation,
+    EmitEvent,
+    PageOwner,
+    ResolvePage,
+    ScaleCanary,
+    SetStableRevision,
+    SetWeights,
+)
 from checkout_gates.rollout.annotations import stops_exposure
 from checkout_gates.rollout.conditions import observation_conditions
 from checkout_gates.rollout.machine import Observations, decide
 from checkout_gates.rollout.outcomes import DeliveryOutcome, Outcomes, apply_outcomes
 from checkout_gates.rollout.plan import RETRY_SOON, next_pass_delay, reads_needed
+from checkout_gates.rollout.workload import WorkloadState
 from checkout_gates.routing.base import Router, RoutingError
 from checkout_gates.routing.factory import make_router
+from checkout_gates.workloads.base import Workload, WorkloadError
+from checkout_gates.workloads.deployment import DeploymentWorkload
 
 log = structlog.get_logger("checkout_gates.controller")
 
@@ -90,6 +104,7 @@ class Reconciler:
         kube: KubernetesPort,
         *,
         routers: RouterFactory | None = None,
+        workloads: WorkloadFactory | None = None,
         clock: Callable[[], datetime] = utc_now,
         pager_client: httpx.AsyncClient | None = None,
         may_act: Callable[[], bool] = lambda: True,
@@ -98,6 +113,7 @@ class Reconciler:
         self.kube = kube
         self.egress = egress or EgressPolicy()
         self.routers = routers if routers is not None else _cluster_routers(kube)
+        self.workloads = workloads if workloads is not None else _cluster_workloads(kube)
         self.clock = clock
         self.may_act = may_act
         self.pager_client = pager_client or new_client()
@@ -136,6 +152,7 @@ class Reconciler:
             logger = log.bind(rollout=f"{namespace}/{name}", step=rollout.status.current_step)
             router = self.routers(rollout.spec, namespace)
             observed, router_error = await self._read_router(router)
+            workload, workload_error = await self._read_workload(rollout)
             # An on-call abort or pause is applied first, with no queries: weights before evaluation.
             urgent = stops_exposure(rollout.metadata.annotations, rollout.status)
             if urgent:
@@ -143,7 +160,13 @@ class Reconciler:
             else:
                 async with io_wait():  # no reconcile slot is held while Prometheus answers (or not)
                     readings = await self._read_gates(rollout, now)
-            observations = Observations(readings=readings, router_weights=observed, router_error=router_error)
+            observations = Observations(
+                readings=readings,
+                router_weights=observed,
+                router_error=router_error,
+                workload=workload,
+                workload_error=workload_error,
+            )
             decision = decide(rollout, observations, now)
             status = observation_conditions(decision.status, rollout, router_error, readings, now)
             if not self.may_act():
@@ -198,6 +221,18 @@ class Reconciler:
             return await self.kube.run(router.read_weights), None
         except RoutingError as error:
             telemetry.ERRORS.labels("router").inc()
+            return None, str(error)
+
+    async def _read_workload(self, rollout: CheckoutRollout) -> tuple[WorkloadState | None, str | None]:
+        if rollout.spec.workload_ref is None:
+            return None, None
+        workload = self.workloads(rollout.spec, rollout.metadata.namespace, rollout.metadata.name)
+        if workload is None:
+            return None, None
+        try:
+            return await self.kube.run(workload.read), None
+        except WorkloadError as error:
+            telemetry.ERRORS.labels("workload").inc()
             return None, str(error)
 
     async def _read_gates(self, rollout: CheckoutRollout, now: datetime) -> dict[str, SignalReading]:
@@ -285,6 +320,10 @@ class Reconciler:
                 outcomes.router_error = str(error)
                 telemetry.ERRORS.labels("router").inc()
                 logger.warning("weights not applied", error=str(error))
+        # After the weights: traffic leaves the canary before it shrinks, in the same pass or not.
+        changes = [a for a in actions if isinstance(a, ScaleCanary | SetStableRevision)]
+        if changes:
+            outcomes.workload_error = await self._change_workload(rollout, changes, logger)
         for action in actions:
             if isinstance(action, ConsumeAnnotation):
                 if action.key.endswith("/approve"):
@@ -312,9 +351,37 @@ class Reconciler:
                     resolved=delivery.resolved,
                     error=delivery.error or None,
                 )
-        if outcomes.router_target is None and outcomes.router_error is None and not outcomes.deliveries:
+        if (
+            outcomes.router_target is None
+            and outcomes.router_error is None
+            and outcomes.workload_error is None
+            and not outcomes.deliveries
+        ):
             return None
         return outcomes
+
+    async def _change_workload(
+        self, rollout: CheckoutRollout, changes: Sequence[ScaleCanary | SetStableRevision], logger: Any
+    ) -> str:
+        """Carry out the workload's actions (each states a target); "" when all took, else why not."""
+        workload = self.workloads(rollout.spec, rollout.metadata.namespace, rollout.metadata.name)
+        if workload is None:
+            return ""
+        for change in changes:
+            try:
+                if isinstance(change, SetStableRevision):
+                    await self.kube.run(functools.partial(workload.set_stable, change.revision, change.replicas))
+                    logger.info("stable copy set", revision=change.revision, replicas=change.replicas)
+                    crash_point("after-stable-copy")
+                else:
+                    await self.kube.run(functools.partial(workload.scale_canary, change.replicas))
+                    logger.info("canary scaled", replicas=change.replicas, reason=change.reason)
+                    crash_point("after-canary-scale")
+            except WorkloadError as error:
+                telemetry.ERRORS.labels("workload").inc()
+                logger.warning("workload not changed", error=str(error))
+                return str(error)[:1024]
+        return ""
 
     async def _send_pages(
         self, rollout: CheckoutRollout, pages: Sequence[PageOwner | ResolvePage], now: datetime
@@ -378,6 +445,21 @@ class Reconciler:
             )
         except Exception as error:
             log.warning("could not report the invalid spec", error=describe(error))
+
+
+def _cluster_workloads(kube: KubernetesPort) -> WorkloadFactory:
+    """The workloads of a real cluster; a fake port without one gets none (its rollouts name none)."""
+    api = AppsV1Api(kube.api_client) if isinstance(kube, KubeApi) else None
+
+    def workload(spec: CheckoutRolloutSpec, namespace: str, rollout: str) -> Workload | None:
+        ref = spec.workload_ref
+        if ref is None:
+            return None
+        if api is None:
+            raise TypeError(f"{type(kube).__name__} is not a KubeApi: give the Reconciler its workloads")
+        return DeploymentWorkload(api, namespace, ref.name, rollout=rollout)
+
+    return workload
 
 
 def _cluster_routers(kube: KubernetesPort) -> RouterFactory:

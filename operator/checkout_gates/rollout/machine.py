@@ -106,6 +106,7 @@ def decide(rollout: CheckoutRollout, observations: Observations, now: datetime) 
         _check_router(draft, observations)
     _run_steps(draft, observations)
     release.tend(draft, observations.workload)
+    release.settle_error(draft, observations.workload)
     _reassert_weights(draft)
     _page(draft)
     _summarize(draft)
@@ -246,8 +247,10 @@ def _apply_request(draft: Draft, request: Request) -> None:
             draft.start_step(draft.status.current_step)
             draft.start_evidence()
             release.rearm(draft)
-            # Re-stating the weights also undoes a hand edit of the route that caused the halt.
-            draft.actions.append(SetWeights(draft.status.weights, f"retry by {actor}: weights re-applied"))
+            # Re-stating the weights also undoes a hand edit of the route that caused the halt
+            # (not while adopting: no weights before the stable copy is Ready).
+            if release.routes_yet(draft):
+                draft.actions.append(SetWeights(draft.status.weights, f"retry by {actor}: weights re-applied"))
             draft.record("Retried", reason, actor)
             draft.emit("Retried", f"{actor}: step {draft.status.current_step} runs again")
         elif phase == "Aborted":

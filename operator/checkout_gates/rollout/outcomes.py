@@ -39,10 +39,12 @@ class Outcomes:
     router_weights: Weights | None = None
     router_error: str | None = None
     deliveries: list[DeliveryOutcome] = field(default_factory=list)
+    # Workload actions carried out: None when there were none, "" when all succeeded, else why not.
+    workload_error: str | None = None
 
     @property
     def failed(self) -> bool:
-        return self.router_error is not None or any(not d.ok for d in self.deliveries)
+        return self.router_error is not None or bool(self.workload_error) or any(not d.ok for d in self.deliveries)
 
 
 def apply_outcomes(rollout: CheckoutRollout, outcomes: Outcomes, now: datetime) -> CheckoutRolloutStatus:
@@ -72,6 +74,11 @@ def apply_outcomes(rollout: CheckoutRollout, outcomes: Outcomes, now: datetime) 
         status = status.model_copy(update={"router_errors": status.router_errors + 1})
         conditions = set_condition(
             conditions, "RouterReady", "False", "RouterError", outcomes.router_error, now=now, generation=generation
+        )
+    revisions = status.revisions
+    if outcomes.workload_error is not None and revisions is not None and revisions.error != outcomes.workload_error:
+        status = status.model_copy(
+            update={"revisions": revisions.model_copy(update={"error": outcomes.workload_error})}
         )
     for delivery in outcomes.deliveries:
         status = record_delivery(

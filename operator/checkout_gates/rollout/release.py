@@ -73,10 +73,15 @@ def follow(draft: Draft, workload: WorkloadState | None, error: str | None) -> N
     if draft.spec.workload_ref is None:
         return
     revs = revisions(draft)
-    if error is not None or revs.error:
-        draft.update(revisions=revs.model_copy(update={"error": (error or "")[:ERROR_LIMIT]}))
-    if workload is None or adopting(draft):
-        return  # unknown, or adopting: promote() (the last "step") does the rest
+    if error is not None:
+        draft.update(revisions=revs.model_copy(update={"error": error[:ERROR_LIMIT]}))
+    if adopting(draft):
+        return  # promote() (the last "step") does the rest
+    if workload is None:
+        waiting = revs.canary is not None and revs.canary_ready_at is None and not revs.promoting
+        if waiting and draft.status.phase == "Progressing" and _past_deadline(draft, _ref(draft)):
+            _not_ready(draft, "the workload cannot be read")
+        return
     desired = workload.canary
     revs = revisions(draft)
     stable = revs.stable
@@ -119,9 +124,11 @@ def promote(draft: Draft, workload: WorkloadState | None) -> None:
         draft.update(revisions=revs)
         target = revs.canary.hash if revs.canary else "?"
         draft.record("Promoting", f"all {len(draft.spec.steps)} steps passed: the stable copy takes revision {target}")
-    if workload is None:
-        return
     ref = _ref(draft)
+    if workload is None:
+        if _past_deadline(draft, ref):
+            _promotion_not_ready(draft, revs.canary.hash if revs.canary else "?", "the workload cannot be read")
+        return
     revision = revs.canary or Revision(hash=workload.canary.revision, images=list(workload.canary.images))
     stable = workload.stable
     replicas = _stable_replicas(workload)
@@ -134,13 +141,7 @@ def promote(draft: Draft, workload: WorkloadState | None) -> None:
             )
         if _past_deadline(draft, ref):
             shown = "not created" if stable is None else f"{stable.ready_replicas}/{stable.replicas} Ready"
-            halt(
-                draft,
-                f"the stable copy {ref.stable_name} did not become Ready on revision {revision.hash} within "
-                f"{ref.progress_deadline} ({shown}{_error_note(draft)}); it still serves the earlier revision "
-                "where it was not replaced",
-                "promotion-not-ready",
-            )
+            _promotion_not_ready(draft, revision.hash, shown)
         return
     if draft.status.weights.canary != 0:
         draft.set_weight(0, f"promoted: stable runs revision {revision.hash}")
@@ -186,7 +187,17 @@ def tend(draft: Draft, workload: WorkloadState | None) -> None:
     draft.actions.append(ScaleCanary(0, f"{why}: the canary gets no traffic"))
 
 
-def message(draft: Draft, workload_ready: str = "") -> str:
+def settle_error(draft: Draft, workload: WorkloadState | None) -> None:
+    """A read that succeeded with nothing left to write clears the last workload error; while a
+    write is due, its own outcome says whether the error is still there."""
+    revs = draft.status.revisions
+    if workload is None or revs is None or not revs.error:
+        return
+    if not any(isinstance(a, ScaleCanary | SetStableRevision) for a in draft.actions):
+        draft.update(revisions=revs.model_copy(update={"error": ""}))
+
+
+def message(draft: Draft) -> str:
     """What the workload is waiting for, in words; empty when nothing."""
     if draft.spec.workload_ref is None:
         return ""
@@ -294,10 +305,36 @@ def _wait_ready(draft: Draft, workload: WorkloadState) -> None:
         draft.emit("CanaryReady", f"revision {revs.canary.hash} Ready: exposure may start")
         return
     if canary.failure or _past_deadline(draft, ref):
-        why = canary.failure or f"{canary.ready_replicas}/{canary.replicas} Ready after {ref.progress_deadline}"
+        _not_ready(
+            draft, canary.failure or f"{canary.ready_replicas}/{canary.replicas} Ready after {ref.progress_deadline}"
+        )
+
+
+def _not_ready(draft: Draft, why: str) -> None:
+    ref, revs = _ref(draft), revisions(draft)
+    revision = revs.canary.hash if revs.canary else "?"
+    halt(
+        draft,
+        f"canary revision {revision} of Deployment {ref.name} did not become Ready: {why}"
+        f"{_error_note(draft)} (it gets no traffic; fix the Deployment, or annotate retry to wait again)",
+        "canary-not-ready",
+    )
+
+
+def _promotion_not_ready(draft: Draft, revision: str, shown: str) -> None:
+    ref = _ref(draft)
+    if adopting(draft):
         halt(
             draft,
-            f"canary revision {revs.canary.hash} of Deployment {ref.name} did not become Ready: {why}"
-            f"{_error_note(draft)} (it gets no traffic; fix the Deployment, or annotate retry to wait again)",
-            "canary-not-ready",
+            f"adopting Deployment {ref.name} as the stable revision ({ref.stable_name}) did not complete within "
+            f"{ref.progress_deadline} ({shown}{_error_note(draft)}); no traffic was moved",
+            "adoption-not-ready",
         )
+        return
+    halt(
+        draft,
+        f"the stable copy {ref.stable_name} did not become Ready on revision {revision} within "
+        f"{ref.progress_deadline} ({shown}{_error_note(draft)}); it still serves the earlier revision "
+        "where it was not replaced",
+        "promotion-not-ready",
+    )

@@ -1,0 +1,37 @@
+"""What every workload adapter offers (docs/workloads.md), like routing/base.py for traffic.
+
+A workload has a *desired* revision (the object people and GitOps change, which runs as the
+canary during a rollout) and a *stable* side the operator keeps on the last promoted revision.
+Every call states a target, so repeating it changes nothing; all run on the synchronous
+Kubernetes client, off the event loop.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from checkout_gates.rollout.workload import WorkloadState
+
+
+class WorkloadError(Exception):
+    """The workload cannot be read or changed: missing, malformed, not ours, or refused."""
+
+
+class Workload(Protocol):
+    @property
+    def description(self) -> str:
+        """The objects in words, e.g. ``Deployment payments/checkout-api (stable copy checkout-api-stable)``."""
+        ...
+
+    def read(self) -> WorkloadState:
+        """Both sides as their controller reports them now."""
+        ...
+
+    def scale_canary(self, replicas: int) -> None:
+        """Make the desired side run ``replicas`` replicas (no write when it already does)."""
+        ...
+
+    def set_stable(self, revision: str, replicas: int) -> None:
+        """Make the stable side run the desired side's template, which must still be ``revision``
+        (WorkloadError when it moved on: the newer one is for the next decision), at ``replicas``."""
+        ...
