@@ -47,6 +47,9 @@ CRASH_POINTS = (
     "after-page-delivery",
     "after-outcome-write",
 )
+# Reached only by rollouts with a workloadRef; exercised on the kwok testbed
+# (tests/integration/test_release_crash_points.py), the others in test_crash_points.py.
+WORKLOAD_CRASH_POINTS = ("after-stable-copy", "after-canary-scale")
 
 _reached: dict[str, int] = {}
 
