@@ -11,6 +11,8 @@ and its cluster are in release_harness.py.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -149,3 +151,28 @@ def test_a_missing_deployment_is_named_in_status_and_nothing_moves(release: Rele
     status = release.wait(lambda s: s.get("phase") == "Halted", "a halt: no Deployment to release", timeout=90)
     assert f"Deployment {release.namespace}/no-such-app not found (spec.workloadRef.name)" in status["haltReason"]
     assert release.route_weights() == (100, 0) and status.get("routerTarget") is None, "no weights were claimed"
+
+
+def test_undo_with_the_cli_rolls_the_previous_image_back_out_through_the_gates(
+    release: Release, release_cluster: tuple[Kubectl, Path]
+) -> None:
+    v1 = adopt(release)
+    release.set_image("checkout:v2")
+    v2_status = release.promoted_on_new(v1)
+    v2 = release.stable_hash(v2_status)
+    command = [sys.executable, "-m", "checkout_gates.cli.main", "undo", release.name, "-n", release.namespace]
+    command += ["--reason", "refund errors in v2", "--kubeconfig", str(release_cluster[1]), "--timeout", "60"]
+    undone = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert undone.returncode == 0, undone.stderr + undone.stdout
+    assert "UndoRequested by" in undone.stdout
+    wait_for(
+        lambda: release.deployment(NAME)["spec"]["template"]["spec"]["containers"][0]["image"] == "checkout:v1",
+        "the Deployment back on checkout:v1",
+    )
+    status = release.promoted_on_new(v2)
+    assert release.stable_hash(status) == v1, "the very revision first adopted: same template, same hash"
+    assert status["revisions"]["stable"]["images"] == ["checkout:v1"]
+    entries = release.history()
+    undo = next(e for e in entries if e["action"] == "UndoRequested")
+    assert undo["reason"].startswith("refund errors in v2") and f"revision {v1}" in undo["reason"]
+    assert [e["action"] for e in entries].count("CanaryReady") == 2, "v1 went through the gates like any revision"

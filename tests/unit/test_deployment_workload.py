@@ -6,13 +6,21 @@ Its calls to kube-apiserver are tested on the testbed (tests/integration/test_re
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
 
 from checkout_gates.rollout.workload import template_revision
 from checkout_gates.workloads.base import WorkloadError
-from checkout_gates.workloads.deployment import REVISION_ANNOTATION, ROLLOUT_LABEL, stable_copy, state_of
+from checkout_gates.workloads.deployment import (
+    REVISION_ANNOTATION,
+    ROLLOUT_LABEL,
+    TEMPLATE_ANNOTATION,
+    TEMPLATE_LIMIT,
+    stable_copy,
+    state_of,
+)
 
 
 def user_deployment(**spec: Any) -> dict[str, Any]:
@@ -53,7 +61,10 @@ def test_the_copy_selects_only_its_own_pods_and_never_goes_unavailable() -> None
         "app.kubernetes.io/managed-by": "checkout-gates",
         ROLLOUT_LABEL: "checkout",
     }
-    assert copied["metadata"]["annotations"] == {REVISION_ANNOTATION: "abc"}
+    annotations = copied["metadata"]["annotations"]
+    assert annotations[REVISION_ANNOTATION] == "abc"
+    kept = json.loads(annotations[TEMPLATE_ANNOTATION])
+    assert kept == user["spec"]["template"], "the template as the user wrote it, for an undo to write back"
     assert "ownerReferences" not in copied["metadata"], "deleting the rollout must not delete stable's pods"
     spec = copied["spec"]
     assert spec["selector"] == {"matchLabels": {"app": "checkout-api-stable"}}
@@ -132,3 +143,11 @@ def test_the_revision_is_the_template_and_nothing_else() -> None:
     assert template_revision(one["spec"]["template"]) != template_revision(other["spec"]["template"])
     reordered = {"spec": one["spec"]["template"]["spec"], "metadata": one["spec"]["template"]["metadata"]}
     assert template_revision(reordered) == template_revision(one["spec"]["template"])
+
+
+def test_a_template_too_large_to_keep_is_not_kept_and_the_copy_is_still_made() -> None:
+    user = user_deployment()
+    user["spec"]["template"]["metadata"]["annotations"] = {"big": "x" * TEMPLATE_LIMIT}
+    copied = stable_copy(user, rollout="checkout", revision="abc", replicas=3)
+    assert TEMPLATE_ANNOTATION not in copied["metadata"]["annotations"]
+    assert copied["spec"]["template"]["metadata"]["annotations"]["big"] == "x" * TEMPLATE_LIMIT

@@ -17,6 +17,7 @@ from checkout_gates.gates.observations import SignalReading
 from checkout_gates.rollout.actions import (
     ConsumeAnnotation,
     PageOwner,
+    RestoreRevision,
     ScaleCanary,
     SetStableRevision,
     SetWeights,
@@ -57,6 +58,8 @@ class Cluster:
     start_up: int = 2
     scaled: list[int] = field(default_factory=list)
     copies: list[str] = field(default_factory=list)
+    previous: str = ""  # the stable revision before the copy's current one (the copy keeps both)
+    restored: list[str] = field(default_factory=list)
 
     def state(self) -> WorkloadState:
         return WorkloadState(canary=self._state(self.canary), stable=self._state(self.stable) if self.stable else None)
@@ -87,8 +90,15 @@ class Cluster:
                 return  # the adapter copies only the revision it was asked for
             self.copies.append(action.revision)
             if self.stable is None or self.stable.revision != action.revision:
+                self.previous = self.stable.revision if self.stable else ""
                 self.stable = Side(action.revision, action.replicas, self.start_up)
             self.stable.replicas = action.replicas
+
+        elif isinstance(action, RestoreRevision):
+            kept = {self.previous, self.stable.revision if self.stable else ""} - {""}
+            if action.revision in kept and self.canary.revision != action.revision:
+                self.restored.append(action.revision)
+                self.set_image(action.revision)
 
     def set_image(self, revision: str) -> None:
         self.canary = replace(self.canary, revision=revision, ready_in=self.start_up)
@@ -376,3 +386,78 @@ def test_adoption_of_a_deployment_that_cannot_be_read_halts_at_the_deadline_nami
     decision = decide(rollout, Observations(workload=None, workload_error="still"), T0 + timedelta(minutes=5))
     assert decision.status.phase == "Progressing"
     assert not [a for a in decision.actions if isinstance(a, SetWeights)]
+
+
+UNDO = "gates.checkout.dev/undo"
+
+
+def promoted_on_v2() -> ReleaseDriver:
+    driver = adopted()
+    driver.cluster.set_image("v2")
+    driver.step()
+    driver.until("Promoted", HEALTHY)
+    return driver
+
+
+def stable_of(driver: ReleaseDriver) -> str:
+    revisions = driver.status.revisions
+    assert revisions is not None and revisions.stable is not None
+    return revisions.stable.hash
+
+
+def test_undo_of_a_promoted_rollout_rolls_the_previous_revision_out_through_the_gates() -> None:
+    driver = promoted_on_v2()
+    assert driver.status.revisions is not None and driver.status.revisions.previous is not None
+    assert driver.status.revisions.previous.hash == "v1"
+    driver.rollout = with_annotations(driver.rollout, {UNDO: "erin"})
+    driver.step()
+    requested = next(e for e in driver.status.history if e.action == "UndoRequested")
+    assert requested.actor == "erin" and "goes back to revision v1" in requested.reason
+    assert driver.cluster.restored == ["v1"] and driver.cluster.canary.revision == "v1"
+    driver.step()
+    assert driver.status.phase == "Progressing" and driver.status.history[-1].action == "Started"
+    driver.until("Promoted", HEALTHY)
+    assert stable_of(driver) == "v1" and driver.cluster.stable is not None and driver.cluster.stable.revision == "v1"
+    actions = [e.action for e in driver.status.history]
+    assert actions.count("CanaryReady") == 2, "v1 went through the gates again, like any revision"
+
+
+def test_undo_mid_rollout_takes_the_deployment_back_to_stable_and_cancels() -> None:
+    driver = adopted()
+    driver.cluster.set_image("v2")
+    for _ in range(20):
+        driver.step(HEALTHY)
+        if driver.status.weights.canary == 5:
+            break
+    driver.rollout = with_annotations(driver.rollout, {UNDO: "erin"})
+    driver.run(4)
+    status = driver.status
+    assert status.phase == "Promoted" and status.weights.canary == 0 and stable_of(driver) == "v1"
+    assert "Cancelled" in [e.action for e in status.history]
+    assert driver.cluster.canary.replicas == 0 and "v2" not in driver.cluster.copies
+
+
+def test_undo_with_nothing_to_go_back_to_is_ignored_with_the_reason() -> None:
+    driver = adopted()
+    driver.rollout = with_annotations(driver.rollout, {UNDO: "erin"})
+    driver.step()
+    entry = driver.status.history[-1]
+    assert entry.action == "Ignored" and "no earlier stable revision" in entry.reason
+    legacy = ReleaseDriver(CheckoutRollout.model_validate(rollout_doc(STEPS, annotations={UNDO: "erin"})))
+    legacy.step()
+    assert any("undo needs a workloadRef" in e.reason for e in legacy.status.history)
+
+
+def test_an_undo_lost_in_a_crash_is_stated_again() -> None:
+    driver = promoted_on_v2()
+    driver.rollout = with_annotations(driver.rollout, {UNDO: "erin"})
+    driver.apply = False
+    driver.run(2)
+    assert driver.cluster.restored == [] and len(driver.of(RestoreRevision)) == 2
+    driver.apply = True
+    driver.step()
+    assert driver.cluster.restored == ["v1"]
+    mark = len(driver.actions)
+    driver.run(3)
+    assert driver.status.revisions is not None and driver.status.revisions.undo is None
+    assert not [a for a in driver.actions[mark:] if isinstance(a, RestoreRevision)], "spent once the Deployment moved"

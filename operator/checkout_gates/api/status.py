@@ -177,6 +177,17 @@ class Revision(StatusModel):
     """Its containers' images."""
 
 
+class UndoIntent(StatusModel):
+    """Write revision ``to`` back into the Deployment while it still has revision ``replacing``."""
+
+    to: str
+    """The revision to go back to."""
+    replacing: str
+    """The Deployment's revision when the undo was asked for; once it changes, the undo is done."""
+    actor: str = ""
+    """Who asked for it."""
+
+
 class Revisions(StatusModel):
     """What the workload runs, for a rollout with a workloadRef."""
 
@@ -190,6 +201,10 @@ class Revisions(StatusModel):
     """When the canary revision became Ready: steps and evidence start from here."""
     promoting: bool = False
     """Whether the stable copy is taking the canary's revision (all steps passed)."""
+    previous: Revision | None = None
+    """The stable revision before the last promotion: what an undo of a promoted rollout goes back to."""
+    undo: UndoIntent | None = None
+    """An undo on-call asked for, until the Deployment shows it (so a crash cannot lose it)."""
     error: str = ""
     """The last error of a workload read or write, scrubbed."""
 

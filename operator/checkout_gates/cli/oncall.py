@@ -26,6 +26,7 @@ SUMMARIES: dict[Command, str] = {
     "abort": "abort a rollout: canary weight to 0 (on an aborted one: acknowledge its page)",
     "retry": "retry a halted rollout's step (an aborted one starts again from step 0)",
     "pause": "pause a progressing rollout where it is (approve resumes it)",
+    "undo": "go back to the stable revision (on a promoted rollout: the one before it), through the gates",
 }
 
 EPILOG = """\

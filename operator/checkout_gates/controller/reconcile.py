@@ -59,6 +59,7 @@ from checkout_gates.rollout.actions import (
     EmitEvent,
     PageOwner,
     ResolvePage,
+    RestoreRevision,
     ScaleCanary,
     SetStableRevision,
     SetWeights,
@@ -321,7 +322,7 @@ class Reconciler:
                 telemetry.ERRORS.labels("router").inc()
                 logger.warning("weights not applied", error=str(error))
         # After the weights: traffic leaves the canary before it shrinks, in the same pass or not.
-        changes = [a for a in actions if isinstance(a, ScaleCanary | SetStableRevision)]
+        changes = [a for a in actions if isinstance(a, ScaleCanary | SetStableRevision | RestoreRevision)]
         if changes:
             outcomes.workload_error = await self._change_workload(rollout, changes, logger)
         for action in actions:
@@ -361,7 +362,10 @@ class Reconciler:
         return outcomes
 
     async def _change_workload(
-        self, rollout: CheckoutRollout, changes: Sequence[ScaleCanary | SetStableRevision], logger: Any
+        self,
+        rollout: CheckoutRollout,
+        changes: Sequence[ScaleCanary | SetStableRevision | RestoreRevision],
+        logger: Any,
     ) -> str:
         """Carry out the workload's actions (each states a target); "" when all took, else why not."""
         workload = self.workloads(rollout.spec, rollout.metadata.namespace, rollout.metadata.name)
@@ -373,6 +377,9 @@ class Reconciler:
                     await self.kube.run(functools.partial(workload.set_stable, change.revision, change.replicas))
                     logger.info("stable copy set", revision=change.revision, replicas=change.replicas)
                     crash_point("after-stable-copy")
+                elif isinstance(change, RestoreRevision):
+                    await self.kube.run(functools.partial(workload.restore, change.revision))
+                    logger.info("revision restored", revision=change.revision, reason=change.reason)
                 else:
                     await self.kube.run(functools.partial(workload.scale_canary, change.replicas))
                     logger.info("canary scaled", replicas=change.replicas, reason=change.reason)

@@ -78,8 +78,26 @@ class SetStableRevision:
     reason: str
 
 
-WorkloadAction = ScaleCanary | SetStableRevision
-Action = SetWeights | PageOwner | ResolvePage | EmitEvent | ConsumeAnnotation | ScaleCanary | SetStableRevision
+@dataclass(frozen=True)
+class RestoreRevision:
+    """Write the pod template of stable revision ``revision`` (the current or the previous one, as the
+    stable copy keeps them) back into the workload's Deployment: an undo, rolled out like any revision."""
+
+    revision: str
+    reason: str
+
+
+WorkloadAction = ScaleCanary | SetStableRevision | RestoreRevision
+Action = (
+    SetWeights
+    | PageOwner
+    | ResolvePage
+    | EmitEvent
+    | ConsumeAnnotation
+    | ScaleCanary
+    | SetStableRevision
+    | RestoreRevision
+)
 
 
 @dataclass(frozen=True)

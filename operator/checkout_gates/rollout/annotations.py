@@ -1,4 +1,4 @@
-"""The on-call interface: ``gates.checkout.dev/{approve,abort,retry,pause}=<actor>``.
+"""The on-call interface: ``gates.checkout.dev/{approve,abort,retry,pause,undo}=<actor>``.
 
 An annotation is consumed once: its effect and actor go into history, then the controller removes
 it. If the controller dies between the two, the annotation is still there on restart; the status
@@ -15,9 +15,9 @@ from typing import Literal
 from checkout_gates.api.spec import GROUP
 from checkout_gates.api.status import CheckoutRolloutStatus
 
-Command = Literal["abort", "retry", "pause", "approve"]
+Command = Literal["abort", "retry", "pause", "approve", "undo"]
 # Abort wins over everything, so it is read first.
-COMMANDS: tuple[Command, ...] = ("abort", "retry", "pause", "approve")
+COMMANDS: tuple[Command, ...] = ("abort", "retry", "pause", "approve", "undo")
 REASON_KEY = f"{GROUP}/reason"
 # Who last changed the spec, stamped by admission (the chart's MutatingAdmissionPolicy writes the
 # request's user into it on every spec change, whatever the client sent), read into the history.

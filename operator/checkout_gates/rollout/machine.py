@@ -284,6 +284,10 @@ def _apply_request(draft: Draft, request: Request) -> None:
             draft.emit("Resumed", f"{actor} resumed the rollout at step {draft.status.current_step}")
         else:
             ignore(f"nothing awaits approval in phase {phase}")
+    elif request.command == "undo":
+        refused = release.undo(draft, actor, reason)
+        if refused is not None:
+            ignore(refused)
 
 
 # --- halts --------------------------------------------------------------------------------------

@@ -25,8 +25,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from checkout_gates.api.spec import WorkloadRef
-from checkout_gates.api.status import Revision, Revisions
-from checkout_gates.rollout.actions import ScaleCanary, SetStableRevision, SetWeights
+from checkout_gates.api.status import Revision, Revisions, UndoIntent
+from checkout_gates.rollout.actions import RestoreRevision, ScaleCanary, SetStableRevision, SetWeights
 from checkout_gates.rollout.draft import Draft, halt, weights_pending
 from checkout_gates.rollout.workload import DeploymentState, WorkloadState
 
@@ -77,6 +77,9 @@ def follow(draft: Draft, workload: WorkloadState | None, error: str | None) -> N
         draft.update(revisions=revs.model_copy(update={"error": error[:ERROR_LIMIT]}))
     if adopting(draft):
         return  # promote() (the last "step") does the rest
+    if workload is not None and revs.undo is not None:
+        _carry_undo(draft, workload)
+        revs = revisions(draft)
     if workload is None:
         waiting = revs.canary is not None and revs.canary_ready_at is None and not revs.promoting
         if waiting and draft.status.phase == "Progressing" and _past_deadline(draft, _ref(draft)):
@@ -103,6 +106,47 @@ def follow(draft: Draft, workload: WorkloadState | None, error: str | None) -> N
     revs = revisions(draft)
     if revs.canary is not None and revs.canary_ready_at is None and draft.status.phase == "Progressing":
         _wait_ready(draft, workload)
+
+
+def undo(draft: Draft, actor: str, reason: str) -> str | None:
+    """On-call's undo: the Deployment goes back to the stable revision (mid-rollout), or on a
+    promoted rollout to the stable revision before it, which then rolls out through the gates.
+    None when taken; else why it is ignored."""
+    ref = draft.spec.workload_ref
+    if ref is None:
+        return "undo needs a workloadRef (without one, the Deployments are someone else's to change)"
+    revs = revisions(draft)
+    if revs.stable is None:
+        return "adopting the first revision: there is nothing to go back to"
+    if revs.promoting:
+        return "the promotion is under way; undo once it is promoted (the undo then rolls out through the gates)"
+    if revs.canary is not None:
+        target, now = revs.stable, revs.canary.hash
+    elif revs.previous is not None:
+        target, now = revs.previous, revs.stable.hash
+    else:
+        return "no earlier stable revision to go back to"
+    draft.update(revisions=revs.model_copy(update={"undo": UndoIntent(to=target.hash, replacing=now, actor=actor)}))
+    draft.record(
+        "UndoRequested",
+        f"{reason}: Deployment {ref.name} goes back to revision {target.hash} ({_images(target)})",
+        actor,
+    )
+    draft.emit("UndoRequested", f"{actor}: Deployment {ref.name} goes back to revision {target.hash}")
+    draft.actions.append(RestoreRevision(target.hash, f"undo by {actor}: back to revision {target.hash}"))
+    return None
+
+
+def _carry_undo(draft: Draft, workload: WorkloadState) -> None:
+    """Restate the undo until the Deployment has left the revision it replaces (it has the undone
+    one then, or someone changed it since: either way the intent is spent)."""
+    revs = revisions(draft)
+    intent = revs.undo
+    assert intent is not None
+    if workload.canary.revision != intent.replacing:
+        draft.update(revisions=revs.model_copy(update={"undo": None}))
+        return
+    draft.actions.append(RestoreRevision(intent.to, f"undo by {intent.actor}: back to revision {intent.to}"))
 
 
 def rearm(draft: Draft) -> None:
@@ -159,7 +203,10 @@ def promote(draft: Draft, workload: WorkloadState | None) -> None:
         phase="Promoted",
         halt_reason="",
         exposure_ceiling=None,
-        revisions=Revisions(stable=revision),
+        revisions=Revisions(
+            stable=revision,
+            previous=revs.stable if revs.stable is not None and revs.stable.hash != revision.hash else revs.previous,
+        ),
     )
     draft.resolve_page()
     if adopted:
@@ -193,7 +240,7 @@ def settle_error(draft: Draft, workload: WorkloadState | None) -> None:
     revs = draft.status.revisions
     if workload is None or revs is None or not revs.error:
         return
-    if not any(isinstance(a, ScaleCanary | SetStableRevision) for a in draft.actions):
+    if not any(isinstance(a, ScaleCanary | SetStableRevision | RestoreRevision) for a in draft.actions):
         draft.update(revisions=revs.model_copy(update={"error": ""}))
 
 
@@ -282,9 +329,10 @@ def _cancel(draft: Draft, stable: str) -> None:
         halt_reason="",
         paused_from=None,
         exposure_ceiling=None,
-        revisions=Revisions(stable=revs.stable),
+        revisions=Revisions(stable=revs.stable, previous=revs.previous),
     )
     reason = f"the Deployment went back to the stable revision {stable}: the rollout of {revs.canary.hash if revs.canary else '?'} is cancelled"
+    draft.resolve_page()  # what it paged about is gone: someone took the Deployment back
     draft.record("Cancelled", reason)
     draft.emit("Cancelled", reason)
 

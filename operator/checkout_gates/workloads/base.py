@@ -31,6 +31,11 @@ class Workload(Protocol):
         """Make the desired side run ``replicas`` replicas (no write when it already does)."""
         ...
 
+    def restore(self, revision: str) -> None:
+        """Write stable revision ``revision`` (the current or the previous one) back into the desired
+        side (no write when it has it already); WorkloadError when that revision is not kept."""
+        ...
+
     def set_stable(self, revision: str, replicas: int) -> None:
         """Make the stable side run the desired side's template, which must still be ``revision``
         (WorkloadError when it moved on: the newer one is for the next decision), at ``replicas``."""

@@ -8,8 +8,9 @@ is Ready (``maxUnavailable: 0``). It carries no owner reference: deleting the Ch
 must not garbage-collect the pods that serve all of checkout; it is labelled with the rollout's
 name instead, and a Deployment of that name without the label is refused, never overwritten.
 
-Only two fields of the user's Deployment are ever written: ``spec.replicas`` (scale_canary) and
-nothing else (an undo will write the template back through the same port).
+Only two fields of the user's Deployment are ever written: ``spec.replicas`` (scale_canary) and,
+for an undo on-call asked for, ``spec.template`` (restore: a stable revision's template, kept on
+the copy, written back so that it rolls out as a new revision).
 """
 
 from __future__ import annotations
@@ -23,12 +24,18 @@ from kubernetes.client.exceptions import ApiException
 
 from checkout_gates.api.spec import GROUP, STABLE_SUFFIX
 from checkout_gates.api.status import IMAGE_LIMIT
-from checkout_gates.apiserver import FIELD_MANAGER, MERGE_PATCH, server_message
+from checkout_gates.apiserver import FIELD_MANAGER, JSON_PATCH, MERGE_PATCH, server_message
 from checkout_gates.rollout.workload import DeploymentState, WorkloadState, template_revision
 from checkout_gates.workloads.base import WorkloadError
 
 ROLLOUT_LABEL = f"{GROUP}/rollout"
 REVISION_ANNOTATION = f"{GROUP}/revision"
+# The stable revision's pod template as the user's Deployment had it, and the one before: what an
+# undo writes back. Kept on the copy (not in status: templates are large), up to this size each
+# (annotations share 256 KiB); a larger template is not kept and cannot be undone to.
+TEMPLATE_ANNOTATION = f"{GROUP}/template"
+PREVIOUS_TEMPLATE_ANNOTATION = f"{GROUP}/previous-template"
+TEMPLATE_LIMIT = 100_000
 MANAGED_BY = ("app.kubernetes.io/managed-by", "checkout-gates")
 LABEL_VALUE_LIMIT = 63
 
@@ -102,6 +109,44 @@ class DeploymentWorkload:
         except ApiException as error:
             raise _error(error, f"Deployment {self.namespace}/{self.name}", "scale") from error
 
+    def restore(self, revision: str) -> None:
+        stable = self._read(self.stable_name)
+        what = f"Deployment {self.namespace}/{self.stable_name}"
+        if stable is None:
+            raise WorkloadError(f"{what} not found: no stable revision to go back to")
+        self._stable_revision(stable)
+        annotations = (stable.get("metadata") or {}).get("annotations") or {}
+        template = None
+        for key in (TEMPLATE_ANNOTATION, PREVIOUS_TEMPLATE_ANNOTATION):
+            try:
+                kept = json.loads(annotations.get(key) or "null")
+            except ValueError:
+                continue
+            if isinstance(kept, dict) and template_revision(kept) == revision:
+                template = kept
+                break
+        if template is None:
+            raise WorkloadError(
+                f"revision {revision} is not kept by {what} (it keeps the stable revision and the one before, "
+                f"each up to {TEMPLATE_LIMIT} bytes): undo it with kubectl or a Git revert instead"
+            )
+        user = self._read(self.name)
+        if user is None:
+            raise WorkloadError(f"Deployment {self.namespace}/{self.name} not found (spec.workloadRef.name)")
+        if template_revision(_template(user, self.name)) == revision:
+            return
+        version = (user.get("metadata") or {}).get("resourceVersion")
+        patch = [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": version},
+            {"op": "replace", "path": "/spec/template", "value": template},
+        ]
+        try:
+            self._api.patch_namespaced_deployment(
+                self.name, self.namespace, patch, field_manager=FIELD_MANAGER, _content_type=JSON_PATCH
+            )
+        except ApiException as error:
+            raise _error(error, f"Deployment {self.namespace}/{self.name}", "restore the template of") from error
+
     def set_stable(self, revision: str, replicas: int) -> None:
         user = self._read(self.name)
         if user is None:
@@ -134,7 +179,13 @@ class DeploymentWorkload:
         body["spec"] = {**existing["spec"], **wanted["spec"]}
         body["metadata"]["labels"] = {**(existing["metadata"].get("labels") or {}), **wanted["metadata"]["labels"]}
         annotations = dict(existing["metadata"].get("annotations") or {})
-        annotations[REVISION_ANNOTATION] = revision
+        if annotations.get(REVISION_ANNOTATION) != revision:
+            annotations.pop(PREVIOUS_TEMPLATE_ANNOTATION, None)
+            if TEMPLATE_ANNOTATION in annotations:
+                annotations[PREVIOUS_TEMPLATE_ANNOTATION] = annotations[TEMPLATE_ANNOTATION]
+        annotations |= wanted["metadata"]["annotations"]
+        if TEMPLATE_ANNOTATION not in wanted["metadata"]["annotations"]:
+            annotations.pop(TEMPLATE_ANNOTATION, None)
         body["metadata"]["annotations"] = annotations
         body.pop("status", None)
         try:  # at the resourceVersion read: a concurrent change is a 409 and the next pass re-reads
@@ -201,6 +252,10 @@ def stable_copy(user: dict[str, Any], *, rollout: str, revision: str, replicas: 
     copied = {
         key: spec[key] for key in ("minReadySeconds", "progressDeadlineSeconds", "revisionHistoryLimit") if key in spec
     }
+    annotations = {REVISION_ANNOTATION: revision}
+    kept = json.dumps(_template(user, name), sort_keys=True, separators=(",", ":"))
+    if len(kept) <= TEMPLATE_LIMIT:
+        annotations[TEMPLATE_ANNOTATION] = kept
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -208,7 +263,7 @@ def stable_copy(user: dict[str, Any], *, rollout: str, revision: str, replicas: 
             "name": name + STABLE_SUFFIX,
             "namespace": meta.get("namespace"),
             "labels": labels,
-            "annotations": {REVISION_ANNOTATION: revision},
+            "annotations": annotations,
         },
         "spec": {
             **copied,
