@@ -1,5 +1,6 @@
-"""`checkout-gates demo`, as a user runs it: a healthy canary is promoted; a canary that charges
-customers twice is stopped and its owner paged once, in Alertmanager."""
+"""`checkout-gates demo`, as a user runs it: checkout:v1 is adopted as stable, `kubectl set image`
+deploys v2 and the rollout starts by itself; a healthy v2 ends stable; a v2 that charges customers
+twice is stopped, its owner paged once in Alertmanager, v1 still stable and v2 scaled down."""
 
 from __future__ import annotations
 
@@ -41,8 +42,13 @@ def test_demo_promotes_a_healthy_canary() -> None:
     result = demo()
     assert result.returncode == 0
     out = result.stdout
-    assert "starting etcd and kube-apiserver… ok" in out
+    assert "starting etcd, kube-apiserver and kube-controller-manager… ok" in out
+    assert "starting kube-scheduler and kwok (2 simulated nodes)… ok" in out
+    assert "kubectl set image deployment/checkout-api app=checkout:v2 -n checkout-demo" in out
     assert re.search(r"^outcome:\s+Promoted at step 8, canary 100%: as expected", out, re.MULTILINE)
+    assert re.search(r"^stable:\s+revision [0-9a-f]{10} \(checkout:v2\) on checkout-api-stable", out, re.MULTILINE)
+    assert re.search(r"^canary:\s+Deployment checkout-api at 0 replicas", out, re.MULTILINE)
+    assert "adopted as stable" in out, "v1 was adopted first, then v2 rolled out by itself"
     assert "Approved by demo" in out  # the approval step, granted by the demo as actor `demo`
     assert "page:      none" in out
     assert not leftovers(out)
@@ -54,6 +60,9 @@ def test_demo_with_duplicate_charges_aborts_and_pages_once() -> None:
     out = result.stdout
     assert re.search(r"^outcome:\s+(Aborted|Halted) at step \d+, canary \d+%.*: as expected", out, re.MULTILINE)
     assert "gate:      duplicate-charges" in out
+    assert "app=checkout:v2-duplicate-charges" in out
+    assert re.search(r"^stable:\s+revision [0-9a-f]{10} \(checkout:v1\) on checkout-api-stable", out, re.MULTILINE)
+    assert re.search(r"^canary:\s+Deployment checkout-api at 0 replicas", out, re.MULTILINE)
     assert re.search(r"^page:\s+1 alert in Alertmanager", out, re.MULTILINE)
     assert "alertname: CheckoutRolloutHalted" in out
     assert "owner: payments-oncall" in out

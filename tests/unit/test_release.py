@@ -461,3 +461,28 @@ def test_an_undo_lost_in_a_crash_is_stated_again() -> None:
     driver.run(3)
     assert driver.status.revisions is not None and driver.status.revisions.undo is None
     assert not [a for a in driver.actions[mark:] if isinstance(a, RestoreRevision)], "spent once the Deployment moved"
+
+
+def test_a_stable_copy_deleted_between_rollouts_is_re_created_from_the_deployment() -> None:
+    driver = promoted_on_v2()
+    driver.cluster.stable = None  # kubectl delete deployment checkout-api-stable
+    driver.step()
+    recreated = driver.of(SetStableRevision)[-1]
+    assert recreated.revision == "v2" and recreated.replicas == 3
+    assert driver.cluster.stable is not None and driver.cluster.stable.revision == "v2"
+    assert driver.status.phase == "Promoted"
+
+
+def test_a_stable_copy_deleted_mid_rollout_halts_and_pages() -> None:
+    driver = adopted()
+    driver.cluster.set_image("v2")
+    for _ in range(20):
+        driver.step(HEALTHY)
+        if driver.status.weights.canary == 5:
+            break
+    driver.cluster.stable = None
+    driver.step(HEALTHY)
+    status = driver.status
+    assert status.phase == "Halted" and "checkout-api-stable is gone" in status.halt_reason
+    assert status.page is not None and "stable-missing" in status.page.dedup_key
+    assert not [a for a in driver.actions[-3:] if isinstance(a, SetStableRevision)], "v2 is never copied unpromoted"

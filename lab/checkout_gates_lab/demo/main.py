@@ -1,11 +1,15 @@
 """``checkout-gates demo``: a gated rollout of a simulated checkout service, live, on this machine.
 
-Starts a local control plane (etcd, kube-apiserver) with the CheckoutRollout and Gateway API CRDs,
-Alertmanager, a simulated checkout service whose traffic follows the HTTPRoute's weights (with the
-faults of a scenario injected into the canary), Prometheus scraping it every second, and the
-operator (``checkout-gates run``); applies the demo rollout (``demo/rollout.yaml``) and shows it
-step by step until it is promoted, or halted and paged. Then a summary, and everything is stopped
-and removed again (also on Ctrl-C or an error).
+Starts a local control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler and
+kwok's simulated nodes, so that Deployments really roll) with the CheckoutRollout and Gateway API
+CRDs, Alertmanager, a simulated checkout service whose traffic follows the HTTPRoute's weights,
+Prometheus scraping it every second, and the operator (``checkout-gates run``). The release story:
+the Deployment ``checkout-api`` runs ``checkout:v1``; the demo rollout (``demo/rollout.yaml`` with
+a ``workloadRef``) adopts it as stable; then ``kubectl set image`` deploys ``checkout:v2`` (with a
+fault scenario, ``checkout:v2-<scenario>``: the simulated canary has the scenario's faults only
+while its pods run that image) and the rollout starts by itself. It ends with v2 stable, or
+halted and paged, aborted by the demo as on-call, v1 still stable and v2 scaled down. Then a
+summary, and everything is stopped and removed again (also on Ctrl-C or an error).
 
 Exit codes: 0 the expected outcome (promoted without a fault, or with a fault on both variants
 alike; halted or aborted and paged with a fault on the canary), 1 anything else (including an
@@ -15,6 +19,7 @@ error or the timeout), 2 the testbed is not built or the scenario is unknown, 13
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import signal
 import sys
@@ -30,7 +35,7 @@ from typing import Any, TextIO
 from checkout_gates.cli.output import colour_for
 from checkout_gates.rollout.annotations import annotation_key
 from checkout_gates_lab.demo import DEFAULT_RATE, DEFAULT_TIMEOUT, scenarios
-from checkout_gates_lab.demo.manifests import demo_rollout, manifests_yaml, rollout_template, services
+from checkout_gates_lab.demo.manifests import demo_rollout, manifests_yaml, rollout_template, services, workload
 from checkout_gates_lab.demo.outcome import Facts, facts
 from checkout_gates_lab.demo.stack import (
     BUILD_HINT,
@@ -42,10 +47,11 @@ from checkout_gates_lab.demo.stack import (
     missing_components,
 )
 from checkout_gates_lab.demo.view import LiveView, clock, summary_lines
+from checkout_gates_lab.sim.revision import RevisionTarget
 from checkout_gates_lab.sim.runner import Simulator, SimulatorConfig
 from checkout_gates_lab.sim.scenario import Scenario, ScenarioError
 from checkout_gates_lab.sim.weights import RouteTarget
-from checkout_gates_lab.testbed import TestbedError
+from checkout_gates_lab.testbed import TestbedError, wait_until
 
 EXIT_EXPECTED, EXIT_UNEXPECTED, EXIT_SETUP, EXIT_INTERRUPTED = 0, 1, 2, 130
 NAMESPACE = "checkout-demo"
@@ -53,6 +59,10 @@ NAME = "checkout-api"
 ACTOR = "demo"
 ALERT_WAIT = 30.0
 REFRESH = 1.0
+STABLE_IMAGE = "checkout:v1"
+RELEASE_IMAGE = "checkout:v2"
+ADOPTION_WAIT = 180.0  # seconds for the first revision to be copied to stable and take the traffic
+SCALE_DOWN_WAIT = 60.0
 
 
 @dataclass(frozen=True)
@@ -153,15 +163,25 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 def _run(testbed: DemoTestbed, scenario: Scenario, options: DemoOptions, out: TextIO, started: float) -> int:
     progress = testbed.progress
     stable, canary = services(rollout_template())
-    testbed.start_cluster()
+    testbed.start_cluster(workloads=True)
     testbed.install_crds()
     testbed.add_services([Service(NAMESPACE, NAME, stable, canary)])
+    kubectl = testbed.kubectl
+    assert kubectl is not None
+
+    def deploy() -> None:
+        kubectl.apply(manifests_yaml(*workload(NAME, NAMESPACE, STABLE_IMAGE, stable, canary)))
+        kubectl("rollout", "status", f"deployment/{NAME}", "-n", NAMESPACE, "--timeout=120s")
+
+    progress.run(f"deploying {NAME} {STABLE_IMAGE} (3 replicas on kwok's nodes)", deploy)
     alertmanager = testbed.start_alertmanager()
     traffic = testbed.start_traffic()
+    release_image = release_image_for(scenario)
     config = SimulatorConfig(
         rate=options.rate,
         scenario=scenario,
         route=RouteTarget(NAME, stable, canary, namespace=NAMESPACE, kubeconfig=testbed.kubeconfig),
+        revision=RevisionTarget(NAMESPACE, f"app={NAME}", _marker(scenario), kubeconfig=testbed.kubeconfig),
         port=0,
         seed=options.seed,
     )
@@ -171,30 +191,35 @@ def _run(testbed: DemoTestbed, scenario: Scenario, options: DemoOptions, out: Te
     )
     prometheus = testbed.start_prometheus({simulator.target: {"namespace": NAMESPACE}})
     testbed.start_operator()
-    rollout = demo_rollout(name=NAME, namespace=NAMESPACE, prometheus=prometheus.url, alertmanager=alertmanager.url)
-    kubectl = testbed.kubectl
-    assert kubectl is not None
+    rollout = demo_rollout(
+        name=NAME, namespace=NAMESPACE, prometheus=prometheus.url, alertmanager=alertmanager.url, workload=NAME
+    )
     progress.run(f"applying the rollout {NAMESPACE}/{NAME}", lambda: kubectl.apply(manifests_yaml(rollout)))
+    progress.run(f"adopting {STABLE_IMAGE} as the stable revision ({NAME}-stable)", lambda: _adopted(testbed))
     print(
         f"\nwatch it from another terminal too:\n  checkout-gates status --watch -n {NAMESPACE} {NAME} "
         f"--kubeconfig {testbed.kubeconfig}\n",
         file=out,
     )
+    print(f"deploying the new version, as a release engineer would:\n  {_set_image_command(release_image)}\n", file=out)
     out.flush()
+    kubectl("set", "image", f"deployment/{NAME}", f"app={release_image}", "-n", NAMESPACE)
 
     expect_halt = scenarios.expects_halt(scenario)
-    run = _watch(testbed, simulator, scenario, options, out, expect_halt)
+    run = _watch(testbed, simulator, scenario, options, out, release_image)
     if run.facts is None:
         print("the rollout could not be read", file=out)
         return EXIT_UNEXPECTED
     alerts = run.alerts or []
     fault_started = _first_fault(testbed, simulator)
+    stable_images = _stable_images(run.facts)
+    canary_replicas = _replicas(testbed)
     if expect_halt:
-        ok = run.facts.halted and len(alerts) >= 1
-        expected = "halted or aborted, and paged"
+        ok = run.facts.halted and len(alerts) >= 1 and stable_images == [STABLE_IMAGE] and canary_replicas == 0
+        expected = f"halted or aborted, and paged; {STABLE_IMAGE} still stable, {release_image} scaled down"
     else:
-        ok = run.facts.phase == "Promoted"
-        expected = "promoted"
+        ok = run.facts.phase == "Promoted" and stable_images == [release_image] and canary_replicas == 0
+        expected = f"promoted: {release_image} stable"
     if run.timed_out:
         print(f"\ntimed out after {clock(options.timeout)} (phase {run.facts.phase})", file=out)
         ok = False
@@ -207,6 +232,7 @@ def _run(testbed: DemoTestbed, scenario: Scenario, options: DemoOptions, out: Te
         alerts=alerts,
         alertmanager=alertmanager.url,
         colour=colour_for(out),
+        release=_release_lines(run.facts, canary_replicas),
     )
     print("\n".join(lines), file=out)
     if expect_halt and run.facts.phase == "Promoted":
@@ -218,6 +244,53 @@ def _run(testbed: DemoTestbed, scenario: Scenario, options: DemoOptions, out: Te
         )
     out.flush()
     return EXIT_EXPECTED if ok else EXIT_UNEXPECTED
+
+
+def release_image_for(scenario: Scenario) -> str:
+    """The image the demo deploys: a faulty build's tag names its scenario (the simulator reads it)."""
+    return RELEASE_IMAGE + _marker(scenario) if scenarios.expects_halt(scenario) else RELEASE_IMAGE
+
+
+def _marker(scenario: Scenario) -> str:
+    return "-" + (re.sub(r"[^A-Za-z0-9_.-]+", "-", scenario.name).strip("-.")[:100] or "faulty")
+
+
+def _set_image_command(image: str) -> str:
+    return f"kubectl set image deployment/{NAME} app={image} -n {NAMESPACE}"
+
+
+def _adopted(testbed: DemoTestbed) -> None:
+    rollouts = Rollouts(testbed.kubeconfig)
+
+    def stable() -> bool:
+        return _stable_images(facts(rollouts.get(NAMESPACE, NAME))) == [STABLE_IMAGE]
+
+    wait_until(stable, timeout=ADOPTION_WAIT, what=f"{STABLE_IMAGE} adopted as stable", process=testbed.operator)
+
+
+def _stable_images(current: Facts) -> list[str]:
+    revisions = current.status.revisions
+    return list(revisions.stable.images) if revisions is not None and revisions.stable is not None else []
+
+
+def _replicas(testbed: DemoTestbed) -> int | None:
+    """The Deployment's (the canary's) replicas; None when it cannot be read."""
+    kubectl = testbed.kubectl
+    try:
+        return int(kubectl.json("get", "deployment", NAME, "-n", NAMESPACE)["spec"]["replicas"]) if kubectl else None
+    except (TestbedError, KeyError, ValueError, TypeError):
+        return None
+
+
+def _release_lines(current: Facts, canary_replicas: int | None) -> list[str]:
+    revisions = current.status.revisions
+    if revisions is None or revisions.stable is None:
+        return []
+    stable = revisions.stable
+    lines = [f"stable:    revision {stable.hash} ({', '.join(stable.images)}) on {NAME}-stable"]
+    replicas = "unknown" if canary_replicas is None else str(canary_replicas)
+    lines.append(f"canary:    Deployment {NAME} at {replicas} replicas")
+    return lines
 
 
 def _first_fault(testbed: DemoTestbed, simulator: Simulator) -> datetime | None:
@@ -243,7 +316,7 @@ def _watch(
     scenario: Scenario,
     options: DemoOptions,
     out: TextIO,
-    expect_halt: bool,
+    release_image: str,
 ) -> _Run:
     rollouts = Rollouts(testbed.kubeconfig)
     alertmanager = testbed.alertmanager
@@ -254,6 +327,7 @@ def _watch(
     approved: set[int] = set()
     run = _Run()
     halted_since: float | None = None
+    aborted = False
     errors = 0
     while True:
         now = time.monotonic()
@@ -278,13 +352,28 @@ def _watch(
             )
         if current.halted:
             halted_since = halted_since or now
-            run.alerts = alertmanager.alerts(rollout=NAME, namespace=NAMESPACE)
-            if run.alerts or now - halted_since > ALERT_WAIT:
+            if run.alerts is None or not run.alerts:
+                run.alerts = alertmanager.alerts(rollout=NAME, namespace=NAMESPACE)
                 if run.alerts:
                     live.note(f"the page reached Alertmanager: {len(run.alerts)} alert(s)")
-                    live.show(raw, _header(simulator, scenario, now - begun))
+            if run.alerts and current.phase == "Halted" and not aborted:
+                # On-call's answer to the page: stop exposure; the canary is scaled down once it has no traffic.
+                rollouts.annotate(NAMESPACE, NAME, annotation_key("abort"), ACTOR)
+                aborted = True
+                live.note(
+                    f"aborted as on-call `{ACTOR}`: kubectl annotate cro/{NAME} -n {NAMESPACE} {annotation_key('abort')}={ACTOR}"
+                )
+            scaled_down = current.phase == "Aborted" and _replicas(testbed) == 0
+            waited = now - halted_since
+            if (
+                (run.alerts and scaled_down)
+                or waited > ALERT_WAIT + SCALE_DOWN_WAIT
+                or (not run.alerts and waited > ALERT_WAIT)
+            ):
+                live.show(raw, _header(simulator, scenario, now - begun))
                 return run
-        elif current.phase == "Promoted":
+        elif current.phase == "Promoted" and _stable_images(current) == [release_image] and _replicas(testbed) == 0:
+            live.show(raw, _header(simulator, scenario, now - begun))
             return run
         if now > deadline:
             run.timed_out = True

@@ -38,10 +38,12 @@ def demo_rollout(
     prometheus: str,
     alertmanager: str,
     windows: tuple[str, ...] | None = None,
+    workload: str | None = None,
 ) -> dict[str, Any]:
     """The demo rollout for one simulated service, ready to apply; ValueError if it does not lint.
 
-    ``windows`` replaces the gate steps' pass windows, in order (a shortened or longer schedule).
+    ``windows`` replaces the gate steps' pass windows, in order (a shortened or longer schedule);
+    ``workload`` names the Deployment it releases (``workloadRef``).
     """
     document = rollout_template()
     document["metadata"] = {"name": name, "namespace": namespace}
@@ -49,6 +51,8 @@ def demo_rollout(
     spec["routing"]["gatewayAPI"]["httpRoute"] = name
     spec["prometheus"]["address"] = prometheus
     spec["owner"]["page"] = [{"alertmanager": {"url": alertmanager}}]
+    if workload is not None:
+        spec["workloadRef"] = {"name": workload, "progressDeadline": "2m"}
     if windows is not None:
         gate_steps = [step["gate"] for step in spec["steps"] if "gate" in step]
         if len(windows) != len(gate_steps):
@@ -65,6 +69,36 @@ def services(rollout: dict[str, Any]) -> tuple[str, str]:
     """The stable and canary Services the rollout names."""
     spec = rollout["spec"]
     return str(spec["stable"]["service"]), str(spec["canary"]["service"])
+
+
+def workload(name: str, namespace: str, image: str, stable_service: str, canary_service: str) -> list[dict[str, Any]]:
+    """The Deployment a rollout releases and the two Services: the canary's selects the
+    Deployment's pods, stable's the operator's copy of it (``<name>-stable``, docs/workloads.md)."""
+    labels = {"app": name}
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "replicas": 3,
+            "selector": {"matchLabels": labels},
+            "strategy": {"rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "app", "image": image, "ports": [{"containerPort": ROUTE_PORT}]}]},
+            },
+        },
+    }
+
+    def service(service_name: str, app: str) -> dict[str, Any]:
+        return {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": service_name, "namespace": namespace},
+            "spec": {"selector": {"app": app}, "ports": [{"port": ROUTE_PORT, "targetPort": ROUTE_PORT}]},
+        }
+
+    return [deployment, service(stable_service, f"{name}-stable"), service(canary_service, name)]
 
 
 def namespace(name: str) -> dict[str, Any]:

@@ -72,7 +72,10 @@ def facts(rollout: Mapping[str, Any]) -> Facts:
     meta: Mapping[str, Any] = rollout.get("metadata") or {}
     status = CheckoutRolloutStatus.model_validate(rollout.get("status") or {})
     history: list[HistoryEntry] = list(status.history)
-    started = next((e.time for e in history if e.action in ("Started", "Restarted")), None)
+    # The latest rollout's start: with a workloadRef the first Started is the adoption of the first
+    # revision, and each new revision starts a rollout of its own.
+    started = next((e.time for e in reversed(history) if e.action == "Started"), None)
+    started = started or next((e.time for e in history if e.action == "Restarted"), None)
     decision = next((e for e in reversed(history) if e.action in DECIDED), None)
     if status.phase not in DECIDED:
         decision = None

@@ -40,11 +40,21 @@ from checkout_gates_lab.testbed import (
     operator_argv,
     wait_until,
 )
+from checkout_gates_lab.testbed.workloads import WORKLOAD_CONTROLLERS, Workloads
 
 T = TypeVar("T")
 CRD_NAME = f"{PLURAL}.{GROUP}"
 HTTPROUTE_CRD = "httproutes.gateway.networking.k8s.io"
-NEEDED = ("etcd", "kube-apiserver", "kubectl", "prometheus", "alertmanager")
+NEEDED = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok",
+    "kubectl",
+    "prometheus",
+    "alertmanager",
+)
 SCRAPE_INTERVAL = "1s"
 BUILD_HINT = """\
 Build them with:
@@ -239,6 +249,7 @@ class DemoTestbed:
         self.workdir = workdir
         self.progress = progress or Progress(io.StringIO())
         self.cluster: LocalCluster | None = None
+        self.workloads: Workloads | None = None
         self.kubectl: Kubectl | None = None
         self.alertmanager: Alertmanager | None = None
         self.prometheus: Prometheus | None = None
@@ -256,10 +267,19 @@ class DemoTestbed:
     def operator_log(self) -> Path:
         return self.workdir / "operator.log"
 
-    def start_cluster(self) -> None:
-        self.cluster = LocalCluster(self.workdir / "kube")
-        self.progress.run("starting etcd and kube-apiserver", self.cluster.start)
+    def start_cluster(self, *, workloads: bool = False) -> None:
+        """etcd and kube-apiserver; with ``workloads`` also kube-controller-manager, kube-scheduler
+        and kwok's nodes, so that Deployments really roll (testbed/workloads.py)."""
+        if not workloads:
+            self.cluster = LocalCluster(self.workdir / "kube")
+            self.progress.run("starting etcd and kube-apiserver", self.cluster.start)
+            self.kubectl = Kubectl(self.cluster.kubeconfig)
+            return
+        self.cluster = LocalCluster(self.workdir / "kube", controller_manager=True, controllers=WORKLOAD_CONTROLLERS)
+        self.progress.run("starting etcd, kube-apiserver and kube-controller-manager", self.cluster.start)
         self.kubectl = Kubectl(self.cluster.kubeconfig)
+        self.workloads = Workloads(self.cluster.kubeconfig, self.workdir / "workloads", nodes=2)
+        self.progress.run("starting kube-scheduler and kwok (2 simulated nodes)", self.workloads.start)
 
     def install_crds(self) -> None:
         kubectl = self._kubectl()
@@ -342,6 +362,7 @@ class DemoTestbed:
             self.traffic.stop if self.traffic else None,
             self.prometheus.stop if self.prometheus else None,
             self.alertmanager.stop if self.alertmanager else None,
+            self.workloads.stop if self.workloads else None,
             self.cluster.stop if self.cluster else None,
         ):
             if stop is not None:
@@ -351,4 +372,5 @@ class DemoTestbed:
         self.traffic = None
         self.prometheus = None
         self.alertmanager = None
+        self.workloads = None
         self.cluster = None

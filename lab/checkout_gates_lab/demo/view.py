@@ -114,6 +114,7 @@ def summary_lines(
     alerts: Sequence[Mapping[str, Any]],
     alertmanager: str,
     colour: bool = False,
+    release: Sequence[str] = (),
 ) -> list[str]:
     """The closing summary: outcome against the expectation, history, timings and the alert."""
     status = facts.status
@@ -123,6 +124,7 @@ def summary_lines(
     if facts.phase == "Aborted":
         where += " (now 0%)"
     lines.append(f"outcome:   {paint(facts.phase, facts.phase, colour)} at {where}: {verdict} (expected: {expected})")
+    lines += release
     if facts.halted:
         lines.append(f"reason:    {status.halt_reason}")
         if facts.gate:

@@ -79,13 +79,16 @@ class Engine:
         """Simulated seconds since the start."""
         return self.ticks * self.tick
 
-    def step(self, canary_weight: float) -> Tick:
-        """One tick with the canary at ``canary_weight`` percent of traffic (clamped to 0..100)."""
+    def step(self, canary_weight: float, canary_faulty: bool = True) -> Tick:
+        """One tick with the canary at ``canary_weight`` percent of traffic (clamped to 0..100);
+        ``canary_faulty`` False leaves out the faults of the canary alone (it runs a good build)."""
         weight = min(max(canary_weight, 0.0), 100.0)
         self.schedule.update(self.elapsed, weight)
         self.ticks += 1
         tick = Tick(elapsed=self.elapsed, canary_weight=weight)
         faults = self.schedule.active
+        if not canary_faulty:
+            faults = tuple(fault for fault in faults if fault.variant != "canary")
         for variant, share in (("stable", 1.0 - weight / 100.0), ("canary", weight / 100.0)):
             self._variant(tick, variant, share, faults)
         self.totals.add(tick)

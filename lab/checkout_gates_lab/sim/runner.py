@@ -17,6 +17,7 @@ import structlog
 
 from checkout_gates_lab.sim.exposition import build_registry
 from checkout_gates_lab.sim.model import Engine
+from checkout_gates_lab.sim.revision import AlwaysFaulty, CanaryRevision, FaultGate, RevisionTarget
 from checkout_gates_lab.sim.scenario import Scenario
 from checkout_gates_lab.sim.server import MetricsServer
 from checkout_gates_lab.sim.weights import FixedWeight, RouteTarget, RouteWeights, WeightSource
@@ -32,6 +33,7 @@ class SimulatorConfig:
     scenario: Scenario = field(default_factory=Scenario)
     canary_weight: float = 0.0  # percent; ignored when `route` is set
     route: RouteTarget | None = None  # follow this HTTPRoute's weights instead
+    revision: RevisionTarget | None = None  # canary faults only while the canary runs a faulty build
     port: int = 9100  # 0: any free port (see Simulator.port)
     host: str = "127.0.0.1"
     seed: int | None = None
@@ -48,6 +50,7 @@ class Simulator:
         if weights is None:
             weights = RouteWeights(config.route) if config.route else FixedWeight(config.canary_weight)
         self.weights = weights
+        self.faults: FaultGate = CanaryRevision(config.revision) if config.revision else AlwaysFaulty()
         self.server = MetricsServer(
             build_registry(lambda: self.engine.totals, self.engine.schedule.flags), config.host, config.port
         )
@@ -75,7 +78,13 @@ class Simulator:
         # The share is exposed from the first scrape on, before the first tick has run.
         self.engine.totals.canary_weight = self.weights.weight()
         await self.server.start()
-        self._tasks = [asyncio.create_task(self._ticks()), asyncio.create_task(self.weights.follow())]
+        if isinstance(self.faults, CanaryRevision):
+            await self.faults.refresh()
+        self._tasks = [
+            asyncio.create_task(self._ticks()),
+            asyncio.create_task(self.weights.follow()),
+            asyncio.create_task(self.faults.follow()),
+        ]
         log.info(
             "simulating checkout",
             metrics=self.url,
@@ -120,7 +129,7 @@ class Simulator:
             elif -delay > MAX_LAG:
                 log.warning("simulator fell behind; skipping", seconds=round(-delay, 1))
                 origin, k = loop.time() - tick, 0
-            self.engine.step(self.weights.weight())
+            self.engine.step(self.weights.weight(), self.faults.canary_faulty())
             k += 1
         log.info("duration reached", seconds=self.engine.elapsed)
         self._done.set()

@@ -201,6 +201,8 @@ class Revisions(StatusModel):
     """When the canary revision became Ready: steps and evidence start from here."""
     promoting: bool = False
     """Whether the stable copy is taking the canary's revision (all steps passed)."""
+    replicas: int = 0
+    """The stable copy's replicas at the last promotion (to re-create it with, should it vanish)."""
     previous: Revision | None = None
     """The stable revision before the last promotion: what an undo of a promoted rollout goes back to."""
     undo: UndoIntent | None = None

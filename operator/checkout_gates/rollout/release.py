@@ -205,6 +205,7 @@ def promote(draft: Draft, workload: WorkloadState | None) -> None:
         exposure_ceiling=None,
         revisions=Revisions(
             stable=revision,
+            replicas=replicas,
             previous=revs.stable if revs.stable is not None and revs.stable.hash != revision.hash else revs.previous,
         ),
     )
@@ -220,6 +221,7 @@ def tend(draft: Draft, workload: WorkloadState | None) -> None:
     """Between rollouts, and after an abort, the canary runs no replicas once it has no traffic."""
     if workload is None or draft.spec.workload_ref is None or adopting(draft):
         return
+    _keep_stable(draft, workload)
     revs = revisions(draft)
     idle = revs.canary is None and not revs.promoting
     aborted = draft.status.phase == "Aborted" and _ref(draft).on_abort == "scaleDown"
@@ -232,6 +234,34 @@ def tend(draft: Draft, workload: WorkloadState | None) -> None:
         return
     why = "aborted" if aborted and not idle else "no rollout in progress"
     draft.actions.append(ScaleCanary(0, f"{why}: the canary gets no traffic"))
+
+
+def _keep_stable(draft: Draft, workload: WorkloadState) -> None:
+    """The stable copy deleted or changed behind the operator's back: stable's share of checkout
+    has no pods (or the wrong ones). Re-create it from the Deployment while that still has the
+    stable revision (between rollouts it does); otherwise halt and page: nothing can rebuild it."""
+    revs = revisions(draft)
+    stable, copy = revs.stable, workload.stable
+    if stable is None or revs.promoting or (copy is not None and copy.revision == stable.hash):
+        return
+    ref = _ref(draft)
+    state = "is gone" if copy is None else f"runs revision {copy.revision or '(unknown)'}, not {stable.hash}"
+    if workload.canary.revision == stable.hash:
+        replicas = revs.replicas or max(1, workload.canary.replicas)
+        draft.actions.append(
+            SetStableRevision(stable.hash, replicas, f"stable copy {ref.stable_name} {state}: re-created")
+        )
+        draft.emit(
+            "StableCopyRestored", f"{ref.stable_name} {state}: re-created from Deployment {ref.name}", warning=True
+        )
+    elif draft.status.phase in ("Progressing", "AwaitingApproval"):
+        halt(
+            draft,
+            f"the stable copy {ref.stable_name} {state}, and Deployment {ref.name} no longer has stable revision "
+            f"{stable.hash} to re-create it from: stable's share of traffic has no pods of its own; restore "
+            f"{ref.stable_name}, then annotate retry",
+            "stable-missing",
+        )
 
 
 def settle_error(draft: Draft, workload: WorkloadState | None) -> None:
@@ -329,7 +359,7 @@ def _cancel(draft: Draft, stable: str) -> None:
         halt_reason="",
         paused_from=None,
         exposure_ceiling=None,
-        revisions=Revisions(stable=revs.stable, previous=revs.previous),
+        revisions=Revisions(stable=revs.stable, replicas=revs.replicas, previous=revs.previous),
     )
     reason = f"the Deployment went back to the stable revision {stable}: the rollout of {revs.canary.hash if revs.canary else '?'} is cancelled"
     draft.resolve_page()  # what it paged about is gone: someone took the Deployment back
