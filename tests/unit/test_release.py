@@ -7,6 +7,7 @@ of these, on kube-apiserver with kwok, is tests/integration/test_release_testbed
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
@@ -486,3 +487,44 @@ def test_a_stable_copy_deleted_mid_rollout_halts_and_pages() -> None:
     assert status.phase == "Halted" and "checkout-api-stable is gone" in status.halt_reason
     assert status.page is not None and "stable-missing" in status.page.dedup_key
     assert not [a for a in driver.actions[-3:] if isinstance(a, SetStableRevision)], "v2 is never copied unpromoted"
+
+
+def test_with_scale_with_weight_the_canary_grows_with_its_weight_capacity_first() -> None:
+    driver = ReleaseDriver(release_rollout(scaleWithWeight={"minReplicas": 1}))
+    driver.cluster.canary.replicas = 10
+    driver.until("Promoted")
+    assert driver.cluster.stable is not None and driver.cluster.stable.replicas == 10
+    driver.cluster.set_image("v2")
+    seen: list[tuple[int, int, bool]] = []  # (weight confirmed, canary replicas, Ready)
+    for _ in range(60):
+        driver.step(HEALTHY)
+        state = driver.cluster.state().canary
+        seen.append((driver.status.weights.canary, state.replicas, state.ready))
+        if driver.status.phase == "Promoted":
+            break
+    assert driver.status.phase == "Promoted" and stable_of(driver) == "v2"
+    replicas_at: dict[int, int] = {}
+    for weight, replicas, _ in seen:
+        replicas_at.setdefault(weight, replicas)  # when the weight was first in force
+    assert replicas_at[5] == 1, "5% of 10 replicas needs one pod, not ten"
+    assert replicas_at[50] == 5
+    raised = [(w, r, ok) for (before, _, _), (w, r, ok) in itertools.pairwise(seen) if w > before]
+    assert raised and all(ok and r >= -(-10 * w // 100) for w, r, ok in raised), "Ready capacity, then the weight"
+    scaled = [a.replicas for a in driver.of(ScaleCanary)]
+    assert scaled[scaled.index(1) :][:2] == [1, 5], "grown before the weight moved"
+
+
+def test_a_canary_that_cannot_grow_for_its_next_weight_halts_with_exposure_held() -> None:
+    driver = ReleaseDriver(release_rollout(scaleWithWeight={"minReplicas": 1}, progressDeadline="2m"))
+    driver.cluster.canary.replicas = 10
+    driver.until("Promoted")
+    driver.cluster.set_image("v2")
+    for _ in range(12):
+        driver.step(HEALTHY)
+        if driver.status.weights.canary == 5 and driver.status.current_step == 2:
+            break
+    driver.cluster.broken.add("v2")  # the new pods never become Ready (no room on the nodes)
+    driver.run(12, HEALTHY)
+    status = driver.status
+    assert status.phase == "Halted" and "did not grow to 5 Ready replicas for 50%" in status.halt_reason
+    assert status.weights.canary == 5 and status.page is not None and "canary-capacity" in status.page.dedup_key

@@ -84,6 +84,13 @@ STABLE_SUFFIX = "-stable"
 WorkloadName = Annotated[str, Field(min_length=1, max_length=63 - len(STABLE_SUFFIX), pattern=DNS_LABEL)]
 
 
+class CanaryScaling(ApiModel):
+    """The canary sized to its share of traffic instead of a full copy of stable's capacity."""
+
+    min_replicas: Annotated[int, Strict(), Field(ge=1, le=1000), WHOLE] = 1
+    """The fewest canary replicas at any weight above 0 (a floor for small exposures)."""
+
+
 class WorkloadRef(ApiModel):
     """The workload the rollout releases (docs/workloads.md). Its pod template is the desired
     revision: a new one starts a rollout by itself. The operator keeps a copy named
@@ -97,6 +104,8 @@ class WorkloadRef(ApiModel):
     """How long a new revision (the canary) or a promotion (the stable copy) may take to become Ready before the rollout halts and pages."""
     on_abort: Literal["scaleDown", "keep"] = "scaleDown"
     """What an abort does to the canary once its traffic is 0: scaleDown to 0 replicas, or keep it running for debugging."""
+    scale_with_weight: CanaryScaling | None = None
+    """Size the canary to its weight: ceil(stable replicas x weight / 100), at least minReplicas, so that 1% exposure needs one pod, not a copy of production. Each setWeight step first waits until the replicas its weight needs are Ready. Unset: the canary runs stable's replicas throughout."""
 
     @property
     def progress_deadline_seconds(self) -> float:

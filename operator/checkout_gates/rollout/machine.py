@@ -511,6 +511,8 @@ def _run_steps(draft: Draft, observations: Observations) -> None:
                 )
                 return
             if step.set_weight != draft.status.weights.canary:
+                if not release.capacity_for(draft, observations.workload, step.set_weight):
+                    return  # capacity before exposure: the canary's replicas for this weight first
                 draft.set_weight(step.set_weight, f"step {index}: setWeight {step.set_weight}")
             if weights_pending(draft.status):
                 return  # complete only once the router confirms the weights (a later pass)

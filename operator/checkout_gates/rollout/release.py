@@ -22,6 +22,7 @@ nothing. Weights only ever fall here (to 0 for a restart, to 100% stable at prom
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 
 from checkout_gates.api.spec import WorkloadRef
@@ -367,14 +368,53 @@ def _cancel(draft: Draft, stable: str) -> None:
     draft.emit("Cancelled", reason)
 
 
+def canary_replicas(draft: Draft, workload: WorkloadState, weight: int) -> int:
+    """The canary's replicas for ``weight``: stable's, or with scaleWithWeight its share (at least the floor)."""
+    stable = _stable_replicas(workload)
+    scaling = _ref(draft).scale_with_weight
+    if scaling is None:
+        return stable
+    return min(max(scaling.min_replicas, math.ceil(stable * weight / 100)), max(stable, scaling.min_replicas))
+
+
+def capacity_for(draft: Draft, workload: WorkloadState | None, weight: int) -> bool:
+    """Whether the canary has the Ready replicas ``weight`` needs (always, without scaleWithWeight);
+    if not, it is scaled up, the step waits, and past the progress deadline the rollout halts."""
+    ref = draft.spec.workload_ref
+    if ref is None or ref.scale_with_weight is None:
+        return True
+    if workload is None:
+        return False  # cannot know; the step waits for a readable workload
+    revs = revisions(draft)
+    canary, wanted = workload.canary, canary_replicas(draft, workload, weight)
+    if canary.replicas >= wanted and canary.ready and canary.ready_replicas >= wanted:
+        if revs.waiting_since is not None:
+            draft.update(revisions=revs.model_copy(update={"waiting_since": None}))
+        return True
+    if revs.waiting_since is None:
+        draft.update(revisions=revs.model_copy(update={"waiting_since": draft.now}))
+    if canary.replicas < wanted:
+        draft.actions.append(ScaleCanary(wanted, f"canary to {wanted} replicas before {weight}% of traffic"))
+    elif _past_deadline(draft, ref):
+        halt(
+            draft,
+            f"the canary did not grow to {wanted} Ready replicas for {weight}% of traffic within "
+            f"{ref.progress_deadline} ({canary.ready_replicas}/{canary.replicas} Ready{_error_note(draft)}); "
+            "exposure held where it was",
+            "canary-capacity",
+        )
+    return False
+
+
 def _wait_ready(draft: Draft, workload: WorkloadState) -> None:
     ref = _ref(draft)
     revs = revisions(draft)
     assert revs.canary is not None
     canary = workload.canary
-    wanted = _stable_replicas(workload)
+    first = next((step.set_weight for step in draft.spec.steps if step.set_weight), 100)
+    wanted = canary_replicas(draft, workload, first)
     if canary.replicas != wanted:
-        draft.actions.append(ScaleCanary(wanted, f"revision {revs.canary.hash} rolls out: canary at stable's capacity"))
+        draft.actions.append(ScaleCanary(wanted, f"revision {revs.canary.hash} rolls out: canary at {wanted} replicas"))
     elif canary.ready and canary.revision == revs.canary.hash:
         draft.update(revisions=revs.model_copy(update={"canary_ready_at": draft.now, "waiting_since": None}))
         draft.start_step(draft.status.current_step)
