@@ -67,7 +67,7 @@ class CanaryFollower:
         self._thread.join(10)
 
     def _run(self) -> None:
-        while not self._stop.wait(0.5):
+        while not self._stop.wait(0.2):
             try:
                 canary = ready_images(self.kubectl, self.namespace, NAME)
                 stable = ready_images(self.kubectl, self.namespace, f"{NAME}-stable")

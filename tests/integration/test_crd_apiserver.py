@@ -23,7 +23,10 @@ from checkout_gates.api.status import (
     HistoryEntry,
     PageDelivery,
     PageState,
+    Revision,
+    Revisions,
     SegmentVerdict,
+    UndoIntent,
     Weights,
 )
 from checkout_gates_lab.testbed import Kubectl
@@ -194,7 +197,7 @@ def test_printer_columns_show_the_status(kubectl: Kubectl, namespace: str) -> No
     status = {"phase": "AwaitingApproval", "currentStep": 4, "weights": {"stable": 95, "canary": 5}, "verdict": "ok"}
     assert _status_patch(kubectl, namespace, name, status, "--subresource=status").returncode == 0
     table = kubectl("get", "cro", name, "-n", namespace).stdout.splitlines()
-    assert table[0].split() == ["NAME", "PHASE", "STEP", "CANARY", "VERDICT", "AGE"]
+    assert table[0].split() == ["NAME", "PHASE", "STEP", "CANARY", "VERDICT", "STABLE", "REVISION", "AGE"]
     assert table[1].split()[:5] == [name, "AwaitingApproval", "4", "5", "ok"]
 
 
@@ -255,6 +258,17 @@ def test_a_full_status_round_trips_without_pruning(kubectl: Kubectl, namespace: 
                 time=now, actor="alice", action="pause", reason="annotation", step=3, canary_weight=5, generation=1
             )
         ],
+        revisions=Revisions(
+            stable=Revision(hash="f92f23fe38", images=["checkout:v1"]),
+            canary=Revision(hash="13ce60bcf0", images=["checkout:v2", "sidecar:1"]),
+            waiting_since=now,
+            canary_ready_at=now,
+            promoting=True,
+            replicas=3,
+            previous=Revision(hash="0a1b2c3d4e", images=["checkout:v0"]),
+            undo=UndoIntent(to="f92f23fe38", replacing="13ce60bcf0", actor="erin", since=now),
+            error="quota exceeded",
+        ),
     )
     wire = status.to_wire()
     result = _status_patch(kubectl, namespace, name, wire, "--subresource=status")

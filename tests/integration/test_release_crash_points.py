@@ -24,6 +24,7 @@ from checkout_gates.controller.crashpoints import WORKLOAD_CRASH_POINTS
 from checkout_gates_lab.testbed import Kubectl, Prometheus
 
 from .checkout_traffic import CheckoutTraffic
+from .operator_harness import wait_for
 from .release_harness import NAME, Release, ready_images
 from .reliability import OperatorProcess, duplicate_history
 
@@ -152,5 +153,7 @@ def test_a_crash_at_a_workload_action_changes_nothing(runs: dict[str, Run], poin
     assert copy["spec"]["template"]["spec"]["containers"][0]["image"] == "checkout:v2"
     assert copy["spec"]["replicas"] == 3
     assert release.deployment(NAME)["spec"]["replicas"] == 0
-    stable_pods = ready_images(release.kubectl, release.namespace, f"{NAME}-stable")
-    assert set(stable_pods) <= {"checkout:v2"}
+    wait_for(
+        lambda: sorted(ready_images(release.kubectl, release.namespace, f"{NAME}-stable")) == ["checkout:v2"] * 3,
+        "three Ready stable pods on checkout:v2, none on v1",
+    )

@@ -22,8 +22,19 @@ import yaml
 from checkout_gates_lab.testbed import Kubectl, Prometheus
 
 from .checkout_traffic import CheckoutTraffic
-from .operator_harness import Operator, wait_for
+from .operator_harness import wait_for
 from .release_harness import NAME, REPLICAS, CanaryFollower, Release, adopt, deployment, ready_images
+from .reliability import OperatorProcess
+
+PASSES = "checkout_gates_reconcile_seconds_count"
+
+
+def after_more_passes(operator: OperatorProcess, passes: int = 4) -> None:
+    """Wait until the operator has run ``passes`` more reconcile passes: what a test says did not
+    happen (a second halt, a weight change) would have happened by then."""
+    start = operator.metric(PASSES)
+    wait_for(lambda: operator.metric(PASSES) >= start + passes, f"{passes} more operator passes")
+
 
 pytestmark = pytest.mark.integration
 
@@ -31,9 +42,10 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def release_operator(
     release_cluster: tuple[Kubectl, Path], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Operator]:
+) -> Iterator[OperatorProcess]:
     logs = tmp_path_factory.mktemp("release-operator") / "operator.log"
-    process = Operator(release_cluster[1], logs).start()
+    process = OperatorProcess(release_cluster[1], logs)
+    process.start()
     yield process
     process.stop()
     print(logs.read_text()[-6000:])
@@ -43,7 +55,7 @@ def release_operator(
 def release(
     request: pytest.FixtureRequest,
     release_cluster: tuple[Kubectl, Path],
-    release_operator: Operator,
+    release_operator: OperatorProcess,
     scraping_prometheus: Prometheus,
     traffic: CheckoutTraffic,
 ) -> Release:
@@ -91,7 +103,9 @@ def test_a_regressed_image_aborts_scales_the_canary_down_and_stable_stays_ready(
     assert release.status["page"]["dedupKey"]
 
 
-def test_a_canary_that_never_becomes_ready_halts_at_its_progress_deadline(release: Release) -> None:
+def test_a_canary_that_never_becomes_ready_halts_at_its_progress_deadline(
+    release: Release, release_operator: OperatorProcess
+) -> None:
     release.manifest["spec"]["workloadRef"]["progressDeadline"] = "20s"
     release.manifest["spec"]["onHalt"] = "hold"
     v1 = adopt(release)
@@ -103,18 +117,22 @@ def test_a_canary_that_never_becomes_ready_halts_at_its_progress_deadline(releas
     assert "canary-not-ready" in status["page"]["dedupKey"]
     assert release.route_weights() == (100, 0), "it never got traffic"
     assert release.stable_hash(status) == v1
-    assert [e["action"] for e in release.history()].count("Halted") == 1
+    after_more_passes(release_operator)
+    assert [e["action"] for e in release.history()].count("Halted") == 1, "one halt, one page"
 
 
 def test_a_new_revision_mid_rollout_restarts_on_the_newest_and_a_later_spec_edit_moves_no_weight(
-    release: Release,
+    release: Release, release_operator: OperatorProcess
 ) -> None:
-    v1 = adopt(release)
+    adopt(release)
     release.set_image("checkout:v2")
     release.wait(lambda s: (s.get("weights") or {}).get("canary", 0) > 0, "the first revision exposed")
     release.set_image("checkout:v3")
-    status = release.promoted_on_new(v1)
-    assert status["revisions"]["stable"]["images"] == ["checkout:v3"]
+    status = release.wait(
+        lambda s: s.get("phase") == "Promoted" and s["revisions"]["stable"]["images"] == ["checkout:v3"],
+        "checkout:v3 promoted",
+    )
+    assert [e["action"] for e in status["history"]].count("Promoted") == 2, "v1 adopted, v3 promoted; never v2"
     replaced = [e["reason"] for e in release.history() if e["action"] == "NewRevision"]
     assert replaced and "mid-rollout" in replaced[-1]
     # An edit of the rollout after promotion: traffic stays where it is.
@@ -122,6 +140,7 @@ def test_a_new_revision_mid_rollout_restarts_on_the_newest_and_a_later_spec_edit
     patch = {"spec": {"analysis": {"interval": "3s"}}}
     release.kubectl("patch", "cro", release.name, "-n", release.namespace, "--type=merge", "-p", json.dumps(patch))
     release.wait(lambda s: s.get("observedGeneration") == generation + 1, "the edit observed")
+    after_more_passes(release_operator)
     assert release.status["phase"] == "Promoted" and release.route_weights() == (100, 0)
     assert release.history()[-1]["action"] == "SpecChanged"
 
@@ -150,7 +169,9 @@ def test_a_missing_deployment_is_named_in_status_and_nothing_moves(release: Rele
     release.apply()
     status = release.wait(lambda s: s.get("phase") == "Halted", "a halt: no Deployment to release", timeout=90)
     assert f"Deployment {release.namespace}/no-such-app not found (spec.workloadRef.name)" in status["haltReason"]
-    assert release.route_weights() == (100, 0) and status.get("routerTarget") is None, "no weights were claimed"
+    route = release.kubectl.json("get", "httproute", release.name, "-n", release.namespace)
+    assert route["metadata"]["generation"] == 1, "the route was never written"
+    assert status.get("routerTarget") is None, "no weights were claimed"
 
 
 def test_undo_with_the_cli_rolls_the_previous_image_back_out_through_the_gates(

@@ -116,9 +116,12 @@ class ReleaseDriver:
         self.now = T0
         self.actions: list[Any] = []
         self.weights_seen: list[tuple[int, bool]] = []  # (canary weight confirmed, canary Ready then)
+        self.route_override: Weights | None = None  # a route someone else wrote (a GitOps sync)
 
     def step(self, obs: dict[str, SignalReading] | None = None, advance: float = 30.0) -> None:
-        observations = Observations(readings=obs or {}, workload=self.cluster.state())
+        # The route as the router holds it: what the operator last had confirmed, or nothing yet.
+        route = self.route_override or self.rollout.status.router_weights
+        observations = Observations(readings=obs or {}, workload=self.cluster.state(), router_weights=route)
         decision = decide(self.rollout, observations, self.now)
         self.actions.extend(decision.actions)
         self.rollout = with_status(self.rollout, decision.status)
@@ -174,9 +177,17 @@ def test_the_first_revision_is_adopted_as_stable_and_traffic_moves_only_once_the
     assert status.weights == Weights(stable=100, canary=0) and status.router_target == status.weights
     assert driver.cluster.canary.replicas == 0 and driver.cluster.stable is not None
     assert driver.cluster.stable.replicas == 3, "stable keeps the Deployment's capacity"
-    first_weights = next(i for i, a in enumerate(driver.actions) if isinstance(a, SetWeights))
-    copy_ready = [a for a in driver.actions[:first_weights] if isinstance(a, SetStableRevision)]
-    assert copy_ready, "the copy was asked for before any weight"
+    # Replayed pass by pass: the first weights are decided on an observation of a Ready copy.
+    replay = ReleaseDriver(release_rollout())
+    for _ in range(20):
+        seen = replay.cluster.state()
+        before = len(replay.actions)
+        replay.step()
+        if any(isinstance(a, SetWeights) for a in replay.actions[before:]):
+            assert seen.stable is not None and seen.stable.ready and seen.stable.revision == "v1"
+            break
+    else:
+        raise AssertionError("no weights were ever written")
     assert "adopted as stable" in status.history[-1].reason
 
 
@@ -482,11 +493,12 @@ def test_a_stable_copy_deleted_mid_rollout_halts_and_pages() -> None:
         if driver.status.weights.canary == 5:
             break
     driver.cluster.stable = None
+    mark = len(driver.actions)
     driver.step(HEALTHY)
     status = driver.status
     assert status.phase == "Halted" and "checkout-api-stable is gone" in status.halt_reason
     assert status.page is not None and "stable-missing" in status.page.dedup_key
-    assert not [a for a in driver.actions[-3:] if isinstance(a, SetStableRevision)], "v2 is never copied unpromoted"
+    assert not [a for a in driver.actions[mark:] if isinstance(a, SetStableRevision)], "v2 is never copied unpromoted"
 
 
 def test_with_scale_with_weight_the_canary_grows_with_its_weight_capacity_first() -> None:
@@ -528,3 +540,176 @@ def test_a_canary_that_cannot_grow_for_its_next_weight_halts_with_exposure_held(
     status = driver.status
     assert status.phase == "Halted" and "did not grow to 5 Ready replicas for 50%" in status.halt_reason
     assert status.weights.canary == 5 and status.page is not None and "canary-capacity" in status.page.dedup_key
+
+
+# --- the adversarial review's sequences -----------------------------------------------------------
+
+
+def test_a_failed_adoption_holds_even_with_on_halt_abort_and_never_routes_to_the_empty_stable_side() -> None:
+    document = rollout_doc(STEPS, on_halt="abort")
+    document["spec"]["workloadRef"] = {"name": "checkout-api", "progressDeadline": "1m"}
+    rollout = CheckoutRollout.model_validate(document)
+    for index in range(6):
+        decision = decide(rollout, Observations(workload_error="quota exceeded"), T0 + timedelta(seconds=20 * index))
+        rollout = with_status(rollout, decision.status)
+        assert not [a for a in decision.actions if isinstance(a, SetWeights)]
+    assert rollout.status.phase == "Halted", "held, not aborted: an abort would send 100% to a Service with no pods"
+    rollout = with_annotations(rollout, {"gates.checkout.dev/retry": "erin"})
+    retried = decide(rollout, Observations(workload_error="quota exceeded"), T0 + timedelta(minutes=5))
+    assert retried.status.phase == "Progressing" and retried.status.current_step == len(STEPS), "adoption again"
+
+
+def test_a_revision_arriving_before_the_promotion_copy_is_made_rolls_out_instead() -> None:
+    driver = adopted()
+    driver.cluster.set_image("v2")
+    driver.step()
+    for _ in range(40):
+        driver.step(HEALTHY)
+        if driver.status.revisions is not None and driver.status.revisions.promoting:
+            break
+    assert driver.status.revisions is not None and driver.status.revisions.promoting
+    driver.cluster.stable = Side("v1", 3)  # the copy was not made (say a webhook refused it)
+    driver.cluster.set_image("v3")
+    driver.apply = False
+    driver.step(HEALTHY)
+    status = driver.status
+    assert status.weights.canary == 0 and status.revisions is not None and status.revisions.canary is not None
+    assert status.revisions.canary.hash == "v3" and not status.revisions.promoting
+    assert "before its promotion" in status.history[-1].reason
+    driver.apply = True
+    driver.until("Promoted", HEALTHY)
+    assert stable_of(driver) == "v3"
+    assert not [e for e in driver.status.history if e.action == "Promoted" and "v2" in e.reason]
+
+
+def test_a_revision_arriving_after_the_copy_was_made_gets_no_traffic_and_rolls_out_after() -> None:
+    cluster = Cluster(start_up=6)  # the copy's rolling update takes a while
+    driver = ReleaseDriver(release_rollout(), cluster)
+    driver.until("Promoted")
+    driver.cluster.set_image("v2")
+    driver.step()
+    for _ in range(60):
+        driver.step(HEALTHY)
+        stable = driver.cluster.stable
+        if stable is not None and stable.revision == "v2":
+            break
+    assert driver.status.phase == "Progressing" and driver.status.weights.canary == 50, "copying, canary at 50%"
+    driver.cluster.set_image("v3")
+    driver.step(HEALTHY)
+    assert driver.status.weights.canary == 0, "v3 is unvetted: no traffic while v2 finishes its promotion"
+    driver.until("Promoted", HEALTHY)
+    assert stable_of(driver) == "v2"
+    driver.step()
+    assert driver.status.phase == "Progressing" and driver.status.revisions is not None
+    assert driver.status.revisions.canary is not None and driver.status.revisions.canary.hash == "v3"
+
+
+def test_a_route_put_back_by_gitops_after_promotion_is_reasserted_before_the_canary_shrinks() -> None:
+    driver = adopted()
+    driver.cluster.canary.replicas = 3  # a sync put both the replicas and the route back
+    driver.route_override = Weights(stable=0, canary=100)
+    mark = len(driver.actions)
+    driver.step()
+    actions = driver.actions[mark:]
+    assert [a.weights for a in actions if isinstance(a, SetWeights)] == [Weights(stable=100, canary=0)]
+    assert not [a for a in actions if isinstance(a, ScaleCanary)], "not while the route still sends it traffic"
+    driver.route_override = None
+    driver.step()
+    assert driver.of(ScaleCanary)[-1].replicas == 0
+
+
+def test_a_deployment_deleted_mid_rollout_aborts_its_traffic_and_pages() -> None:
+    driver = adopted()
+    driver.cluster.set_image("v2")
+    for _ in range(20):
+        driver.step(HEALTHY)
+        if driver.status.weights.canary == 5:
+            break
+    rollout = driver.rollout
+    gone = Observations(workload_error="Deployment payments/checkout-api not found", workload_missing=True)
+    decision = decide(rollout, gone, driver.now)
+    assert decision.status.phase == "Aborted" and decision.status.weights.canary == 0
+    assert decision.status.page is not None and "canary-gone" in decision.status.page.dedup_key
+
+
+def test_a_new_image_during_adoption_is_not_copied_ungated() -> None:
+    driver = ReleaseDriver(release_rollout())
+    for _ in range(30):
+        driver.step()
+        copy = driver.cluster.stable
+        if copy is not None and copy.ready_in <= 0 and driver.status.router_target is not None:
+            break
+    driver.cluster.set_image("v2")  # weights already on the copy (v1), the Deployment not yet at 0
+    driver.until("Promoted")
+    assert stable_of(driver) == "v1" and driver.cluster.copies == ["v1"]
+    driver.step()
+    assert driver.status.phase == "Progressing", "v2 rolls out through the gates"
+
+
+def test_a_new_revision_after_a_halt_resolves_the_halts_page_so_no_page_is_left_open_under_another() -> None:
+    driver = adopted()
+    driver.cluster.broken.add("v2")
+    driver.cluster.set_image("v2")
+    driver.run(25, HEALTHY)
+    assert driver.status.phase == "Halted" and driver.status.page is not None
+    first = driver.status.page.dedup_key
+    driver.cluster.set_image("v3")
+    driver.step(HEALTHY)
+    assert driver.status.page is not None and driver.status.page.resolved_at is not None
+    assert driver.status.page.dedup_key == first and "superseded by revision v3" in driver.status.history[-2].reason
+
+
+def test_a_legacy_rollout_that_gains_a_workload_ref_adopts_the_deployment() -> None:
+    driver = ReleaseDriver(CheckoutRollout.model_validate(rollout_doc(STEPS)))
+    driver.until("Promoted", HEALTHY)
+    document = driver.rollout.model_dump(mode="json", by_alias=True, exclude_none=True)
+    document["spec"]["workloadRef"] = {"name": "checkout-api"}
+    document["metadata"]["generation"] += 1
+    driver.rollout = CheckoutRollout.model_validate(document)
+    driver.step()
+    assert driver.status.phase == "Progressing" and "adopting" in driver.status.history[-1].reason
+    driver.until("Promoted")
+    assert stable_of(driver) == "v1"
+
+
+def test_resuming_after_a_pause_longer_than_the_deadline_does_not_halt_at_once() -> None:
+    driver = adopted()
+    driver.cluster.set_image("v2")
+    driver.step()
+    driver.rollout = with_annotations(driver.rollout, {"gates.checkout.dev/pause": "erin"})
+    driver.run(2)
+    assert driver.status.phase == "Paused"
+    driver.run(30, advance=60)  # half an hour paused
+    driver.rollout = with_annotations(driver.rollout, {"gates.checkout.dev/approve": "erin"})
+    driver.run(3, HEALTHY)
+    assert driver.status.phase == "Progressing", driver.status.halt_reason
+
+
+def test_an_undo_never_overwrites_a_newer_change_and_gives_up_at_the_deadline() -> None:
+    driver = promoted_on_v2()
+    driver.rollout = with_annotations(driver.rollout, {UNDO: "erin"})
+    driver.apply = False
+    driver.step()
+    restores = driver.of(RestoreRevision)
+    assert restores[-1].replacing == "v2", "only while the Deployment still has v2"
+    driver.run(25)  # never carried out (say the template was too large to keep): 12 minutes
+    assert driver.status.revisions is not None and driver.status.revisions.undo is None
+    assert "UndoFailed" in [e.action for e in driver.status.history]
+
+
+def test_an_abort_while_the_copy_takes_the_new_revision_is_refused_with_the_reason() -> None:
+    cluster = Cluster(start_up=6)
+    driver = ReleaseDriver(release_rollout(), cluster)
+    driver.until("Promoted")
+    driver.cluster.set_image("v2")
+    driver.step()
+    for _ in range(60):
+        driver.step(HEALTHY)
+        if driver.status.revisions is not None and driver.status.revisions.promoting:
+            break
+    driver.rollout = with_annotations(driver.rollout, {"gates.checkout.dev/abort": "erin"})
+    driver.step()
+    ignored = next(e for e in reversed(driver.status.history) if e.action == "Ignored")
+    assert "wait for Promoted, then undo" in ignored.reason
+    driver.until("Promoted")
+    assert stable_of(driver) == "v2"

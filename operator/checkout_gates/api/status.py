@@ -186,6 +186,8 @@ class UndoIntent(StatusModel):
     """The Deployment's revision when the undo was asked for; once it changes, the undo is done."""
     actor: str = ""
     """Who asked for it."""
+    since: datetime | None = None
+    """When: an undo not carried out within the progress deadline is given up and recorded."""
 
 
 class Revisions(StatusModel):

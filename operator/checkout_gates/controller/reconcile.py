@@ -72,7 +72,7 @@ from checkout_gates.rollout.plan import RETRY_SOON, next_pass_delay, reads_neede
 from checkout_gates.rollout.workload import WorkloadState
 from checkout_gates.routing.base import Router, RoutingError
 from checkout_gates.routing.factory import make_router
-from checkout_gates.workloads.base import Workload, WorkloadError
+from checkout_gates.workloads.base import Workload, WorkloadError, WorkloadNotFoundError
 from checkout_gates.workloads.deployment import DeploymentWorkload
 
 log = structlog.get_logger("checkout_gates.controller")
@@ -153,7 +153,7 @@ class Reconciler:
             logger = log.bind(rollout=f"{namespace}/{name}", step=rollout.status.current_step)
             router = self.routers(rollout.spec, namespace)
             observed, router_error = await self._read_router(router)
-            workload, workload_error = await self._read_workload(rollout)
+            workload, workload_error, workload_missing = await self._read_workload(rollout)
             # An on-call abort or pause is applied first, with no queries: weights before evaluation.
             urgent = stops_exposure(rollout.metadata.annotations, rollout.status)
             if urgent:
@@ -167,6 +167,7 @@ class Reconciler:
                 router_error=router_error,
                 workload=workload,
                 workload_error=workload_error,
+                workload_missing=workload_missing,
             )
             decision = decide(rollout, observations, now)
             status = observation_conditions(decision.status, rollout, router_error, readings, now)
@@ -224,17 +225,18 @@ class Reconciler:
             telemetry.ERRORS.labels("router").inc()
             return None, str(error)
 
-    async def _read_workload(self, rollout: CheckoutRollout) -> tuple[WorkloadState | None, str | None]:
+    async def _read_workload(self, rollout: CheckoutRollout) -> tuple[WorkloadState | None, str | None, bool]:
+        """The workload as read now, why it could not be read, and whether it is missing altogether."""
         if rollout.spec.workload_ref is None:
-            return None, None
+            return None, None, False
         workload = self.workloads(rollout.spec, rollout.metadata.namespace, rollout.metadata.name)
         if workload is None:
-            return None, None
+            return None, None, False
         try:
-            return await self.kube.run(workload.read), None
+            return await self.kube.run(workload.read), None, False
         except WorkloadError as error:
             telemetry.ERRORS.labels("workload").inc()
-            return None, str(error)
+            return None, str(error), isinstance(error, WorkloadNotFoundError)
 
     async def _read_gates(self, rollout: CheckoutRollout, now: datetime) -> dict[str, SignalReading]:
         reads = reads_needed(rollout, now)
@@ -378,7 +380,7 @@ class Reconciler:
                     logger.info("stable copy set", revision=change.revision, replicas=change.replicas)
                     crash_point("after-stable-copy")
                 elif isinstance(change, RestoreRevision):
-                    await self.kube.run(functools.partial(workload.restore, change.revision))
+                    await self.kube.run(functools.partial(workload.restore, change.revision, change.replacing))
                     logger.info("revision restored", revision=change.revision, reason=change.reason)
                 else:
                     await self.kube.run(functools.partial(workload.scale_canary, change.replicas))

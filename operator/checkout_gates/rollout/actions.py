@@ -85,6 +85,8 @@ class RestoreRevision:
 
     revision: str
     reason: str
+    # Only while the Deployment still has this revision: a newer change by someone is never overwritten.
+    replacing: str = ""
 
 
 WorkloadAction = ScaleCanary | SetStableRevision | RestoreRevision

@@ -85,8 +85,11 @@ def abort(draft: Draft, reason: str, actor: str, *, page: bool, slug: str = "") 
         draft.resolve_page()
 
 
-def halt(draft: Draft, reason: str, slug: str, *, critical: bool = False) -> None:
-    if critical or draft.spec.on_halt == "abort":
+def halt(draft: Draft, reason: str, slug: str, *, critical: bool = False, hold: bool = False) -> None:
+    """Stop exposure growing and page. ``hold`` never aborts, whatever onHalt says: for halts where
+    taking the canary's traffic away would send it to a side with no pods (adoption, a stable copy
+    gone or half-way through a promotion)."""
+    if not hold and (critical or draft.spec.on_halt == "abort"):
         abort(draft, reason, OPERATOR, page=True, slug=slug)
         return
     draft.update(phase="Halted", halt_reason=reason, paused_from=None)

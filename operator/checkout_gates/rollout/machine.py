@@ -38,6 +38,7 @@ from checkout_gates.rollout import pages, release
 from checkout_gates.rollout.actions import (
     ConsumeAnnotation,
     Decision,
+    RestoreRevision,
     SetWeights,
     Severity,
 )
@@ -67,9 +68,11 @@ class Observations:
     readings: Mapping[str, SignalReading] = field(default_factory=dict)
     router_weights: Weights | None = None
     router_error: str | None = None
-    # For a rollout with a workloadRef: its Deployment and stable copy (None when unread), and why not.
+    # For a rollout with a workloadRef: its Deployment and stable copy (None when unread), and why not;
+    # ``workload_missing`` when the read found no Deployment at all.
     workload: WorkloadState | None = None
     workload_error: str | None = None
+    workload_missing: bool = False
 
 
 def decide(rollout: CheckoutRollout, observations: Observations, now: datetime) -> Decision:
@@ -99,13 +102,13 @@ def decide(rollout: CheckoutRollout, observations: Observations, now: datetime) 
     else:
         # The workload first: a new revision restarts the rollout, and an abort given at the same
         # time must still win (it is applied next, to the restarted rollout).
-        release.follow(draft, observations.workload, observations.workload_error)
+        release.follow(draft, observations)
         _handle_requests(draft)
         _track_router_errors(draft, observations)
         _watch(draft, observations)
         _check_router(draft, observations)
     _run_steps(draft, observations)
-    release.tend(draft, observations.workload)
+    release.tend(draft, observations)
     release.settle_error(draft, observations.workload)
     _reassert_weights(draft)
     _page(draft)
@@ -166,6 +169,11 @@ def _restart(draft: Draft) -> None:
     generation = draft.rollout.metadata.generation
     actor = spec_changed_by(draft.rollout.metadata.annotations)
     change = f"spec changed by {actor} (generation {before.observed_generation} -> {generation})"
+    if draft.spec.workload_ref is not None and (before.revisions is None or before.revisions.stable is None):
+        # The rollout gained a workloadRef (or was adopting): adopt the Deployment first.
+        draft.update(observed_generation=generation, halt_reason="", paused_from=None, gates=[])
+        release.start(draft)
+        return
     if before.phase == "Promoted" or (before.revisions is not None and before.revisions.promoting):
         # Promotion is done (or under way): traffic is where it belongs, and a spec edit is no
         # reason to send it back to an older version. Only a new revision starts exposure again.
@@ -229,6 +237,12 @@ def _apply_request(draft: Draft, request: Request) -> None:
         if release.adopting(draft):
             ignore("adopting the first revision as stable: the canary gets no traffic")
             return
+        if release.promoting(draft):
+            ignore(
+                "all steps passed and the stable copy is taking the new revision: an abort would send all "
+                "traffic to a copy already half on it; wait for Promoted, then undo"
+            )
+            return
         if phase == "Promoted":
             ignore("already promoted (apply a new spec to roll back)")
             return
@@ -280,6 +294,7 @@ def _apply_request(draft: Draft, request: Request) -> None:
         elif phase == "Paused":
             draft.update(phase="Progressing", paused_from=None)
             draft.start_step(draft.status.current_step)
+            release.rearm(draft)
             draft.record("Resumed", reason, actor)
             draft.emit("Resumed", f"{actor} resumed the rollout at step {draft.status.current_step}")
         else:
@@ -450,11 +465,14 @@ def _check_router(draft: Draft, observations: Observations) -> None:
         return
     if any(isinstance(a, SetWeights) for a in draft.actions):
         return  # this decision re-states the weights (a retry): the router was read before that
-    if status.phase == "Aborted" and observed.canary > status.weights.canary:
+    if status.phase in ("Aborted", "Promoted") and observed.canary > status.weights.canary:
         # An aborted canary gets no traffic, whoever or whatever moved the route since (a patch of a
         # pass cut short by the abort can land after it): the abort's weights are stated again.
-        draft.actions.append(SetWeights(status.weights, f"aborted, yet the route sends canary {observed.canary}%"))
-        draft.emit("WeightsReapplied", f"the route sent canary {observed.canary}% after the abort", warning=True)
+        draft.actions.append(
+            SetWeights(status.weights, f"{status.phase.lower()}, yet the route sends canary {observed.canary}%")
+        )
+        after = "the abort" if status.phase == "Aborted" else "the promotion"
+        draft.emit("WeightsReapplied", f"the route sent canary {observed.canary}% after {after}", warning=True)
         return
     if status.phase in TERMINAL_PHASES or status.phase == "Halted":
         return
@@ -488,13 +506,15 @@ def _current_kind(draft: Draft) -> str:
 
 def _run_steps(draft: Draft, observations: Observations) -> None:
     """Move through every step that can complete now; stop at the first that must wait."""
+    if any(isinstance(a, RestoreRevision) for a in draft.actions):
+        return  # an undo is under way: its revision is the next rollout's, nothing moves on this one
     for _ in range(len(draft.spec.steps) + 1):
         if draft.status.phase not in ("Progressing", "AwaitingApproval") or not release.steps_may_run(draft):
             return
         index = draft.status.current_step
         if index >= len(draft.spec.steps):
             if draft.spec.workload_ref is not None:
-                release.promote(draft, observations.workload)
+                release.promote(draft, observations)
             else:
                 _promote(draft)
             return

@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import math
 from datetime import timedelta
+from typing import Protocol
 
 from checkout_gates.api.spec import WorkloadRef
-from checkout_gates.api.status import Revision, Revisions, UndoIntent
+from checkout_gates.api.status import Revision, Revisions, UndoIntent, Weights
 from checkout_gates.rollout.actions import RestoreRevision, ScaleCanary, SetStableRevision, SetWeights
-from checkout_gates.rollout.draft import Draft, halt, weights_pending
+from checkout_gates.rollout.draft import OPERATOR, Draft, abort, halt, weights_pending
 from checkout_gates.rollout.workload import DeploymentState, WorkloadState
 
 ERROR_LIMIT = 1024
@@ -69,15 +70,20 @@ def start(draft: Draft) -> None:
     draft.emit("Adopting", f"copying Deployment {ref.name} to {ref.stable_name} as the stable revision")
 
 
-def follow(draft: Draft, workload: WorkloadState | None, error: str | None) -> None:
+def follow(draft: Draft, observations: Observed) -> None:
     """Everything the workload asks of this decision before the steps run."""
     if draft.spec.workload_ref is None:
         return
+    workload, error = observations.workload, observations.workload_error
     revs = revisions(draft)
     if error is not None:
         draft.update(revisions=revs.model_copy(update={"error": error[:ERROR_LIMIT]}))
     if adopting(draft):
         return  # promote() (the last "step") does the rest
+    if observations.workload_missing and draft.status.weights.canary > 0 and draft.status.phase != "Aborted":
+        # The canary's pods are gone with their Deployment: its share of checkout would fail.
+        abort(draft, f"Deployment {_ref(draft).name} is gone: {error}", OPERATOR, page=True, slug="canary-gone")
+        return
     if workload is not None and revs.undo is not None:
         _carry_undo(draft, workload)
         revs = revisions(draft)
@@ -97,7 +103,9 @@ def follow(draft: Draft, workload: WorkloadState | None, error: str | None) -> N
         why = f"revision {desired.revision} ({', '.join(desired.images)}) rolls out; stable runs {stable.hash}"
         _start_revision(draft, desired, why, action="Started")
     elif revs.promoting:
-        return  # past the point of no return: the copy is taking the canary's revision
+        if desired.revision != revs.canary.hash:
+            _changed_while_promoting(draft, workload)
+        return
     elif desired.revision == stable.hash and desired.revision != revs.canary.hash:
         _cancel(draft, stable.hash)
         return
@@ -127,14 +135,15 @@ def undo(draft: Draft, actor: str, reason: str) -> str | None:
         target, now = revs.previous, revs.stable.hash
     else:
         return "no earlier stable revision to go back to"
-    draft.update(revisions=revs.model_copy(update={"undo": UndoIntent(to=target.hash, replacing=now, actor=actor)}))
+    intent = UndoIntent(to=target.hash, replacing=now, actor=actor, since=draft.now)
+    draft.update(revisions=revs.model_copy(update={"undo": intent}))
     draft.record(
         "UndoRequested",
         f"{reason}: Deployment {ref.name} goes back to revision {target.hash} ({_images(target)})",
         actor,
     )
     draft.emit("UndoRequested", f"{actor}: Deployment {ref.name} goes back to revision {target.hash}")
-    draft.actions.append(RestoreRevision(target.hash, f"undo by {actor}: back to revision {target.hash}"))
+    draft.actions.append(RestoreRevision(target.hash, f"undo by {actor}: back to revision {target.hash}", now))
     return None
 
 
@@ -147,7 +156,15 @@ def _carry_undo(draft: Draft, workload: WorkloadState) -> None:
     if workload.canary.revision != intent.replacing:
         draft.update(revisions=revs.model_copy(update={"undo": None}))
         return
-    draft.actions.append(RestoreRevision(intent.to, f"undo by {intent.actor}: back to revision {intent.to}"))
+    ref = _ref(draft)
+    if intent.since is not None and draft.now >= intent.since + timedelta(seconds=ref.progress_deadline_seconds):
+        why = f"the undo by {intent.actor} to revision {intent.to} was not carried out within {ref.progress_deadline}"
+        draft.update(revisions=revs.model_copy(update={"undo": None}))
+        draft.record("UndoFailed", f"{why}{_error_note(draft)}; the Deployment is unchanged")
+        draft.emit("UndoFailed", why, warning=True)
+        return
+    reason = f"undo by {intent.actor}: back to revision {intent.to}"
+    draft.actions.append(RestoreRevision(intent.to, reason, intent.replacing))
 
 
 def rearm(draft: Draft) -> None:
@@ -155,14 +172,27 @@ def rearm(draft: Draft) -> None:
     if draft.spec.workload_ref is None:
         return
     revs = revisions(draft)
-    update: dict[str, object] = {"waiting_since": draft.now}
-    if draft.status.phase == "Aborted" and _ref(draft).on_abort == "scaleDown":
-        update |= {"canary_ready_at": None, "promoting": False}
+    update: dict[str, object] = {}
+    if draft.status.phase == "Aborted" and not adopting(draft):
+        update["promoting"] = False  # the retried rollout starts from step 0: no promotion under way
+        if _ref(draft).on_abort == "scaleDown":
+            update["canary_ready_at"] = None  # it was scaled down: wait until it is Ready again
+    promoting_now = bool(update.get("promoting", revs.promoting))
+    ready_at = update.get("canary_ready_at", revs.canary_ready_at)
+    waiting = promoting_now or (revs.canary is not None and ready_at is None)
+    # Only a wait that is on gets a fresh start; a stale one would halt the next wait at once.
+    update["waiting_since"] = draft.now if waiting else None
     draft.update(revisions=revs.model_copy(update=update))
 
 
-def promote(draft: Draft, workload: WorkloadState | None) -> None:
+def promoting(draft: Draft) -> bool:
+    """Whether the stable copy is taking a revision (all steps passed, or adopting)."""
+    return draft.spec.workload_ref is not None and revisions(draft).promoting
+
+
+def promote(draft: Draft, observations: Observed) -> None:
     """All steps passed (or adopting): the stable copy takes the revision, then the traffic."""
+    workload = observations.workload
     revs = revisions(draft)
     if not revs.promoting:
         revs = revs.model_copy(update={"promoting": True, "waiting_since": draft.now})
@@ -174,7 +204,10 @@ def promote(draft: Draft, workload: WorkloadState | None) -> None:
         if _past_deadline(draft, ref):
             _promotion_not_ready(draft, revs.canary.hash if revs.canary else "?", "the workload cannot be read")
         return
-    revision = revs.canary or Revision(hash=workload.canary.revision, images=list(workload.canary.images))
+    if revs.stable is None:
+        revs = _pin_adoption(draft, workload)
+    assert revs.canary is not None
+    revision = revs.canary
     stable = workload.stable
     replicas = _stable_replicas(workload)
     if stable is None or stable.revision != revision.hash or not stable.ready or stable.replicas != replicas:
@@ -194,8 +227,8 @@ def promote(draft: Draft, workload: WorkloadState | None) -> None:
         draft.actions.append(
             SetWeights(draft.status.weights, f"stable runs revision {revision.hash}: all traffic to it")
         )
-    if weights_pending(draft.status):
-        return  # the canary is scaled down only once the router confirms it gets no traffic
+    if weights_pending(draft.status) or not _route_shows_no_canary(observations):
+        return  # the canary is scaled down only once the route, as read now, gives it no traffic
     if workload.canary.replicas != 0:
         draft.actions.append(ScaleCanary(0, f"revision {revision.hash} is stable: the canary is not needed"))
         return
@@ -218,8 +251,9 @@ def promote(draft: Draft, workload: WorkloadState | None) -> None:
     draft.emit("Promoted", f"{ref.stable_name} runs revision {revision.hash} and takes all traffic")
 
 
-def tend(draft: Draft, workload: WorkloadState | None) -> None:
+def tend(draft: Draft, observations: Observed) -> None:
     """Between rollouts, and after an abort, the canary runs no replicas once it has no traffic."""
+    workload = observations.workload
     if workload is None or draft.spec.workload_ref is None or adopting(draft):
         return
     _keep_stable(draft, workload)
@@ -231,8 +265,8 @@ def tend(draft: Draft, workload: WorkloadState | None) -> None:
     confirmed = draft.status.router_target
     if confirmed is None or confirmed.canary != 0 or draft.status.weights.canary != 0:
         return
-    if any(isinstance(a, ScaleCanary) for a in draft.actions):
-        return
+    if not _route_shows_no_canary(observations) or any(isinstance(a, ScaleCanary | SetWeights) for a in draft.actions):
+        return  # the route as read now must give it nothing (a GitOps sync may have put it back)
     why = "aborted" if aborted and not idle else "no rollout in progress"
     draft.actions.append(ScaleCanary(0, f"{why}: the canary gets no traffic"))
 
@@ -259,9 +293,11 @@ def _keep_stable(draft: Draft, workload: WorkloadState) -> None:
         halt(
             draft,
             f"the stable copy {ref.stable_name} {state}, and Deployment {ref.name} no longer has stable revision "
-            f"{stable.hash} to re-create it from: stable's share of traffic has no pods of its own; restore "
-            f"{ref.stable_name}, then annotate retry",
+            f"{stable.hash} ({_images(stable)}) to re-create it from: stable's share of traffic has no pods of its "
+            f"own; put Deployment {ref.name} back to those images (kubectl set image or undo) and the copy is "
+            "re-created, then annotate retry",
             "stable-missing",
+            hold=True,
         )
 
 
@@ -293,6 +329,63 @@ def message(draft: Draft) -> str:
 
 
 # --- the parts ----------------------------------------------------------------------------------
+
+
+class Observed(Protocol):
+    """What rollout/machine.py's Observations offer this module (a Protocol: no import cycle)."""
+
+    @property
+    def workload(self) -> WorkloadState | None: ...
+    @property
+    def workload_error(self) -> str | None: ...
+    @property
+    def workload_missing(self) -> bool: ...
+    @property
+    def router_weights(self) -> Weights | None: ...
+
+
+def _route_shows_no_canary(observations: Observed) -> bool:
+    """Whether the route, as read in this pass, gives the canary nothing (unreadable: not known)."""
+    return observations.router_weights is not None and observations.router_weights.canary == 0
+
+
+def _pin_adoption(draft: Draft, workload: WorkloadState) -> Revisions:
+    """The revision being adopted: the Deployment's at first sight, and again if it changes before
+    the copy has it (nothing was exposed yet); once the copy has it, a newer one waits its turn."""
+    revs = revisions(draft)
+    live = workload.canary
+    pinned = revs.canary
+    copied = workload.stable is not None and pinned is not None and workload.stable.revision == pinned.hash
+    if pinned is None or (pinned.hash != live.revision and not copied):
+        revs = revs.model_copy(update={"canary": Revision(hash=live.revision, images=list(live.images))})
+        draft.update(revisions=revs)
+    return revs
+
+
+def _changed_while_promoting(draft: Draft, workload: WorkloadState) -> None:
+    """The Deployment changed while the copy takes the rollout's revision. Not copied yet: the
+    promotion is abandoned and the newest rolls out (or, back at stable's, it is cancelled). Copied:
+    the promotion finishes on the vetted revision, the canary (running the unvetted newest) gets no
+    traffic from now, and the newest rolls out after."""
+    revs = revisions(draft)
+    assert revs.canary is not None and revs.stable is not None
+    desired = workload.canary
+    copied = workload.stable is not None and workload.stable.revision == revs.canary.hash
+    if not copied:
+        draft.update(revisions=revs.model_copy(update={"promoting": False}))
+        if desired.revision == revs.stable.hash:
+            _cancel(draft, revs.stable.hash)
+        else:
+            why = f"revision {desired.revision} replaces {revs.canary.hash} before its promotion: it rolls out instead"
+            _start_revision(draft, desired, why)
+        return
+    if draft.status.weights.canary > 0:
+        draft.set_weight(0, f"revision {desired.revision} arrived during the promotion of {revs.canary.hash}")
+        draft.record(
+            "NewRevision",
+            f"revision {desired.revision} arrived while the stable copy takes {revs.canary.hash}: the canary "
+            "gets no traffic; it rolls out once the promotion is done",
+        )
 
 
 def _ref(draft: Draft) -> WorkloadRef:
@@ -341,6 +434,12 @@ def _start_revision(draft: Draft, desired: DeploymentState, reason: str, *, acti
     )
     draft.start_step(0)
     draft.start_evidence()
+    page = draft.status.page
+    if page is not None and page.resolved_at is None:
+        # What it paged about is superseded: someone deployed another revision. The next halt opens
+        # a page of its own; this one must not be left open under it.
+        draft.resolve_page()
+        draft.record("Acknowledged", f"page {page.dedup_key} resolved: superseded by revision {desired.revision}")
     if draft.status.phase == "Paused":
         draft.record(action, f"{reason} (stays paused until on-call resumes)")
     else:
@@ -378,16 +477,18 @@ def canary_replicas(draft: Draft, workload: WorkloadState, weight: int) -> int:
 
 
 def capacity_for(draft: Draft, workload: WorkloadState | None, weight: int) -> bool:
-    """Whether the canary has the Ready replicas ``weight`` needs (always, without scaleWithWeight);
-    if not, it is scaled up, the step waits, and past the progress deadline the rollout halts."""
+    """Whether the canary, on the rollout's revision, has the Ready replicas ``weight`` needs
+    (stable's, or its share with scaleWithWeight): no weight grows onto pods that are gone or not
+    Ready. If not, it is scaled up, the step waits, and past the progress deadline the rollout halts."""
     ref = draft.spec.workload_ref
-    if ref is None or ref.scale_with_weight is None:
+    if ref is None:
         return True
     if workload is None:
         return False  # cannot know; the step waits for a readable workload
     revs = revisions(draft)
     canary, wanted = workload.canary, canary_replicas(draft, workload, weight)
-    if canary.replicas >= wanted and canary.ready and canary.ready_replicas >= wanted:
+    on_revision = revs.canary is not None and canary.revision == revs.canary.hash
+    if on_revision and canary.replicas >= wanted and canary.ready and canary.ready_replicas >= wanted:
         if revs.waiting_since is not None:
             draft.update(revisions=revs.model_copy(update={"waiting_since": None}))
         return True
@@ -422,10 +523,10 @@ def _wait_ready(draft: Draft, workload: WorkloadState) -> None:
         draft.record("CanaryReady", f"revision {revs.canary.hash} Ready with {canary.ready_replicas} replicas")
         draft.emit("CanaryReady", f"revision {revs.canary.hash} Ready: exposure may start")
         return
-    if canary.failure or _past_deadline(draft, ref):
-        _not_ready(
-            draft, canary.failure or f"{canary.ready_replicas}/{canary.replicas} Ready after {ref.progress_deadline}"
-        )
+    if _past_deadline(draft, ref):
+        # The Deployment's own ProgressDeadlineExceeded is only the reason: it outlives a retry.
+        ready = f"{canary.ready_replicas}/{canary.replicas} Ready after {ref.progress_deadline}"
+        _not_ready(draft, f"{ready}; {canary.failure}" if canary.failure else ready)
 
 
 def _not_ready(draft: Draft, why: str) -> None:
@@ -447,6 +548,7 @@ def _promotion_not_ready(draft: Draft, revision: str, shown: str) -> None:
             f"adopting Deployment {ref.name} as the stable revision ({ref.stable_name}) did not complete within "
             f"{ref.progress_deadline} ({shown}{_error_note(draft)}); no traffic was moved",
             "adoption-not-ready",
+            hold=True,
         )
         return
     halt(
@@ -455,4 +557,5 @@ def _promotion_not_ready(draft: Draft, revision: str, shown: str) -> None:
         f"{ref.progress_deadline} ({shown}{_error_note(draft)}); it still serves the earlier revision "
         "where it was not replaced",
         "promotion-not-ready",
+        hold=True,
     )

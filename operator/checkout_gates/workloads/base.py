@@ -17,6 +17,10 @@ class WorkloadError(Exception):
     """The workload cannot be read or changed: missing, malformed, not ours, or refused."""
 
 
+class WorkloadNotFoundError(WorkloadError):
+    """The workload the rollout names does not exist (the canary's pods are gone with it)."""
+
+
 class Workload(Protocol):
     @property
     def description(self) -> str:
@@ -31,9 +35,10 @@ class Workload(Protocol):
         """Make the desired side run ``replicas`` replicas (no write when it already does)."""
         ...
 
-    def restore(self, revision: str) -> None:
+    def restore(self, revision: str, replacing: str = "") -> None:
         """Write stable revision ``revision`` (the current or the previous one) back into the desired
-        side (no write when it has it already); WorkloadError when that revision is not kept."""
+        side (no write when it has it already), only while that side still has revision
+        ``replacing`` (when given); WorkloadError when that revision is not kept or it moved on."""
         ...
 
     def set_stable(self, revision: str, replicas: int) -> None:

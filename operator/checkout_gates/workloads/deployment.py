@@ -26,7 +26,7 @@ from checkout_gates.api.spec import GROUP, STABLE_SUFFIX
 from checkout_gates.api.status import IMAGE_LIMIT
 from checkout_gates.apiserver import FIELD_MANAGER, JSON_PATCH, MERGE_PATCH, server_message
 from checkout_gates.rollout.workload import DeploymentState, WorkloadState, template_revision
-from checkout_gates.workloads.base import WorkloadError
+from checkout_gates.workloads.base import WorkloadError, WorkloadNotFoundError
 
 ROLLOUT_LABEL = f"{GROUP}/rollout"
 REVISION_ANNOTATION = f"{GROUP}/revision"
@@ -37,6 +37,18 @@ TEMPLATE_ANNOTATION = f"{GROUP}/template"
 PREVIOUS_TEMPLATE_ANNOTATION = f"{GROUP}/previous-template"
 TEMPLATE_LIMIT = 100_000
 MANAGED_BY = ("app.kubernetes.io/managed-by", "checkout-gates")
+# Labels by which GitOps tools track what they own: copied, the copy would look like a stray object
+# of the user's application (Argo CD prunes it, the operator re-creates it, in a loop).
+GITOPS_LABELS = frozenset(
+    {
+        "app.kubernetes.io/instance",
+        "argocd.argoproj.io/instance",
+        "kustomize.toolkit.fluxcd.io/name",
+        "kustomize.toolkit.fluxcd.io/namespace",
+        "helm.toolkit.fluxcd.io/name",
+        "helm.toolkit.fluxcd.io/namespace",
+    }
+)
 LABEL_VALUE_LIMIT = 63
 
 
@@ -58,7 +70,7 @@ class DeploymentWorkload:
     def read(self) -> WorkloadState:
         user = self._read(self.name)
         if user is None:
-            raise WorkloadError(f"Deployment {self.namespace}/{self.name} not found (spec.workloadRef.name)")
+            raise WorkloadNotFoundError(f"Deployment {self.namespace}/{self.name} not found (spec.workloadRef.name)")
         stable = self._read(self.stable_name)
         return WorkloadState(
             canary=state_of(user, template_revision(_template(user, self.name))),
@@ -95,21 +107,23 @@ class DeploymentWorkload:
     def scale_canary(self, replicas: int) -> None:
         user = self._read(self.name)
         if user is None:
-            raise WorkloadError(f"Deployment {self.namespace}/{self.name} not found (spec.workloadRef.name)")
-        if (user.get("spec") or {}).get("replicas") == replicas:
-            return
+            raise WorkloadNotFoundError(f"Deployment {self.namespace}/{self.name} not found (spec.workloadRef.name)")
+        if (user.get("spec") or {}).get("replicas") != replicas:
+            self._scale(self.name, replicas)
+
+    def _scale(self, name: str, replicas: int) -> None:
         try:
             self._api.patch_namespaced_deployment(
-                self.name,
+                name,
                 self.namespace,
                 {"spec": {"replicas": replicas}},
                 field_manager=FIELD_MANAGER,
                 _content_type=MERGE_PATCH,
             )
         except ApiException as error:
-            raise _error(error, f"Deployment {self.namespace}/{self.name}", "scale") from error
+            raise _error(error, f"Deployment {self.namespace}/{name}", "scale") from error
 
-    def restore(self, revision: str) -> None:
+    def restore(self, revision: str, replacing: str = "") -> None:
         stable = self._read(self.stable_name)
         what = f"Deployment {self.namespace}/{self.stable_name}"
         if stable is None:
@@ -133,8 +147,14 @@ class DeploymentWorkload:
         user = self._read(self.name)
         if user is None:
             raise WorkloadError(f"Deployment {self.namespace}/{self.name} not found (spec.workloadRef.name)")
-        if template_revision(_template(user, self.name)) == revision:
+        current = template_revision(_template(user, self.name))
+        if current == revision:
             return
+        if replacing and current != replacing:
+            raise WorkloadError(
+                f"Deployment {self.namespace}/{self.name} changed to revision {current} since the undo was asked "
+                f"for (it replaced {replacing}): that newer change is not overwritten"
+            )
         version = (user.get("metadata") or {}).get("resourceVersion")
         patch = [
             {"op": "test", "path": "/metadata/resourceVersion", "value": version},
@@ -148,6 +168,12 @@ class DeploymentWorkload:
             raise _error(error, f"Deployment {self.namespace}/{self.name}", "restore the template of") from error
 
     def set_stable(self, revision: str, replicas: int) -> None:
+        existing = self._read(self.stable_name)
+        if existing is not None and self._stable_revision(existing) == revision:
+            # The copy has the revision already (the Deployment may have moved on since): replicas only.
+            if (existing.get("spec") or {}).get("replicas") != replicas:
+                self._scale(self.stable_name, replicas)
+            return
         user = self._read(self.name)
         if user is None:
             raise WorkloadError(f"Deployment {self.namespace}/{self.name} not found (spec.workloadRef.name)")
@@ -158,7 +184,6 @@ class DeploymentWorkload:
                 "is not copied (the next pass judges the new one)"
             )
         wanted = stable_copy(user, rollout=self.rollout, revision=revision, replicas=replicas)
-        existing = self._read(self.stable_name)
         what = f"Deployment {self.namespace}/{self.stable_name}"
         if existing is None:
             try:
@@ -246,7 +271,7 @@ def stable_copy(user: dict[str, Any], *, rollout: str, revision: str, replicas: 
     template = copy.deepcopy(_template(user, name))
     template_meta = template.setdefault("metadata", {})
     template_meta["labels"] = {**(template_meta.get("labels") or {}), **rewritten}
-    labels = {str(k): str(v) for k, v in (meta.get("labels") or {}).items()}
+    labels = {str(k): str(v) for k, v in (meta.get("labels") or {}).items() if k not in GITOPS_LABELS}
     labels |= {key: rewritten[key] for key in labels if key in rewritten}
     labels |= {MANAGED_BY[0]: MANAGED_BY[1], ROLLOUT_LABEL: rollout}
     copied = {
