@@ -103,8 +103,9 @@ class Release:
             service(CANARY, name, NAME),
             http_route(name, name, STABLE, CANARY),
         ]
+        # Not waited for: adoption copies the template whether or not its pods are up yet, and the
+        # tests wait for what they assert (the copy Ready, the traffic moved).
         kubectl.apply(yaml.safe_dump_all(documents))
-        kubectl("rollout", "status", f"deployment/{NAME}", "-n", name, "--timeout=120s")
         steps = [
             {"setWeight": 20},
             {"gate": {"pass": ["auth-approval", "duplicate-charges"], "window": "4s"}},

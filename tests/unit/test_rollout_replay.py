@@ -140,3 +140,17 @@ def test_sequential_gate_reads_everything_since_its_step_started() -> None:
         replayer.advance(now, HEALTHY)
     auth = next(g for g in replayer.status.gates if g.name == "auth-approval")
     assert auth.samples == 3 * 1000  # three intervals of 1,000 canary requests each
+
+
+def test_a_workload_ref_is_left_out_of_a_replay_which_judges_the_gates_alone() -> None:
+    """A recording has traffic, not Deployments: the replay of a workloadRef rollout decides as
+    the same rollout without one (adoption and readiness happen on a cluster)."""
+    plain = make_rollout()
+    document = plain.model_dump(mode="json", by_alias=True, exclude_none=True)
+    document["spec"]["workloadRef"] = {"name": "checkout-api"}
+    released = type(plain).model_validate(document)
+    steps = [(t, HEALTHY) for t in times(10)]
+    with_workload = replay(released, steps, approve_all=True)
+    without = replay(plain, steps, approve_all=True)
+    assert with_workload.outcome == without.outcome == "promoted"
+    assert [t.action for t in with_workload.transitions] == [t.action for t in without.transitions]

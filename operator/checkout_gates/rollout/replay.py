@@ -20,6 +20,10 @@ the readings recorded within that window, which is what ``increase(...[window])`
 range returns. Only ratio and count signals add up; a quantile or gauge reading is used as
 recorded. A query error counts only at the time it was recorded. A reading with no window, or one
 at least as long as the query window (live instant queries), is used as it is.
+
+A ``workloadRef`` is left out: a replay judges the gates and steps over recorded traffic; the
+workload's lifecycle (adoption, readiness, the promotion's copy) happens on a cluster, not in a
+recording, and is tested there (tests/integration/test_release_testbed.py).
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ __all__ = [
     "Transition",
     "WindowSums",
     "fresh_rollout",
+    "gates_only",
     "needs_widening",
     "replay",
     "widen",
@@ -114,6 +119,13 @@ class ReplayResult:
         )
 
 
+def gates_only(rollout: CheckoutRollout) -> CheckoutRollout:
+    """The rollout without its workloadRef: what a replay of recorded traffic can judge."""
+    if rollout.spec.workload_ref is None:
+        return rollout
+    return rollout.model_copy(update={"spec": rollout.spec.model_copy(update={"workload_ref": None})})
+
+
 def fresh_rollout(rollout: CheckoutRollout) -> CheckoutRollout:
     """The rollout as just applied: an empty status, generation at least 1, a uid for page keys."""
     metadata = rollout.metadata.model_copy(
@@ -143,6 +155,7 @@ class Replayer:
         fresh: bool = True,
         stop_when_decided: bool = True,
     ) -> None:
+        rollout = gates_only(rollout)
         self.rollout = fresh_rollout(rollout) if fresh else rollout
         self.approve_all = approve_all
         self.approver = approver
