@@ -18,15 +18,38 @@ pytestmark = pytest.mark.integration
 TIMEOUT = 540.0  # the demo takes two to three minutes; its own timeout is 600 s
 
 
-def demo(*args: str) -> subprocess.CompletedProcess[str]:
+RUNS = {"healthy": (), "duplicate-charges": ("--fault", "duplicate-charges")}
+
+
+@pytest.fixture(scope="module")
+def demos() -> dict[str, subprocess.CompletedProcess[str]]:
+    """Both demos, run at once as two users on one machine would (each its own testbed, ports and
+    work directory): most of a demo is waiting for pass windows, so together they take the time of
+    one."""
     missing = missing_components()
     if missing:
         message = "testbed not built: " + "; ".join(missing)
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    command = [sys.executable, "-m", "checkout_gates.cli.main", "demo", "--seed", "7", *args]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    base = [sys.executable, "-m", "checkout_gates.cli.main", "demo", "--seed", "7"]
+    started = {
+        name: subprocess.Popen([*base, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for name, args in RUNS.items()
+    }
+    results = {}
+    for name, process in started.items():
+        try:
+            out, err = process.communicate(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            out, err = process.communicate()
+        results[name] = subprocess.CompletedProcess(process.args, process.returncode, out, err)
+    return results
+
+
+def demo(demos: dict[str, subprocess.CompletedProcess[str]], name: str) -> subprocess.CompletedProcess[str]:
+    result = demos[name]
     print(result.stdout[-6000:])
     print(result.stderr[-3000:], file=sys.stderr)
     return result
@@ -38,8 +61,8 @@ def leftovers(output: str) -> bool:
     return bool(match) and os.path.exists(match.group(1))
 
 
-def test_demo_promotes_a_healthy_canary() -> None:
-    result = demo()
+def test_demo_promotes_a_healthy_canary(demos: dict[str, subprocess.CompletedProcess[str]]) -> None:
+    result = demo(demos, "healthy")
     assert result.returncode == 0
     out = result.stdout
     assert "starting etcd, kube-apiserver and kube-controller-manager… ok" in out
@@ -54,8 +77,8 @@ def test_demo_promotes_a_healthy_canary() -> None:
     assert not leftovers(out)
 
 
-def test_demo_with_duplicate_charges_aborts_and_pages_once() -> None:
-    result = demo("--fault", "duplicate-charges")
+def test_demo_with_duplicate_charges_aborts_and_pages_once(demos: dict[str, subprocess.CompletedProcess[str]]) -> None:
+    result = demo(demos, "duplicate-charges")
     assert result.returncode == 0
     out = result.stdout
     assert re.search(r"^outcome:\s+(Aborted|Halted) at step \d+, canary \d+%.*: as expected", out, re.MULTILINE)
