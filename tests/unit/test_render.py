@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from checkout_gates.api.resource import CheckoutRollout
+from checkout_gates.api.status import Revision, Revisions
 from checkout_gates.cli.render import (
     age,
     list_json,
@@ -254,3 +255,20 @@ def test_control_characters_in_recorded_strings_never_reach_the_terminal(halted:
     # Colour, when asked for, is still the CLI's own: it paints around the escaped text.
     coloured = render_status(view, now=halted.now, colour=True)
     assert "\x1b[31mHalted\x1b[0m" in coloured and "\x1b[2J" not in coloured
+
+
+def test_a_release_shows_which_revision_each_side_runs() -> None:
+    driver = _drive(2)
+    revisions = Revisions(
+        stable=Revision(hash="f92f23fe38", images=["checkout:v1"]),
+        canary=Revision(hash="13ce60bcf0", images=["checkout:v2"]),
+        canary_ready_at=T0,
+        error="cannot scale Deployment payments/checkout-api: HTTP 403",
+    )
+    rollout = driver.rollout.model_copy(update={"status": driver.status.model_copy(update={"revisions": revisions})})
+    lines = render_status(view_of(_wire(rollout)), now=driver.now).splitlines()
+    assert "stable:   f92f23fe38 (checkout:v1)" in lines
+    assert "canary:   13ce60bcf0 (checkout:v2), Ready" in lines
+    assert "workload: cannot scale Deployment payments/checkout-api: HTTP 403" in lines
+    plain = render_status(view_of(_wire(driver.rollout)), now=driver.now).splitlines()
+    assert not [line for line in plain if line.startswith(("stable:", "canary:"))], "nothing without a workloadRef"

@@ -129,10 +129,29 @@ def render_status(view: RolloutView, *, now: datetime, colour: bool = False) -> 
         lines.append(f"  {marker} {index:>2}  {label}")
     lines.append(f"weights:  {_weights(status.weights)}")
     lines.append(f"router:   {_weights(status.router_weights)}")
+    lines += _revision_lines(status)
     lines += _gate_lines(view, now=now, colour=colour)
     lines += _page_lines(status.page, now=now)
     lines += _history_lines(status, now=now)
     return "\n".join(lines)
+
+
+def _revision_lines(status: Any) -> list[str]:
+    """Which revision each side runs, for a rollout with a workloadRef (nothing otherwise)."""
+    revisions = status.revisions
+    if revisions is None:
+        return []
+
+    def shown(revision: Any) -> str:
+        return f"{revision.hash} ({', '.join(one_line(i) for i in revision.images) or 'no images'})"
+
+    lines = [f"stable:   {shown(revisions.stable) if revisions.stable else 'none yet (adopting)'}"]
+    if revisions.canary is not None:
+        state = "promoting" if revisions.promoting else "Ready" if revisions.canary_ready_at else "not Ready yet"
+        lines.append(f"canary:   {shown(revisions.canary)}, {state}")
+    if revisions.error:
+        lines.append(f"workload: {one_line(revisions.error)}")
+    return lines
 
 
 def _gate_lines(view: RolloutView, *, now: datetime, colour: bool) -> list[str]:
