@@ -554,6 +554,12 @@ def test_a_failed_adoption_holds_even_with_on_halt_abort_and_never_routes_to_the
         rollout = with_status(rollout, decision.status)
         assert not [a for a in decision.actions if isinstance(a, SetWeights)]
     assert rollout.status.phase == "Halted", "held, not aborted: an abort would send 100% to a Service with no pods"
+    acknowledged = decide(
+        with_annotations(rollout, {"gates.checkout.dev/abort": "erin"}), Observations(), T0 + timedelta(minutes=3)
+    )
+    assert acknowledged.status.phase == "Halted" and acknowledged.status.page is not None
+    assert acknowledged.status.page.resolved_at is not None, "on-call's abort acknowledges the page"
+    assert not [a for a in acknowledged.actions if isinstance(a, SetWeights)]
     rollout = with_annotations(rollout, {"gates.checkout.dev/retry": "erin"})
     retried = decide(rollout, Observations(workload_error="quota exceeded"), T0 + timedelta(minutes=5))
     assert retried.status.phase == "Progressing" and retried.status.current_step == len(STEPS), "adoption again"

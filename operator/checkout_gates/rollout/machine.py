@@ -234,17 +234,25 @@ def _apply_request(draft: Draft, request: Request) -> None:
         draft.record("Ignored", f"{request.command} by {actor}: {why}", actor)
 
     if request.command == "abort":
+        refusal = ""
         if release.adopting(draft):
-            ignore("adopting the first revision as stable: the canary gets no traffic")
-            return
-        if release.promoting(draft):
-            ignore(
+            refusal = "adopting the first revision as stable: the canary gets no traffic"
+        elif release.promoting(draft):
+            refusal = (
                 "all steps passed and the stable copy is taking the new revision: an abort would send all "
                 "traffic to a copy already half on it; wait for Promoted, then undo"
             )
+        if refusal:
+            if draft.status.page is not None and draft.status.page.resolved_at is None:
+                # On-call still acknowledges the page; exposure stays where it is.
+                draft.resolve_page()
+                draft.record("Acknowledged", f"{reason} (the page only: {refusal})", actor)
+            else:
+                ignore(refusal)
             return
         if phase == "Promoted":
-            ignore("already promoted (apply a new spec to roll back)")
+            undo = "checkout-gates undo goes back" if draft.spec.workload_ref else "apply a new spec"
+            ignore(f"already promoted ({undo} to roll back)")
             return
         if phase == "Aborted":
             if draft.status.page is not None and draft.status.page.resolved_at is None:
