@@ -180,6 +180,18 @@ def test_template_cluster_wide_by_default(helm: Helm) -> None:
     assert not [arg for arg in args if arg.startswith("--namespace")]
 
 
+def test_template_with_workloads_may_create_and_update_deployments_but_never_delete(helm: Helm) -> None:
+    """workloadRef rollouts need rbac.workloads.deployments: the Deployment read and scaled, its
+    stable copy created and updated; never a delete, never pods."""
+    documents = helm.template({"rbac": {"workloads": {"deployments": True}}})
+    rules = kinds(documents)[("ClusterRole", "cg-checkout-gates-operator")]["rules"]
+    deployments = [rule for rule in rules if "deployments" in rule["resources"]]
+    assert deployments == [
+        {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "create", "update", "patch"]}
+    ]
+    assert not [rule for rule in rules if "pods" in rule["resources"] or "delete" in rule["verbs"]]
+
+
 def test_template_with_watch_namespaces_binds_per_namespace(helm: Helm) -> None:
     documents = helm.template({"watchNamespaces": ["payments", "refunds"], "rbac": {"routers": {"replicas": True}}})
     bindings = of_kind(documents, "RoleBinding")
