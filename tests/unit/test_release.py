@@ -159,6 +159,16 @@ class ReleaseDriver:
         return [a for a in self.actions if isinstance(a, kind)]
 
 
+def exposed_at_5_percent(driver: ReleaseDriver) -> None:
+    """Deploy v2 and run healthy passes until the canary takes its first 5%."""
+    driver.cluster.set_image("v2")
+    for _ in range(20):
+        driver.step(HEALTHY)
+        if driver.status.weights.canary == 5:
+            return
+    raise AssertionError(f"v2 never reached 5%: {driver.status.phase} {driver.status.message}")
+
+
 def adopted() -> ReleaseDriver:
     driver = ReleaseDriver(release_rollout())
     driver.until("Promoted")
@@ -296,11 +306,7 @@ def test_a_canary_that_never_becomes_ready_halts_at_its_progress_deadline_with_o
 
 def test_a_revision_changed_mid_rollout_restarts_on_the_newest_from_zero() -> None:
     driver = adopted()
-    driver.cluster.set_image("v2")
-    for _ in range(20):
-        driver.step(HEALTHY)
-        if driver.status.weights.canary == 5:
-            break
+    exposed_at_5_percent(driver)
     assert driver.status.weights.canary == 5
     driver.cluster.set_image("v3")
     driver.step(HEALTHY)
@@ -436,11 +442,7 @@ def test_undo_of_a_promoted_rollout_rolls_the_previous_revision_out_through_the_
 
 def test_undo_mid_rollout_takes_the_deployment_back_to_stable_and_cancels() -> None:
     driver = adopted()
-    driver.cluster.set_image("v2")
-    for _ in range(20):
-        driver.step(HEALTHY)
-        if driver.status.weights.canary == 5:
-            break
+    exposed_at_5_percent(driver)
     driver.rollout = with_annotations(driver.rollout, {UNDO: "erin"})
     driver.run(4)
     status = driver.status
@@ -487,11 +489,7 @@ def test_a_stable_copy_deleted_between_rollouts_is_re_created_from_the_deploymen
 
 def test_a_stable_copy_deleted_mid_rollout_halts_and_pages() -> None:
     driver = adopted()
-    driver.cluster.set_image("v2")
-    for _ in range(20):
-        driver.step(HEALTHY)
-        if driver.status.weights.canary == 5:
-            break
+    exposed_at_5_percent(driver)
     driver.cluster.stable = None
     mark = len(driver.actions)
     driver.step(HEALTHY)
@@ -626,11 +624,7 @@ def test_a_route_put_back_by_gitops_after_promotion_is_reasserted_before_the_can
 
 def test_a_deployment_deleted_mid_rollout_aborts_its_traffic_and_pages() -> None:
     driver = adopted()
-    driver.cluster.set_image("v2")
-    for _ in range(20):
-        driver.step(HEALTHY)
-        if driver.status.weights.canary == 5:
-            break
+    exposed_at_5_percent(driver)
     rollout = driver.rollout
     gone = Observations(workload_error="Deployment payments/checkout-api not found", workload_missing=True)
     decision = decide(rollout, gone, driver.now)
