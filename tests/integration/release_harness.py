@@ -19,7 +19,7 @@ import yaml
 
 from checkout_gates_lab.demo.manifests import http_route
 from checkout_gates_lab.testbed import Kubectl, LocalCluster, Prometheus, gateway_api_crds
-from checkout_gates_lab.testbed.workloads import WORKLOAD_CONTROLLERS, Workloads
+from checkout_gates_lab.testbed.workloads import WORKLOAD_CONTROLLER_ARGS, WORKLOAD_CONTROLLERS, Workloads
 from tests.conftest import _need
 
 from .checkout_traffic import CheckoutTraffic, Service
@@ -32,7 +32,11 @@ SLOW = 150.0  # seconds: a whole release through gates at a 2 s interval, on a b
 
 @pytest.fixture(scope="module")
 def release_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Kubectl, Path]]:
-    cluster = _need(lambda: LocalCluster(controller_manager=True, controllers=WORKLOAD_CONTROLLERS).start())
+    cluster = _need(
+        lambda: LocalCluster(
+            controller_manager=True, controllers=WORKLOAD_CONTROLLERS, controller_manager_args=WORKLOAD_CONTROLLER_ARGS
+        ).start()
+    )
     try:
         workloads = _need(lambda: Workloads(cluster.kubeconfig, cluster.workdir, nodes=2).start())
         try:

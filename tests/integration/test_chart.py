@@ -190,6 +190,17 @@ def test_template_with_workloads_may_create_and_update_deployments_but_never_del
         {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "create", "update", "patch"]}
     ]
     assert not [rule for rule in rules if "pods" in rule["resources"] or "delete" in rule["verbs"]]
+    assert not [rule for rule in rules if "horizontalpodautoscalers" in rule["resources"]], "autoscalers: opt-in"
+
+
+def test_template_with_autoscalers_may_mirror_hpas_but_never_delete_or_patch_them(helm: Helm) -> None:
+    """An autoscalerRef needs rbac.workloads.autoscalers: the Deployment's HPA read, the copy's HPA
+    created and updated (a whole object at its resourceVersion); no delete, no patch."""
+    documents = helm.template({"rbac": {"workloads": {"deployments": True, "autoscalers": True}}})
+    rules = kinds(documents)[("ClusterRole", "cg-checkout-gates-operator")]["rules"]
+    assert [rule for rule in rules if "horizontalpodautoscalers" in rule["resources"]] == [
+        {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": ["get", "create", "update"]}
+    ]
 
 
 def test_template_with_watch_namespaces_binds_per_namespace(helm: Helm) -> None:

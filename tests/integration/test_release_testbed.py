@@ -197,3 +197,81 @@ def test_undo_with_the_cli_rolls_the_previous_image_back_out_through_the_gates(
     undo = next(e for e in entries if e["action"] == "UndoRequested")
     assert undo["reason"].startswith("refund errors in v2") and f"revision {v1}" in undo["reason"]
     assert [e["action"] for e in entries].count("CanaryReady") == 2, "v1 went through the gates like any revision"
+
+
+def autoscaler(name: str, target: str, low: int, high: int) -> dict[str, object]:
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": name},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
+            "minReplicas": low,
+            "maxReplicas": high,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}},
+                }
+            ],
+        },
+    }
+
+
+def test_an_hpa_is_mirrored_onto_the_stable_copy_and_the_replicas_it_sets_are_never_fought(
+    release: Release, release_operator: OperatorProcess
+) -> None:
+    """kube-controller-manager's own HPA controller: it holds its target within [min, max] (no
+    metrics API runs here) and leaves a target at 0 alone."""
+    kubectl, namespace = release.kubectl, release.namespace
+    release.manifest["spec"]["workloadRef"]["autoscalerRef"] = {"name": NAME}
+    release.manifest["spec"]["steps"].insert(2, {"approval": {}})  # a rollout that waits while the HPA moves
+    kubectl.apply(yaml.safe_dump(autoscaler(NAME, NAME, 4, 6)), "-n", namespace)
+    wait_for(lambda: release.deployment(NAME)["spec"]["replicas"] == 4, "the HPA holding the Deployment at 4")
+    v1 = adopt(release)  # and the Deployment at 0 since: the HPA does not wake it
+    mirror = kubectl.json("get", "hpa", f"{NAME}-stable", "-n", namespace)
+    assert mirror["spec"]["scaleTargetRef"]["name"] == f"{NAME}-stable"
+    assert (mirror["spec"]["minReplicas"], mirror["spec"]["maxReplicas"]) == (4, 6)
+    assert release.deployment(f"{NAME}-stable")["spec"]["replicas"] == 4
+
+    # The Deployment's HPA edited: the mirror follows, and the HPA controller (not the operator)
+    # takes stable to 5.
+    patch = json.dumps({"spec": {"minReplicas": 5}})
+    kubectl("patch", "hpa", NAME, "-n", namespace, "--type=merge", "-p", patch)
+    wait_for(lambda: release.deployment(f"{NAME}-stable")["spec"]["replicas"] == 5, "the mirror's HPA scaling stable")
+    assert release.deployment(NAME)["spec"]["replicas"] == 0
+
+    with CanaryFollower(kubectl, namespace, release.service):
+        release.set_image("checkout:v2")
+        release.wait(lambda s: s.get("phase") == "AwaitingApproval", "the rollout at its approval step")
+        assert release.deployment(NAME)["spec"]["replicas"] == 5, "the canary woken at stable's replicas"
+        # Its HPA now allows at most 2: the HPA controller shrinks the canary, and the operator
+        # neither scales it back nor calls it a lack of capacity.
+        patch = json.dumps({"spec": {"minReplicas": 2, "maxReplicas": 2}})
+        kubectl("patch", "hpa", NAME, "-n", namespace, "--type=merge", "-p", patch)
+        wait_for(lambda: release.deployment(NAME)["spec"]["replicas"] == 2, "the HPA shrinking the canary")
+        wait_for(lambda: release.deployment(f"{NAME}-stable")["spec"]["replicas"] == 2, "the mirror following")
+        after_more_passes(release_operator)
+        assert release.deployment(NAME)["spec"]["replicas"] == 2
+        assert release.status["phase"] == "AwaitingApproval"
+        kubectl("annotate", "cro", release.name, "-n", namespace, "gates.checkout.dev/approve=on-call")
+        release.promoted_on_new(v1)
+    stable = release.deployment(f"{NAME}-stable")
+    assert stable["spec"]["template"]["spec"]["containers"][0]["image"] == "checkout:v2"
+    assert stable["spec"]["replicas"] == 2, "the promotion copied the template, not a replica count"
+    wait_for(lambda: release.deployment(NAME)["spec"]["replicas"] == 0, "the canary at 0 after the promotion")
+    assert not [e for e in release.history() if e["action"] == "Halted"]
+
+
+def test_an_hpa_of_the_mirrors_name_that_is_not_ours_is_never_overwritten(release: Release) -> None:
+    kubectl, namespace = release.kubectl, release.namespace
+    release.manifest["spec"]["workloadRef"]["autoscalerRef"] = {"name": NAME}
+    kubectl.apply(yaml.safe_dump(autoscaler(NAME, NAME, 3, 6)), "-n", namespace)
+    kubectl.apply(yaml.safe_dump(autoscaler(f"{NAME}-stable", "someone-elses", 1, 2)), "-n", namespace)
+    adopt(release)
+    status = release.wait(
+        lambda s: "is never overwritten" in (s.get("revisions") or {}).get("error", ""), "the refusal"
+    )
+    assert f"HorizontalPodAutoscaler {namespace}/{NAME}-stable" in status["revisions"]["error"]
+    theirs = kubectl.json("get", "hpa", f"{NAME}-stable", "-n", namespace)
+    assert theirs["spec"]["scaleTargetRef"]["name"] == "someone-elses"

@@ -15,7 +15,7 @@ import pytest
 
 from checkout_gates_lab.testbed import Kubectl, LocalCluster
 from checkout_gates_lab.testbed.processes import wait_until
-from checkout_gates_lab.testbed.workloads import WORKLOAD_CONTROLLERS, Workloads
+from checkout_gates_lab.testbed.workloads import WORKLOAD_CONTROLLER_ARGS, WORKLOAD_CONTROLLERS, Workloads
 from tests.conftest import _need
 
 pytestmark = pytest.mark.integration
@@ -25,7 +25,11 @@ NAMESPACE = "payments"
 
 @pytest.fixture(scope="module")
 def workload_kubectl() -> Iterator[Kubectl]:
-    cluster = _need(lambda: LocalCluster(controller_manager=True, controllers=WORKLOAD_CONTROLLERS).start())
+    cluster = _need(
+        lambda: LocalCluster(
+            controller_manager=True, controllers=WORKLOAD_CONTROLLERS, controller_manager_args=WORKLOAD_CONTROLLER_ARGS
+        ).start()
+    )
     try:
         workloads = _need(lambda: Workloads(cluster.kubeconfig, cluster.workdir, nodes=2).start())
         try:

@@ -560,6 +560,19 @@ BAD_SPECS: tuple[BadSpec, ...] = (
         "greater than or equal to 1",
     ),
     BadSpec(
+        "canary-sized-by-weight-and-by-an-hpa",
+        (
+            put(
+                "spec.workloadRef",
+                {"name": "checkout-api", "scaleWithWeight": {"minReplicas": 1}, "autoscalerRef": {"name": "api"}},
+            ),
+        ),
+        "spec.workloadRef.scaleWithWeight",
+        "the HPA sizes it",
+        "spec.workloadRef.scaleWithWeight",
+        "the HPA sizes it",
+    ),
+    BadSpec(
         "pause-without-duration",
         (put("spec.steps[4]", {"pause": {}}),),
         "spec.steps[4].pause.duration",

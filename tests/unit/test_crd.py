@@ -222,6 +222,7 @@ MODEL_LOCATIONS = {
     "TailSignal": [".spec.gates[].tail"],
     "Gate": [".spec.gates[]"],
     "Step": [".spec.steps[]"],
+    "WorkloadRef": [".spec.workloadRef"],
     "CheckoutRolloutSpec": [".spec"],
 }
 

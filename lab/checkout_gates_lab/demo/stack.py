@@ -40,7 +40,7 @@ from checkout_gates_lab.testbed import (
     operator_argv,
     wait_until,
 )
-from checkout_gates_lab.testbed.workloads import WORKLOAD_CONTROLLERS, Workloads
+from checkout_gates_lab.testbed.workloads import WORKLOAD_CONTROLLER_ARGS, WORKLOAD_CONTROLLERS, Workloads
 
 T = TypeVar("T")
 CRD_NAME = f"{PLURAL}.{GROUP}"
@@ -275,7 +275,12 @@ class DemoTestbed:
             self.progress.run("starting etcd and kube-apiserver", self.cluster.start)
             self.kubectl = Kubectl(self.cluster.kubeconfig)
             return
-        self.cluster = LocalCluster(self.workdir / "kube", controller_manager=True, controllers=WORKLOAD_CONTROLLERS)
+        self.cluster = LocalCluster(
+            self.workdir / "kube",
+            controller_manager=True,
+            controllers=WORKLOAD_CONTROLLERS,
+            controller_manager_args=WORKLOAD_CONTROLLER_ARGS,
+        )
         self.progress.run("starting etcd, kube-apiserver and kube-controller-manager", self.cluster.start)
         self.kubectl = Kubectl(self.cluster.kubeconfig)
         self.workloads = Workloads(self.cluster.kubeconfig, self.workdir / "workloads", nodes=2)

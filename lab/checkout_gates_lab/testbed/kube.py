@@ -45,6 +45,7 @@ class LocalCluster:
         service_cluster_ip_range: str = "10.0.0.0/24",
         node_authorizer: bool = False,
         extra_apiserver_args: Sequence[str] = (),
+        controller_manager_args: Sequence[str] = (),
         start_timeout: float = 180.0,
     ) -> None:
         # Look the binaries up before making a temp dir: a missing one leaves nothing behind.
@@ -58,6 +59,7 @@ class LocalCluster:
         self.service_cluster_ip_range = service_cluster_ip_range
         self.node_authorizer = node_authorizer
         self.extra_apiserver_args = tuple(extra_apiserver_args)
+        self.controller_manager_args = tuple(controller_manager_args)
         self.start_timeout = start_timeout
         self.ca = CertificateAuthority()
         self.port = 0
@@ -183,6 +185,7 @@ class LocalCluster:
             f"--secure-port={port}",
             f"--cert-dir={self.workdir / 'kcm-certs'}",
             f"--service-cluster-ip-range={self.service_cluster_ip_range}",
+            *self.controller_manager_args,
         ]
         self._kcm = ManagedProcess("kube-controller-manager", argv, self.workdir / "kube-controller-manager.log")
         self._kcm.start()

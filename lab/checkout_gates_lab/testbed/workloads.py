@@ -31,7 +31,12 @@ WORKLOAD_CONTROLLERS = (
     # kube-apiserver taints a new Node not-ready (TaintNodesByCondition); this controller lifts the
     # taint once kwok reports it Ready, as in any cluster.
     "node-lifecycle-controller",
+    # HPAs scale for real. With no metrics API here, an HPA still holds its target within
+    # [minReplicas, maxReplicas] (that needs no metrics) and leaves a target at 0 replicas alone.
+    "horizontal-pod-autoscaler-controller",
 )
+# Every 2 s rather than 15: a test waits for the HPA's move, not for its clock.
+WORKLOAD_CONTROLLER_ARGS = ("--horizontal-pod-autoscaler-sync-period=2s",)
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 
 

@@ -91,6 +91,15 @@ class CanaryScaling(ApiModel):
     """The fewest canary replicas at any weight above 0 (a floor for small exposures)."""
 
 
+class AutoscalerRef(ApiModel):
+    """The HorizontalPodAutoscaler (autoscaling/v2) that scales the Deployment, respected rather than
+    fought: the operator gives the stable copy an HPA of its own with the same spec, and never sets
+    the replicas an HPA manages (docs/workloads.md, Capacity)."""
+
+    name: Name
+    """The HorizontalPodAutoscaler, in the rollout's namespace; its scaleTargetRef must be the Deployment."""
+
+
 class WorkloadRef(ApiModel):
     """The workload the rollout releases (docs/workloads.md). Its pod template is the desired
     revision: a new one starts a rollout by itself. The operator keeps a copy named
@@ -105,7 +114,18 @@ class WorkloadRef(ApiModel):
     on_abort: Literal["scaleDown", "keep"] = "scaleDown"
     """What an abort does to the canary once its traffic is 0: scaleDown to 0 replicas, or keep it running for debugging."""
     scale_with_weight: CanaryScaling | None = None
-    """Size the canary to its weight: ceil(stable replicas x weight / 100), at least minReplicas, so that 1% exposure needs one pod, not a copy of production. Each setWeight step first waits until the replicas its weight needs are Ready. Unset: the canary runs stable's replicas throughout."""
+    """Size the canary to its weight: ceil(stable replicas x weight / 100), at least minReplicas, so that 1% exposure needs one pod, not a copy of production. Each setWeight step first waits until the replicas its weight needs are Ready. Unset: the canary runs stable's replicas throughout. Not with autoscalerRef (the HPA sizes the canary)."""
+    autoscaler_ref: AutoscalerRef | None = None
+    """The HPA that scales the Deployment, if any: the stable copy gets one of its own (<name>-stable, the same spec), and the replicas of both are the HPAs' (the canary is only woken from 0 at the start of a rollout and put back to 0 after it)."""
+
+    @model_validator(mode="after")
+    def _one_sizer(self) -> WorkloadRef:
+        if self.autoscaler_ref is not None and self.scale_with_weight is not None:
+            raise field_error(
+                "scaleWithWeight",
+                "cannot size the canary with an autoscalerRef: the HPA sizes it (drop one of the two)",
+            )
+        return self
 
     @property
     def progress_deadline_seconds(self) -> float:
@@ -835,6 +855,13 @@ CEL_RULES: dict[type[ApiModel], list[Cel]] = {
         ),
     ],
     Step: [Cel(cel_exactly_one(Step, STEP_KINDS), "a step needs exactly one of setWeight, gate, approval, pause")],
+    WorkloadRef: [
+        Cel(
+            "!has(self.autoscalerRef) || !has(self.scaleWithWeight)",
+            "cannot size the canary with an autoscalerRef: the HPA sizes it (drop one of the two)",
+            ".scaleWithWeight",
+        )
+    ],
     CheckoutRolloutSpec: [
         Cel(
             "!has(self.workloadRef) || !has(self.routing.replicas)",

@@ -35,7 +35,7 @@ from typing import Any
 
 import httpx
 import structlog
-from kubernetes.client import AppsV1Api
+from kubernetes.client import AppsV1Api, AutoscalingV2Api
 
 from checkout_gates.api.destinations import DESTINATIONS_KEY, EgressPolicy, credential_refusal
 from checkout_gates.api.resource import CheckoutRollout, Problem, parse_rollout
@@ -60,9 +60,10 @@ from checkout_gates.rollout.actions import (
     PageOwner,
     ResolvePage,
     RestoreRevision,
-    ScaleCanary,
     SetStableRevision,
     SetWeights,
+    SyncStableAutoscaler,
+    WorkloadAction,
 )
 from checkout_gates.rollout.annotations import stops_exposure
 from checkout_gates.rollout.conditions import observation_conditions
@@ -324,7 +325,7 @@ class Reconciler:
                 telemetry.ERRORS.labels("router").inc()
                 logger.warning("weights not applied", error=str(error))
         # After the weights: traffic leaves the canary before it shrinks, in the same pass or not.
-        changes = [a for a in actions if isinstance(a, ScaleCanary | SetStableRevision | RestoreRevision)]
+        changes = [a for a in actions if isinstance(a, WorkloadAction)]
         if changes:
             outcomes.workload_error = await self._change_workload(rollout, changes, logger)
         for action in actions:
@@ -366,7 +367,7 @@ class Reconciler:
     async def _change_workload(
         self,
         rollout: CheckoutRollout,
-        changes: Sequence[ScaleCanary | SetStableRevision | RestoreRevision],
+        changes: Sequence[WorkloadAction],
         logger: Any,
     ) -> str:
         """Carry out the workload's actions (each states a target); "" when all took, else why not."""
@@ -376,9 +377,15 @@ class Reconciler:
         for change in changes:
             try:
                 if isinstance(change, SetStableRevision):
-                    await self.kube.run(functools.partial(workload.set_stable, change.revision, change.replicas))
+                    set_stable = functools.partial(
+                        workload.set_stable, change.revision, change.replicas, change.keep_replicas
+                    )
+                    await self.kube.run(set_stable)
                     logger.info("stable copy set", revision=change.revision, replicas=change.replicas)
                     crash_point("after-stable-copy")
+                elif isinstance(change, SyncStableAutoscaler):
+                    await self.kube.run(workload.sync_stable_autoscaler)
+                    logger.info("stable autoscaler synced", reason=change.reason)
                 elif isinstance(change, RestoreRevision):
                     await self.kube.run(functools.partial(workload.restore, change.revision, change.replacing))
                     logger.info("revision restored", revision=change.revision, reason=change.reason)
@@ -459,6 +466,7 @@ class Reconciler:
 def _cluster_workloads(kube: KubernetesPort) -> WorkloadFactory:
     """The workloads of a real cluster; a fake port without one gets none (its rollouts name none)."""
     api = AppsV1Api(kube.api_client) if isinstance(kube, KubeApi) else None
+    autoscaling = AutoscalingV2Api(kube.api_client) if isinstance(kube, KubeApi) else None
 
     def workload(spec: CheckoutRolloutSpec, namespace: str, rollout: str) -> Workload | None:
         ref = spec.workload_ref
@@ -466,7 +474,10 @@ def _cluster_workloads(kube: KubernetesPort) -> WorkloadFactory:
             return None
         if api is None:
             raise TypeError(f"{type(kube).__name__} is not a KubeApi: give the Reconciler its workloads")
-        return DeploymentWorkload(api, namespace, ref.name, rollout=rollout)
+        autoscaler = ref.autoscaler_ref.name if ref.autoscaler_ref is not None else None
+        return DeploymentWorkload(
+            api, namespace, ref.name, rollout=rollout, autoscaler=autoscaler, autoscaling_api=autoscaling
+        )
 
     return workload
 

@@ -76,6 +76,16 @@ class SetStableRevision:
     revision: str
     replicas: int
     reason: str
+    # An HPA scales the copy: ``replicas`` only for a copy that does not exist yet, never an update.
+    keep_replicas: bool = False
+
+
+@dataclass(frozen=True)
+class SyncStableAutoscaler:
+    """Give the stable copy an HPA of its own (<name>-stable) with the spec of the Deployment's HPA,
+    aimed at the copy: without it, the stable side (all of checkout between rollouts) never scales."""
+
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -89,7 +99,7 @@ class RestoreRevision:
     replacing: str = ""
 
 
-WorkloadAction = ScaleCanary | SetStableRevision | RestoreRevision
+WorkloadAction = ScaleCanary | SetStableRevision | RestoreRevision | SyncStableAutoscaler
 Action = (
     SetWeights
     | PageOwner
@@ -99,6 +109,7 @@ Action = (
     | ScaleCanary
     | SetStableRevision
     | RestoreRevision
+    | SyncStableAutoscaler
 )
 
 

@@ -13,7 +13,10 @@ stable copy runs the last promoted revision. From what the controller saw of bot
 - promotion (all steps passed): the stable copy takes the canary's revision and becomes Ready,
   then the weights go to 100% stable, then the canary is scaled to 0, and only then Promoted;
 - between rollouts and after an abort, the canary is scaled to 0 once the router confirms it
-  gets no traffic (``onAbort: keep`` keeps an aborted canary running).
+  gets no traffic (``onAbort: keep`` keeps an aborted canary running);
+- with an HPA (``autoscalerRef``), the replicas are the HPAs': the stable copy gets an HPA of its
+  own with the same spec, the canary is only woken from 0 (an HPA leaves a Deployment at 0 alone)
+  and put back to 0, and readiness asks for Ready pods, not for a count the HPA may change.
 
 Every action states a target (replicas, a revision to copy) and is stated again on each pass
 until the observation shows it done, so a pass repeated after a crash at any point doubles
@@ -28,7 +31,13 @@ from typing import Protocol
 
 from checkout_gates.api.spec import WorkloadRef
 from checkout_gates.api.status import Revision, Revisions, UndoIntent, Weights
-from checkout_gates.rollout.actions import RestoreRevision, ScaleCanary, SetStableRevision, SetWeights
+from checkout_gates.rollout.actions import (
+    RestoreRevision,
+    ScaleCanary,
+    SetStableRevision,
+    SetWeights,
+    SyncStableAutoscaler,
+)
 from checkout_gates.rollout.draft import OPERATOR, Draft, abort, halt, weights_pending
 from checkout_gates.rollout.workload import DeploymentState, WorkloadState
 
@@ -210,11 +219,16 @@ def promote(draft: Draft, observations: Observed) -> None:
     revision = revs.canary
     stable = workload.stable
     replicas = _stable_replicas(workload)
-    if stable is None or stable.revision != revision.hash or not stable.ready or stable.replicas != replicas:
-        if stable is None or stable.revision != revision.hash or stable.replicas != replicas:
+    scaled = autoscaled(draft)  # an HPA sizes the copy: its replicas are not the operator's to set
+    resized = stable is not None and stable.replicas != replicas and not scaled
+    if stable is None or stable.revision != revision.hash or not stable.ready or resized:
+        if stable is None or stable.revision != revision.hash or resized:
             draft.actions.append(
                 SetStableRevision(
-                    revision.hash, replicas, f"stable copy {ref.stable_name} takes revision {revision.hash}"
+                    revision.hash,
+                    replicas,
+                    f"stable copy {ref.stable_name} takes revision {revision.hash}",
+                    keep_replicas=scaled,
                 )
             )
         if _past_deadline(draft, ref):
@@ -271,6 +285,28 @@ def tend(draft: Draft, observations: Observed) -> None:
     draft.actions.append(ScaleCanary(0, f"{why}: the canary gets no traffic"))
 
 
+def autoscaled(draft: Draft) -> bool:
+    """Whether an HPA sizes the Deployment (and the operator's mirror of it, the stable copy)."""
+    ref = draft.spec.workload_ref
+    return ref is not None and ref.autoscaler_ref is not None
+
+
+def mirror_autoscaler(draft: Draft, observations: Observed) -> None:
+    """Once the stable copy exists, it has an HPA with the Deployment's HPA's spec (restated until
+    read back the same: the Deployment's HPA edited, or the mirror changed by hand, is synced)."""
+    workload = observations.workload
+    if workload is None or workload.stable is None or workload.autoscaler is None or not autoscaled(draft):
+        return
+    if not workload.autoscaler.stable_in_sync:
+        ref = _ref(draft)
+        draft.actions.append(
+            SyncStableAutoscaler(
+                f"the stable copy {ref.stable_name} scales like Deployment {ref.name} "
+                f"({workload.autoscaler.min_replicas}-{workload.autoscaler.max_replicas} replicas)"
+            )
+        )
+
+
 def _keep_stable(draft: Draft, workload: WorkloadState) -> None:
     """The stable copy deleted or changed behind the operator's back: stable's share of checkout
     has no pods (or the wrong ones). Re-create it from the Deployment while that still has the
@@ -284,7 +320,12 @@ def _keep_stable(draft: Draft, workload: WorkloadState) -> None:
     if workload.canary.revision == stable.hash:
         replicas = revs.replicas or max(1, workload.canary.replicas)
         draft.actions.append(
-            SetStableRevision(stable.hash, replicas, f"stable copy {ref.stable_name} {state}: re-created")
+            SetStableRevision(
+                stable.hash,
+                replicas,
+                f"stable copy {ref.stable_name} {state}: re-created",
+                keep_replicas=autoscaled(draft),
+            )
         )
         draft.emit(
             "StableCopyRestored", f"{ref.stable_name} {state}: re-created from Deployment {ref.name}", warning=True
@@ -307,7 +348,9 @@ def settle_error(draft: Draft, workload: WorkloadState | None) -> None:
     revs = draft.status.revisions
     if workload is None or revs is None or not revs.error:
         return
-    if not any(isinstance(a, ScaleCanary | SetStableRevision | RestoreRevision) for a in draft.actions):
+    if not any(
+        isinstance(a, ScaleCanary | SetStableRevision | RestoreRevision | SyncStableAutoscaler) for a in draft.actions
+    ):
         draft.update(revisions=revs.model_copy(update={"error": ""}))
 
 
@@ -470,6 +513,8 @@ def _cancel(draft: Draft, stable: str) -> None:
 def canary_replicas(draft: Draft, workload: WorkloadState, weight: int) -> int:
     """The canary's replicas for ``weight``: stable's, or with scaleWithWeight its share (at least the floor)."""
     stable = _stable_replicas(workload)
+    if workload.autoscaler is not None and autoscaled(draft):
+        return workload.autoscaler.clamp(stable)  # woken at stable's size; the HPA takes it from there
     scaling = _ref(draft).scale_with_weight
     if scaling is None:
         return stable
@@ -487,14 +532,17 @@ def capacity_for(draft: Draft, workload: WorkloadState | None, weight: int) -> b
         return False  # cannot know; the step waits for a readable workload
     revs = revisions(draft)
     canary, wanted = workload.canary, canary_replicas(draft, workload, weight)
+    # Under an HPA the count is the HPA's (it may shrink a canary with 5% of the load): a Ready
+    # canary with pods is enough, and only a canary at 0 (which an HPA never wakes) is scaled.
+    needed = 1 if autoscaled(draft) else wanted
     on_revision = revs.canary is not None and canary.revision == revs.canary.hash
-    if on_revision and canary.replicas >= wanted and canary.ready and canary.ready_replicas >= wanted:
+    if on_revision and canary.replicas >= needed and canary.ready and canary.ready_replicas >= needed:
         if revs.waiting_since is not None:
             draft.update(revisions=revs.model_copy(update={"waiting_since": None}))
         return True
     if revs.waiting_since is None:
         draft.update(revisions=revs.model_copy(update={"waiting_since": draft.now}))
-    if canary.replicas < wanted:
+    if canary.replicas < needed:
         draft.actions.append(ScaleCanary(wanted, f"canary to {wanted} replicas before {weight}% of traffic"))
     elif _past_deadline(draft, ref):
         halt(
@@ -514,7 +562,8 @@ def _wait_ready(draft: Draft, workload: WorkloadState) -> None:
     canary = workload.canary
     first = next((step.set_weight for step in draft.spec.steps if step.set_weight), 100)
     wanted = canary_replicas(draft, workload, first)
-    if canary.replicas != wanted:
+    # Under an HPA only a canary at 0 is scaled: once woken, its count is the HPA's.
+    if canary.replicas != wanted and not (autoscaled(draft) and canary.replicas > 0):
         draft.actions.append(ScaleCanary(wanted, f"revision {revs.canary.hash} rolls out: canary at {wanted} replicas"))
     elif canary.ready and canary.revision == revs.canary.hash:
         draft.update(revisions=revs.model_copy(update={"canary_ready_at": draft.now, "waiting_since": None}))

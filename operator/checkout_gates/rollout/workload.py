@@ -34,11 +34,28 @@ class DeploymentState:
 
 
 @dataclass(frozen=True)
+class AutoscalerState:
+    """The Deployment's HorizontalPodAutoscaler (workloadRef.autoscalerRef), and its stable mirror."""
+
+    min_replicas: int
+    max_replicas: int
+    stable_in_sync: bool
+    """Whether the stable copy's HPA (<name>-stable) exists with this HPA's spec, aimed at the copy."""
+
+    def clamp(self, replicas: int) -> int:
+        """``replicas`` within the HPA's bounds (what it would scale a woken Deployment to at once)."""
+        return max(self.min_replicas, min(self.max_replicas, replicas))
+
+
+@dataclass(frozen=True)
 class WorkloadState:
     canary: DeploymentState
     """The Deployment the rollout names: people and GitOps change it; during a rollout, the canary."""
     stable: DeploymentState | None
     """The stable copy (<name>-stable), None until the operator has created it."""
+    autoscaler: AutoscalerState | None = None
+    """With an autoscalerRef: the HPA as read now (a rollout naming one that cannot be read has no
+    WorkloadState at all: the read fails)."""
 
 
 def template_revision(template: Mapping[str, Any]) -> str:

@@ -41,7 +41,13 @@ class Workload(Protocol):
         ``replacing`` (when given); WorkloadError when that revision is not kept or it moved on."""
         ...
 
-    def set_stable(self, revision: str, replicas: int) -> None:
+    def set_stable(self, revision: str, replicas: int, keep_replicas: bool = False) -> None:
         """Make the stable side run the desired side's template, which must still be ``revision``
-        (WorkloadError when it moved on: the newer one is for the next decision), at ``replicas``."""
+        (WorkloadError when it moved on: the newer one is for the next decision), at ``replicas``
+        (with ``keep_replicas``, only when it is created: an autoscaler sizes it after that)."""
+        ...
+
+    def sync_stable_autoscaler(self) -> None:
+        """Give the stable side an autoscaler with the desired side's autoscaler's spec, aimed at
+        the stable side (no write when it has it already)."""
         ...

@@ -26,6 +26,7 @@ from checkout_gates.api.spec import GROUP, STABLE_SUFFIX
 from checkout_gates.api.status import IMAGE_LIMIT
 from checkout_gates.apiserver import FIELD_MANAGER, JSON_PATCH, MERGE_PATCH, server_message
 from checkout_gates.rollout.workload import DeploymentState, WorkloadState, template_revision
+from checkout_gates.workloads.autoscaler import StableAutoscaler
 from checkout_gates.workloads.base import WorkloadError, WorkloadNotFoundError
 
 ROLLOUT_LABEL = f"{GROUP}/rollout"
@@ -53,13 +54,34 @@ LABEL_VALUE_LIMIT = 63
 
 
 class DeploymentWorkload:
-    def __init__(self, api: AppsV1Api, namespace: str, name: str, *, rollout: str) -> None:
+    def __init__(
+        self,
+        api: AppsV1Api,
+        namespace: str,
+        name: str,
+        *,
+        rollout: str,
+        autoscaler: str | None = None,
+        autoscaling_api: Any = None,
+    ) -> None:
         # Any: the client's stubs take models, and these calls send and read plain JSON objects.
         self._api: Any = api
         self.namespace = namespace
         self.name = name
         self.stable_name = name + STABLE_SUFFIX
         self.rollout = rollout
+        self._autoscaler = (
+            None
+            if autoscaler is None
+            else StableAutoscaler(
+                autoscaling_api,
+                namespace,
+                autoscaler,
+                deployment=name,
+                stable_name=self.stable_name,
+                labels={MANAGED_BY[0]: MANAGED_BY[1], ROLLOUT_LABEL: rollout},
+            )
+        )
 
     @property
     def description(self) -> str:
@@ -75,7 +97,17 @@ class DeploymentWorkload:
         return WorkloadState(
             canary=state_of(user, template_revision(_template(user, self.name))),
             stable=None if stable is None else state_of(stable, self._stable_revision(stable)),
+            autoscaler=None if self._autoscaler is None else self._autoscaler.read(),
         )
+
+    def sync_stable_autoscaler(self) -> None:
+        if self._autoscaler is None:
+            raise WorkloadError(f"{self.description}: no autoscalerRef, so no autoscaler to mirror")
+        stable = self._read(self.stable_name)
+        if stable is None:
+            raise WorkloadError(f"Deployment {self.namespace}/{self.stable_name} not found: nothing to autoscale yet")
+        self._stable_revision(stable)  # refuses to aim an HPA at a Deployment that is not our copy
+        self._autoscaler.sync()
 
     def _stable_revision(self, stable: dict[str, Any]) -> str:
         meta = stable.get("metadata") or {}
@@ -167,11 +199,11 @@ class DeploymentWorkload:
         except ApiException as error:
             raise _error(error, f"Deployment {self.namespace}/{self.name}", "restore the template of") from error
 
-    def set_stable(self, revision: str, replicas: int) -> None:
+    def set_stable(self, revision: str, replicas: int, keep_replicas: bool = False) -> None:
         existing = self._read(self.stable_name)
         if existing is not None and self._stable_revision(existing) == revision:
             # The copy has the revision already (the Deployment may have moved on since): replicas only.
-            if (existing.get("spec") or {}).get("replicas") != replicas:
+            if not keep_replicas and (existing.get("spec") or {}).get("replicas") != replicas:
                 self._scale(self.stable_name, replicas)
             return
         user = self._read(self.name)
@@ -184,6 +216,9 @@ class DeploymentWorkload:
                 "is not copied (the next pass judges the new one)"
             )
         wanted = stable_copy(user, rollout=self.rollout, revision=revision, replicas=replicas)
+        if keep_replicas and existing is not None:
+            # An HPA sizes the copy: the new template rolls out at the replicas it has now.
+            wanted["spec"]["replicas"] = (existing.get("spec") or {}).get("replicas", replicas)
         what = f"Deployment {self.namespace}/{self.stable_name}"
         if existing is None:
             try:
