@@ -24,6 +24,7 @@ import yaml
 
 from checkout_gates.api.spec import GROUP, PLURAL
 from checkout_gates.rollout.annotations import CHANGED_BY_KEY, REASON_KEY
+from checkout_gates.workloads.deployment import CHANGED_BY_ANNOTATION
 from checkout_gates_lab.testbed import (
     ExternalCluster,
     Kubectl,
@@ -52,6 +53,8 @@ ANNOTATIONS = [f"{GROUP}/{key}" for key in ("approve", "abort", "retry", "pause"
 APPROVE = f"{GROUP}/approve"
 ABORT = f"{GROUP}/abort"
 STAMP = CHANGED_BY_KEY  # gates.checkout.dev/spec-changed-by, written by the MutatingAdmissionPolicy
+TEMPLATE_STAMP = CHANGED_BY_ANNOTATION  # gates.checkout.dev/template-changed-by, on Deployments
+REFUND_APPROVERS = "refund-approvers"
 REASON = REASON_KEY
 PAGING_SECRET = "pd-payments"  # in the chart's default paging.secrets
 PROMETHEUS_SECRET = "prometheus-token"  # added through prometheus.credentialSecrets
@@ -283,7 +286,14 @@ def test_admission_policies_need_kubernetes_1_36(helm: Helm) -> None:
     assert documents.returncode == 0
     policies = [doc for doc in helm.template() if doc["kind"].endswith("AdmissionPolicy")]
     assert {doc["apiVersion"] for doc in policies} == {"admissionregistration.k8s.io/v1"}
-    assert sorted(doc["kind"] for doc in policies) == ["MutatingAdmissionPolicy"] + ["ValidatingAdmissionPolicy"] * 3
+    # spec-changed-by and template-changed-by; approvals, spec-changes, status and template-stamp.
+    assert (
+        sorted(doc["kind"] for doc in policies) == ["MutatingAdmissionPolicy"] * 2 + ["ValidatingAdmissionPolicy"] * 4
+    )
+    unstamped = [
+        doc for doc in helm.template({"admissionPolicy": {"stampDeployments": False}}) if "Admission" in doc["kind"]
+    ]
+    assert not [doc for doc in unstamped if "template" in doc["metadata"]["name"]]
 
 
 def test_template_refuses_more_than_one_replica_without_leader_election(helm: Helm) -> None:
@@ -444,6 +454,10 @@ def test_install_creates_every_object(helm: Helm, kubectl: Kubectl, release: Rel
         ("ValidatingAdmissionPolicyBinding", f"{release.fullname}-status", None),
         ("MutatingAdmissionPolicy", f"{release.fullname}-spec-changed-by", None),
         ("MutatingAdmissionPolicyBinding", f"{release.fullname}-spec-changed-by", None),
+        ("MutatingAdmissionPolicy", f"{release.fullname}-template-changed-by", None),
+        ("MutatingAdmissionPolicyBinding", f"{release.fullname}-template-changed-by", None),
+        ("ValidatingAdmissionPolicy", f"{release.fullname}-template-stamp", None),
+        ("ValidatingAdmissionPolicyBinding", f"{release.fullname}-template-stamp", None),
     }
     rendered = {(doc["kind"], doc["metadata"]["name"], doc["metadata"].get("namespace")) for doc in documents}
     assert rendered == expected
@@ -599,6 +613,8 @@ class Actors:
     alice: Kubectl  # in the approvers group
     bob: Kubectl  # in the approvers group too
     dan: Kubectl  # in the deployers group (the chart's deployer binding), not an approver
+    erin: Kubectl  # an approver and a deployer (who may write a change, but not approve her own)
+    rita: Kubectl  # in refund-approvers only: an approver of the rollouts that name that group
     mallory: Kubectl  # in neither, but with RBAC rights to patch rollouts
     operator: Kubectl  # the chart's ServiceAccount, by token
 
@@ -619,10 +635,22 @@ def actors(
         "create", "rolebinding", "mallory-may-patch", "-n", release.rollouts,
         f"--clusterrole={release.fullname}-approver", "--user=mallory",
     )  # fmt: skip
+    kubectl(
+        "create", "rolebinding", "refund-approvers", "-n", release.rollouts,
+        f"--clusterrole={release.fullname}-approver", f"--group={REFUND_APPROVERS}",
+    )  # fmt: skip
+    # erin ships Deployments too.
+    kubectl(
+        "create", "role", "deployment-editor", "-n", release.rollouts,
+        "--verb=get,list,patch,update", "--resource=deployments.apps",
+    )  # fmt: skip
+    kubectl("create", "rolebinding", "erin-edits", "-n", release.rollouts, "--role=deployment-editor", "--user=erin")
     return Actors(
         alice=kubectl.as_kubeconfig(kube.kubeconfig_for("alice", [APPROVERS])),
         bob=kubectl.as_kubeconfig(kube.kubeconfig_for("bob", [APPROVERS])),
         dan=kubectl.as_kubeconfig(kube.kubeconfig_for("dan", [DEPLOYERS])),
+        erin=kubectl.as_kubeconfig(kube.kubeconfig_for("erin", [APPROVERS, DEPLOYERS])),
+        rita=kubectl.as_kubeconfig(kube.kubeconfig_for("rita", [REFUND_APPROVERS])),
         mallory=kubectl.as_kubeconfig(kube.kubeconfig_for("mallory", ["payments-devs"])),
         operator=kubectl.as_kubeconfig(operator_kubeconfig),
     )
@@ -856,6 +884,116 @@ def test_the_stamp_cannot_be_changed_or_removed_without_a_spec_change(
     assert annotations_of(kubectl, release, cro)[STAMP] == stamp
 
 
+# --- four eyes: never the author; approvers per rollout -------------------------------------------
+
+
+def test_the_author_of_a_spec_change_cannot_approve_it_and_the_api_server_says_why(
+    actors: Actors, kubectl: Kubectl, release: Release
+) -> None:
+    name = f"author-{uuid.uuid4().hex[:6]}"
+    created = actors.erin(
+        "apply", "-f", "-", input=yaml.safe_dump(rollout_document(name, release.rollouts)), check=False
+    )
+    assert created.returncode == 0, created.stderr
+    try:
+        assert annotations_of(kubectl, release, name)[STAMP] == "erin"
+        result = annotate(actors.erin, release, name, f"{APPROVE}=erin")
+        assert refused(result, f"you (erin) last changed the spec of {name}"), result.stderr
+        assert "the author of a change cannot approve it; another approver must" in result.stderr
+        assert APPROVE not in annotations_of(kubectl, release, name)
+        # She may still stop exposure, and another approver may approve.
+        assert annotate(actors.erin, release, name, f"{ABORT}=erin").returncode == 0
+        assert annotate(actors.alice, release, name, f"{APPROVE}=alice").returncode == 0
+        # Once someone else changed the spec, she is no longer its author.
+        assert patch_spec(actors.dan, release, name, {"onHalt": "abort"}).returncode == 0
+        assert annotate(actors.erin, release, name, f"{APPROVE}=erin").returncode == 0
+    finally:
+        kubectl("delete", ROLLOUTS, name, "-n", release.rollouts, "--wait=false", check=False)
+
+
+def test_the_author_may_resume_her_paused_rollout(actors: Actors, kubectl: Kubectl, release: Release) -> None:
+    """approve on a Paused rollout resumes it: that is no sign-off of the change."""
+    name = f"resume-{uuid.uuid4().hex[:6]}"
+    actors.erin("apply", "-f", "-", input=yaml.safe_dump(rollout_document(name, release.rollouts)))
+    try:
+        assert write_status(actors.operator, release, name, {"phase": "Paused"}).returncode == 0
+        result = annotate(actors.erin, release, name, f"{APPROVE}=erin")
+        assert result.returncode == 0, result.stderr
+    finally:
+        kubectl("delete", ROLLOUTS, name, "-n", release.rollouts, "--wait=false", check=False)
+
+
+def test_the_author_of_the_canary_revision_cannot_approve_its_rollout(
+    actors: Actors, kubectl: Kubectl, release: Release, cro: str
+) -> None:
+    revisions = {"stable": {"hash": "a1"}, "canary": {"hash": "b2", "author": "bob"}}
+    assert (
+        write_status(actors.operator, release, cro, {"phase": "AwaitingApproval", "revisions": revisions}).returncode
+        == 0
+    )
+    result = annotate(actors.bob, release, cro, f"{APPROVE}=bob")
+    assert refused(result, f"you (bob) changed the Deployment to the revision {cro} rolls out"), result.stderr
+    assert annotate(actors.alice, release, cro, f"{APPROVE}=alice").returncode == 0
+
+
+def test_a_rollout_names_its_own_approvers_and_no_request_makes_itself_one(
+    actors: Actors, kubectl: Kubectl, release: Release
+) -> None:
+    name = f"groups-{uuid.uuid4().hex[:6]}"
+    document = rollout_document(name, release.rollouts)
+    document["spec"]["owner"]["approvers"] = [REFUND_APPROVERS]
+    kubectl("apply", "-f", "-", input=yaml.safe_dump(document))
+    try:
+        result = annotate(actors.alice, release, name, f"{APPROVE}=alice")
+        assert refused(result, f"only members of {REFUND_APPROVERS} may set {APPROVE} on {name}"), result.stderr
+        assert annotate(actors.rita, release, name, f"{APPROVE}=rita").returncode == 0
+        # A deployer who adds his own group cannot approve in the same request: the stored list rules.
+        owner = {**document["spec"]["owner"], "approvers": [REFUND_APPROVERS, DEPLOYERS]}
+        result = patch_spec(actors.dan, release, name, {"owner": owner}, {APPROVE: "dan"})
+        assert refused(result, f"only members of {REFUND_APPROVERS} may set {APPROVE}"), result.stderr
+    finally:
+        kubectl("delete", ROLLOUTS, name, "-n", release.rollouts, "--wait=false", check=False)
+
+
+def test_a_deployment_records_who_changed_its_pod_template_and_nobody_rewrites_that(
+    actors: Actors, kubectl: Kubectl, release: Release
+) -> None:
+    name = f"dep-{uuid.uuid4().hex[:6]}"
+    labels = {"app": name}
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": release.rollouts, "annotations": {TEMPLATE_STAMP: "alice"}},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "app", "image": "checkout:v1"}]},
+            },
+        },
+    }
+
+    def stamp() -> str:
+        found = kubectl.json("get", "deployment", name, "-n", release.rollouts)["metadata"].get("annotations", {})
+        return str(found.get(TEMPLATE_STAMP, ""))
+
+    admin = kubectl.json("auth", "whoami")["status"]["userInfo"]["username"]
+    try:
+        kubectl("apply", "-f", "-", input=yaml.safe_dump(deployment))
+        assert stamp() == admin, "the creator, whatever the client sent"
+        actors.erin("set", "image", f"deployment/{name}", "app=checkout:v2", "-n", release.rollouts)
+        assert stamp() == "erin"
+        for change in (f"{TEMPLATE_STAMP}=alice", f"{TEMPLATE_STAMP}-"):
+            result = kubectl("annotate", "--overwrite", "deployment", name, "-n", release.rollouts, change, check=False)
+            assert refused(result, f"{TEMPLATE_STAMP} records who last changed the pod template"), result.stderr
+        # Scaling (spec.replicas, as the operator and HPAs do) is no template change: the stamp stays.
+        kubectl("scale", "deployment", name, "-n", release.rollouts, "--replicas=2")
+        assert stamp() == "erin"
+    finally:
+        kubectl("delete", "deployment", name, "-n", release.rollouts, "--wait=false", check=False)
+
+
 # --- status: written by the operator only ---------------------------------------------------------
 
 
@@ -1026,14 +1164,19 @@ def test_operator_completes_a_rollout_as_the_charts_service_account(
     traffic: CheckoutTraffic,
     tmp_path: Path,
 ) -> None:
-    """setWeight 50, a short gate, an approval by alice, setWeight 100: under the admission policy,
-    with the operator holding only the chart's RBAC."""
+    """setWeight 50, a short gate, an approval step for two (alice, then bob), setWeight 100: under
+    the admission policy, with the operator holding only the chart's RBAC."""
     gates = ["auth-approval", "duplicate-charges"]
     rollout = Rollout(
         cluster_ready,
         scraping_prometheus,
         traffic,
-        steps=[{"setWeight": 50}, {"gate": {"pass": gates, "window": "3s"}}, {"approval": {}}, {"setWeight": 100}],
+        steps=[
+            {"setWeight": 50},
+            {"gate": {"pass": gates, "window": "3s"}},
+            {"approval": {"approvers": 2}},
+            {"setWeight": 100},
+        ],
         analysis={"interval": "1s", "failureLimit": 2, "inconclusiveLimit": 10},
     )
     kubectl("label", "namespace", rollout.namespace, release.policy_label)
@@ -1048,12 +1191,18 @@ def test_operator_completes_a_rollout_as_the_charts_service_account(
         status = rollout.wait_phase("AwaitingApproval", timeout=90)
         assert status["weights"]["canary"] == 50 and rollout.route_weights() == (50, 50)
         actors.alice("annotate", "cro", rollout.name, "-n", rollout.namespace, f"{APPROVE}=alice")
+        wait_for(lambda: "ApprovalRecorded" in [e["action"] for e in rollout.history()], "alice's approval counted")
+        wait_for(lambda: APPROVE not in rollout.get()["metadata"].get("annotations", {}), "her approval consumed")
+        assert rollout.get()["status"]["phase"] == "AwaitingApproval", "one of two approvers"
+        assert [a["actor"] for a in rollout.get()["status"]["approvals"]] == ["alice"]
+        actors.bob("annotate", "cro", rollout.name, "-n", rollout.namespace, f"{APPROVE}=bob")
         status = rollout.wait_phase("Promoted", timeout=60)
         assert status["weights"] == {"stable": 0, "canary": 100}
         assert rollout.route_weights() == (0, 100)
         history = rollout.history()
         assert history[0]["action"] == "Started" and history[-1]["action"] == "Promoted"
-        assert [entry["actor"] for entry in history if entry["action"] == "Approved"] == ["alice"]
+        assert [entry["actor"] for entry in history if entry["action"] == "Approved"] == ["bob"]
+        assert [entry["actor"] for entry in history if entry["action"] == "ApprovalRecorded"] == ["alice"]
         wait_for(lambda: APPROVE not in rollout.get()["metadata"].get("annotations", {}), "the approval consumed")
         # The operator only logs an Event it could not create: check that they were created.
         reasons = wait_for(lambda: (r := rollout.events()) and "Promoted" in r and r, "a Promoted event", timeout=20)

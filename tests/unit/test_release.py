@@ -61,6 +61,7 @@ class Cluster:
     copies: list[str] = field(default_factory=list)
     previous: str = ""  # the stable revision before the copy's current one (the copy keeps both)
     restored: list[str] = field(default_factory=list)
+    authors: dict[str, str] = field(default_factory=dict)  # revision -> who admission stamped
 
     def state(self) -> WorkloadState:
         return WorkloadState(canary=self._state(self.canary), stable=self._state(self.stable) if self.stable else None)
@@ -73,6 +74,7 @@ class Cluster:
             replicas=side.replicas,
             ready_replicas=side.replicas if ready else 0,
             ready=ready,
+            changed_by=self.authors.get(side.revision, ""),
         )
 
     def tick(self) -> None:

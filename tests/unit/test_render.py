@@ -21,7 +21,7 @@ from checkout_gates.cli.render import (
     view_of,
 )
 from checkout_gates.gates.observations import Sample, SignalReading
-from tests.unit.rollouts import HEALTHY, T0, Driver, make_rollout, ratio_sample, readings
+from tests.unit.rollouts import HEALTHY, T0, Driver, make_rollout, ratio_sample, readings, rollout_doc
 
 APPROVE = "gates.checkout.dev/approve"
 
@@ -195,6 +195,24 @@ def test_approval_outcome_names_the_actor_and_the_move() -> None:
     outcome = request_outcome(before, view_of(driver.rollout), command="approve", actor="alice")
     assert outcome.applied
     assert outcome.line == "Approved by alice: step 2 -> step 4, canary 5% -> 25%; phase Progressing"
+
+
+def test_the_first_of_two_approvals_is_counted_and_says_the_step_still_waits() -> None:
+    steps = [
+        {"setWeight": 5},
+        {"gate": {"pass": ["auth-approval", "duplicate-charges"], "window": "1m"}},
+        {"approval": {"approvers": 2}},
+        {"setWeight": 100},
+    ]
+    driver = Driver(CheckoutRollout.model_validate(rollout_doc(steps)))
+    for _ in range(6):
+        driver.step(HEALTHY)
+    before = view_of(driver.rollout)
+    driver.annotate({APPROVE: "alice"})
+    driver.step(HEALTHY)
+    outcome = request_outcome(before, view_of(driver.rollout), command="approve", actor="alice")
+    assert outcome.applied
+    assert outcome.line == "ApprovalRecorded by alice: at step 2, canary 5%; phase AwaitingApproval"
 
 
 def test_approval_with_nothing_to_approve_is_ignored_with_the_reason(progressing: Driver) -> None:

@@ -284,9 +284,15 @@ class PageTarget(ApiModel):
         return next(name for name in PAGE_TARGETS if getattr(self, name) is not None)
 
 
+GroupName = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[^\s,]+$")]
+MAX_APPROVER_GROUPS = 10
+
+
 class Owner(ApiModel):
     name: Annotated[str, Field(min_length=1, max_length=253)]
     """Who owns stopping exposure (a team or rota): named in every page."""
+    approvers: Annotated[list[GroupName], Field(max_length=MAX_APPROVER_GROUPS)] = []
+    """The groups whose members may approve, abort, retry, pause and undo this rollout, as the chart's admission policy enforces (in place of its approvers.group; a change of this list takes effect after the request that makes it). Empty: the chart's approvers.group."""
     page: Annotated[list[PageTarget], Field(min_length=1, max_length=MAX_TARGETS)]
     """Where a halt pages, every target at once."""
     escalate_after: Duration | None = None
@@ -582,9 +588,14 @@ class GateStep(ApiModel):
         return parse_duration(self.window)
 
 
+MAX_APPROVERS = 5
+
+
 class ApprovalStep(ApiModel):
     reason: Annotated[str, Field(max_length=512)] = ""
     """What the approver signs off, shown to on-call."""
+    approvers: Annotated[int, Strict(), Field(ge=1, le=MAX_APPROVERS), WHOLE] = 1
+    """How many distinct people must approve (four eyes: 2). The author of the change (who last changed the spec, or the Deployment's pod template, as admission recorded it) never counts, and one person approving twice counts once."""
 
 
 class PauseStep(ApiModel):

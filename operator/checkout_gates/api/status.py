@@ -175,6 +175,19 @@ class Revision(StatusModel):
     """A hash of the pod template (the Deployment's, as people and GitOps wrote it)."""
     images: Annotated[list[str], Field(max_length=IMAGE_LIMIT)] = []
     """Its containers' images."""
+    author: Annotated[str, Field(max_length=253)] = ""
+    """Who changed the Deployment's pod template to it, as admission stamped it (gates.checkout.dev/template-changed-by); empty where nothing stamped it. The author never counts as an approver."""
+
+
+class Approval(StatusModel):
+    """One person's approval of the current approval step."""
+
+    actor: Annotated[str, Field(max_length=253)]
+    """Who approved (the annotation's value, which admission makes the requesting user)."""
+    at: datetime
+    """When."""
+    reason: Annotated[str, Field(max_length=512)] = ""
+    """Why, as they gave it (gates.checkout.dev/reason)."""
 
 
 class UndoIntent(StatusModel):
@@ -278,5 +291,7 @@ class CheckoutRolloutStatus(StatusModel):
     """The open (or last) page."""
     consumed: list[ConsumedAnnotation] = []
     """On-call annotations already acted on."""
+    approvals: Annotated[list[Approval], Field(max_length=5)] = []
+    """The approvals the current approval step has so far (distinct people; emptied when the step changes)."""
     history: Annotated[list[HistoryEntry], Field(max_length=HISTORY_LIMIT)] = []
     """The last transitions, who did what and why."""

@@ -64,7 +64,12 @@ def request_reason(annotations: Mapping[str, str], request: Request) -> str:
 
 def spec_changed_by(annotations: Mapping[str, str]) -> str:
     """The user admission recorded for the last spec change; ``unknown`` where nothing stamped it."""
-    return annotations.get(CHANGED_BY_KEY, "").strip()[:253] or "unknown (no admission stamp)"
+    return spec_author(annotations) or "unknown (no admission stamp)"
+
+
+def spec_author(annotations: Mapping[str, str]) -> str:
+    """The user admission recorded for the last spec change; empty where nothing stamped it."""
+    return annotations.get(CHANGED_BY_KEY, "").strip()[:253]
 
 
 STOPPING: frozenset[Command] = frozenset({"abort", "pause"})

@@ -61,6 +61,7 @@ class Draft:
             failures=0,
             inconclusives=0,
             last_evaluated_at=None,
+            approvals=[],
             gates=[gate.model_copy(update={"passing_since": None}) for gate in self.status.gates],
         )
 

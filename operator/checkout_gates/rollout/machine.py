@@ -34,7 +34,7 @@ from checkout_gates.api.status import (
 from checkout_gates.gates.budget import guarantee, judge_gates
 from checkout_gates.gates.observations import SignalReading
 from checkout_gates.gates.verdicts import GateVerdict
-from checkout_gates.rollout import pages, release
+from checkout_gates.rollout import approvals, pages, release
 from checkout_gates.rollout.actions import (
     ConsumeAnnotation,
     Decision,
@@ -296,10 +296,9 @@ def _apply_request(draft: Draft, request: Request) -> None:
             ignore(f"cannot pause in phase {phase}")
     elif request.command == "approve":
         if phase == "AwaitingApproval":
-            draft.record("Approved", reason, actor)
-            draft.emit("Approved", f"{actor} approved step {draft.status.current_step}")
-            draft.update(phase="Progressing")
-            draft.start_step(draft.status.current_step + 1)
+            refused = approvals.approve(draft, actor, reason)
+            if refused is not None:
+                ignore(refused)
         elif phase == "Paused":
             draft.update(phase="Progressing", paused_from=None)
             draft.start_step(draft.status.current_step)
@@ -713,6 +712,9 @@ def _step_message(draft: Draft) -> str:
     if step.gate is not None:
         return f"step {index}: gates {', '.join(step.gate.pass_)} must hold for {step.gate.window}"
     if step.approval is not None:
+        if step.approval.approvers > 1:
+            given = ", ".join(approval.actor for approval in status.approvals) or "none yet"
+            return f"step {index}: awaiting {step.approval.approvers} approvers ({given})"
         return f"step {index}: awaiting approval"
     if step.pause is not None:
         return f"step {index}: pausing for {step.pause.duration}"

@@ -400,7 +400,7 @@ def _pin_adoption(draft: Draft, workload: WorkloadState) -> Revisions:
     pinned = revs.canary
     copied = workload.stable is not None and pinned is not None and workload.stable.revision == pinned.hash
     if pinned is None or (pinned.hash != live.revision and not copied):
-        revs = revs.model_copy(update={"canary": Revision(hash=live.revision, images=list(live.images))})
+        revs = revs.model_copy(update={"canary": _revision(live)})
         draft.update(revisions=revs)
     return revs
 
@@ -444,6 +444,10 @@ def _stable_replicas(workload: WorkloadState) -> int:
     return max(1, workload.canary.replicas)
 
 
+def _revision(deployment: DeploymentState) -> Revision:
+    return Revision(hash=deployment.revision, images=list(deployment.images), author=deployment.changed_by)
+
+
 def _images(revision: Revision) -> str:
     return ", ".join(revision.images) or "no images"
 
@@ -466,7 +470,7 @@ def _start_revision(draft: Draft, desired: DeploymentState, reason: str, *, acti
     draft.update(
         revisions=revs.model_copy(
             update={
-                "canary": Revision(hash=desired.revision, images=list(desired.images)),
+                "canary": _revision(desired),
                 "canary_ready_at": None,
                 "waiting_since": draft.now,
                 "promoting": False,

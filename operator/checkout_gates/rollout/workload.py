@@ -31,6 +31,8 @@ class DeploymentState:
     and is available, and no old replica is left (what ``kubectl rollout status`` waits for)."""
     failure: str = ""
     """The Deployment controller's own verdict when it gave up (ProgressDeadlineExceeded: ...)."""
+    changed_by: str = ""
+    """Who last changed its pod template, as admission stamped it; empty where nothing did."""
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,9 @@ from checkout_gates.workloads.base import WorkloadError, WorkloadNotFoundError
 
 ROLLOUT_LABEL = f"{GROUP}/rollout"
 REVISION_ANNOTATION = f"{GROUP}/revision"
+# Who last changed the pod template: the chart's MutatingAdmissionPolicy writes the requesting user
+# into it (admissionPolicy.stampDeployments); the author of a revision never counts as its approver.
+CHANGED_BY_ANNOTATION = f"{GROUP}/template-changed-by"
 # The stable revision's pod template as the user's Deployment had it, and the one before: what an
 # undo writes back. Kept on the copy (not in status: templates are large), up to this size each
 # (annotations share 256 KiB); a larger template is not kept and cannot be undone to.
@@ -273,6 +276,7 @@ def state_of(deployment: dict[str, Any], revision: str) -> DeploymentState:
             failure = f"ProgressDeadlineExceeded: {str(condition.get('message', ''))[:300]}"
     containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
     images = tuple(str(c.get("image", "")) for c in containers if isinstance(c, dict))[:IMAGE_LIMIT]
+    changed_by = (meta.get("annotations") or {}).get(CHANGED_BY_ANNOTATION, "")
     return DeploymentState(
         revision=revision,
         images=images,
@@ -280,6 +284,7 @@ def state_of(deployment: dict[str, Any], revision: str) -> DeploymentState:
         ready_replicas=min(ready_replicas, available),
         ready=ready,
         failure=failure,
+        changed_by=changed_by.strip()[:253] if isinstance(changed_by, str) else "",
     )
 
 
