@@ -272,7 +272,9 @@ def _parse_time(text: str) -> datetime | None:
 
 # --- on-call outcomes ---------------------------------------------------------------------------
 
-APPLIED_ACTIONS = frozenset({"Approved", "ApprovalRecorded", "Aborted", "Retried", "Paused", "Resumed", "Acknowledged", "UndoRequested"})
+APPLIED_ACTIONS = frozenset(
+    {"Approved", "ApprovalRecorded", "Aborted", "Retried", "Paused", "Resumed", "Acknowledged", "UndoRequested"}
+)
 
 
 @dataclass(frozen=True)
