@@ -7,5 +7,6 @@ from tests.integration.operator_harness import (  # noqa: F401
     scraping_prometheus,
     traffic,
 )
+from tests.integration.receivers import receiver  # noqa: F401
 from tests.integration.release_harness import release_cluster  # noqa: F401
 from tests.integration.reliability import live  # noqa: F401

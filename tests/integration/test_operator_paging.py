@@ -14,6 +14,7 @@ import pytest
 from checkout_gates_lab.testbed import Alertmanager
 
 from .operator_harness import ABORT, Operator, Rollout, wait_for
+from .receivers import Receiver
 
 pytestmark = pytest.mark.integration
 
@@ -88,3 +89,50 @@ def test_undeliverable_page_is_surfaced_and_does_not_block_the_halt(new_rollout:
     assert "page[0]:webhook" in failed["message"]
     deliveries = rollout.status["page"]["deliveries"]
     assert deliveries[0]["attempts"] >= 1 and deliveries[0]["error"] and not deliveries[0].get("deliveredAt")
+
+
+def test_a_waiting_approval_notifies_once_with_the_command_and_its_deadline_halts_and_pages_once(
+    new_rollout: Callable[..., Rollout], operator: Operator, receiver: Receiver
+) -> None:
+    gates = ["auth-approval", "duplicate-charges"]
+    rollout = new_rollout(
+        steps=[
+            {"setWeight": 20},
+            {"gate": {"pass": gates, "window": "3s"}},
+            {"approval": {"approvers": 2, "deadline": "20s"}},
+            {"setWeight": 100},
+        ],
+        owner={
+            "name": "payments-oncall",
+            "page": [{"webhook": {"url": f"{receiver.url}/page"}}],
+            "notify": [{"webhook": {"url": f"{receiver.url}/notify"}}],
+        },
+    )
+    rollout.apply()
+    rollout.wait_phase("AwaitingApproval")
+    (notice,) = wait_for(lambda: receiver.accepted("/notify"), "the approval notice at the receiver")
+    assert notice["event"] == "trigger" and notice["severity"] == "info"
+    assert "step 2 waits for approval" in notice["summary"]
+    details = notice["details"]
+    assert (
+        details["approve"]
+        == f"kubectl annotate cro/{rollout.name} -n {rollout.namespace} gates.checkout.dev/approve=$USER"
+    )
+    assert details["approvals"] == "0 of 2" and "auth-approval Pass" in details["gates"]
+
+    status = rollout.wait_phase("Halted", timeout=90)
+    assert "not approved within 20s (0 of 2 approvers: nobody)" in status["haltReason"]
+    assert status["weights"]["canary"] == 20, "exposure held where it was"
+    wait_for(lambda: receiver.accepted("/page"), "the deadline's page")
+    # The notice is resolved (nobody waits for approvers now); then nothing more is sent.
+    wait_for(
+        lambda: [b for b in receiver.accepted("/notify") if b["event"] == "resolve"],
+        "the approval notice resolved at the receiver",
+    )
+    operator.kill()
+    operator.start()
+    time.sleep(6)  # three analysis intervals of the restarted operator: a double send would be seen
+    notices = receiver.accepted("/notify")
+    assert [b["event"] for b in notices] == ["trigger", "resolve"], notices
+    assert [b["event"] for b in receiver.accepted("/page")] == ["trigger"]
+    assert [e["action"] for e in rollout.history()].count("Halted") == 1

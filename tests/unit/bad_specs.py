@@ -573,6 +573,22 @@ BAD_SPECS: tuple[BadSpec, ...] = (
         "the HPA sizes it",
     ),
     BadSpec(
+        "notice-for-an-event-there-is-none-of",
+        (put("spec.owner.notify", [{"webhook": {"url": "http://127.0.0.1:9/n"}, "on": ["Halted"]}]),),
+        "spec.owner.notify[0].on[0]",
+        "'AwaitingApproval', 'Started', 'Promoted' or 'Aborted'",
+        "spec.owner.notify[0].on[0]",
+        "Unsupported value",
+    ),
+    BadSpec(
+        "four-eyes-for-six",
+        (put("spec.steps[2]", {"approval": {"approvers": 6}}),),
+        "spec.steps[2].approval.approvers",
+        "less than or equal to 5",
+        "spec.steps[2].approval.approvers",
+        "less than or equal to 5",
+    ),
+    BadSpec(
         "pause-without-duration",
         (put("spec.steps[4]", {"pause": {}}),),
         "spec.steps[4].pause.duration",

@@ -215,7 +215,8 @@ def _rules_by_location(schema: Schema) -> dict[str, list[dict[str, str]]]:
 MODEL_LOCATIONS = {
     "Routing": [".spec.routing"],
     "PageTarget": [".spec.owner.page[]", ".spec.owner.escalateTo[]"],
-    "WebhookTarget": [".spec.owner.page[].webhook", ".spec.owner.escalateTo[].webhook"],
+    "NotifyTarget": [".spec.owner.notify[]"],
+    "WebhookTarget": [".spec.owner.page[].webhook", ".spec.owner.escalateTo[].webhook", ".spec.owner.notify[].webhook"],
     "PrometheusSpec": [".spec.prometheus"],
     "Owner": [".spec.owner"],
     "Compare": [".spec.gates[].compare"],

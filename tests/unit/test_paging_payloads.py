@@ -140,6 +140,28 @@ def check_alert(alert: dict[str, Any]) -> None:
         assert parse_time(alert["startsAt"]) <= parse_time(alert["endsAt"])
 
 
+NOTICE = {"rollout": "payments/checkout-api", "event": "AwaitingApproval", "approvals": "0 of 2",
+          "approve": "kubectl annotate cro/checkout-api -n payments gates.checkout.dev/approve=$USER"}  # fmt: skip
+
+
+def test_a_notice_is_its_own_alert_and_a_trigger_only_notice_fires_briefly() -> None:
+    waiting = alertmanager.firing_alert(page(severity="info", details=NOTICE), CONTEXT)
+    check_alert(waiting)
+    assert (
+        waiting["labels"]["alertname"] == "CheckoutRolloutNotice" and waiting["labels"]["event"] == "AwaitingApproval"
+    )
+    assert waiting["labels"]["severity"] == "info" and waiting["annotations"]["approve"] == NOTICE["approve"]
+    assert parse_time(waiting["endsAt"]) - NOW == alertmanager.DEFAULT_FIRING_FOR, "resolved when approved"
+    started = alertmanager.firing_alert(page(severity="info", details={**NOTICE, "event": "Started"}), CONTEXT)
+    assert parse_time(started["endsAt"]) - NOW == alertmanager.NOTICE_FIRING_FOR, "never resolved: fires briefly"
+
+
+def test_a_slack_notice_says_what_it_is_about_and_how_to_approve() -> None:
+    message = slack.trigger_message(page(severity="info", details=NOTICE, summary="step 2 waits for approval"), CONTEXT)
+    assert "notice: AwaitingApproval" in message["text"] and "halted" not in message["text"]
+    assert NOTICE["approve"] in message["text"]
+
+
 def test_alertmanager_alert_names_the_rollout_and_the_halt() -> None:
     alert = alertmanager.firing_alert(page(severity="critical"), CONTEXT)
     check_alert(alert)
@@ -273,10 +295,12 @@ def test_owner_secrets_lists_every_needed_key() -> None:
             ],
             "escalateAfter": "10m",
             "escalateTo": [{"slack": {"webhookSecret": {"name": "slack", "key": "url"}}}],
+            "notify": [{"webhook": {"urlSecret": {"name": "hooks", "key": "notices"}}, "on": ["Started"]}],
         }
     )
-    keys = {("pd", "rk"), ("slack", "url")}
-    assert owner_secrets(owner) == keys | {("pd", DESTINATIONS_KEY), ("slack", DESTINATIONS_KEY)}
+    keys = {("pd", "rk"), ("slack", "url"), ("hooks", "notices")}
+    destinations = {("pd", DESTINATIONS_KEY), ("slack", DESTINATIONS_KEY), ("hooks", DESTINATIONS_KEY)}
+    assert owner_secrets(owner) == keys | destinations
 
 
 # --- errors and retries -------------------------------------------------------------------------

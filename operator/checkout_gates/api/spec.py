@@ -284,6 +284,17 @@ class PageTarget(ApiModel):
         return next(name for name in PAGE_TARGETS if getattr(self, name) is not None)
 
 
+NoticeEvent = Literal["AwaitingApproval", "Started", "Promoted", "Aborted"]
+
+
+class NotifyTarget(PageTarget):
+    """Where the owner hears of a rollout without being paged: a step waiting for approval (with
+    the approve command), and, opted in per target, a rollout started, promoted or aborted."""
+
+    on: Annotated[list[NoticeEvent], Field(min_length=1, max_length=4)] = ["AwaitingApproval"]
+    """The events this target hears of: AwaitingApproval (resolved once the step is left), Started, Promoted, Aborted."""
+
+
 GroupName = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[^\s,]+$")]
 MAX_APPROVER_GROUPS = 10
 
@@ -299,6 +310,8 @@ class Owner(ApiModel):
     """Escalate a page nobody acknowledged after this long (e.g. 10m)."""
     escalate_to: Annotated[list[PageTarget], Field(max_length=MAX_TARGETS)] = []
     """Where an escalation pages."""
+    notify: Annotated[list[NotifyTarget], Field(max_length=MAX_TARGETS)] = []
+    """Where notices go (no page): by default a step waiting for approval; per target also started, promoted, aborted. PagerDuty gets severity info unless the target sets one."""
 
     @property
     def escalate_after_seconds(self) -> float | None:
@@ -596,6 +609,14 @@ class ApprovalStep(ApiModel):
     """What the approver signs off, shown to on-call."""
     approvers: Annotated[int, Strict(), Field(ge=1, le=MAX_APPROVERS), WHOLE] = 1
     """How many distinct people must approve (four eyes: 2). The author of the change (who last changed the spec, or the Deployment's pod template, as admission recorded it) never counts, and one person approving twice counts once."""
+    deadline: Duration | None = None
+    """How long the step may wait for its approvers (counted from when it began to wait); past it the rollout halts and pages (or aborts, with onDeadline: abort). Unset: it waits for ever (owner.notify still tells the owner it waits)."""
+    on_deadline: Literal["halt", "abort"] = "halt"
+    """What a missed deadline does: halt (hold exposure where it is, and page) or abort (canary to 0, and page)."""
+
+    @property
+    def deadline_seconds(self) -> float | None:
+        return None if self.deadline is None else parse_duration(self.deadline)
 
 
 class PauseStep(ApiModel):
@@ -773,6 +794,12 @@ CEL_RULES: dict[type[ApiModel], list[Cel]] = {
         Cel(
             cel_exactly_one(PageTarget, PAGE_TARGETS),
             "a page target needs exactly one of pagerDuty, alertmanager, slack, webhook",
+        )
+    ],
+    NotifyTarget: [
+        Cel(
+            cel_exactly_one(NotifyTarget, PAGE_TARGETS),
+            "a notify target needs exactly one of pagerDuty, alertmanager, slack, webhook",
         )
     ],
     WebhookTarget: [

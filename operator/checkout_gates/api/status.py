@@ -291,6 +291,8 @@ class CheckoutRolloutStatus(StatusModel):
     """The open (or last) page."""
     consumed: list[ConsumedAnnotation] = []
     """On-call annotations already acted on."""
+    notices: Annotated[list[PageState], Field(max_length=8)] = []
+    """The last notices to owner.notify (no page: a step waiting for approval, a rollout started, promoted or aborted), with their delivery to each target."""
     approvals: Annotated[list[Approval], Field(max_length=5)] = []
     """The approvals the current approval step has so far (distinct people; emptied when the step changes)."""
     history: Annotated[list[HistoryEntry], Field(max_length=HISTORY_LIMIT)] = []

@@ -57,6 +57,7 @@ from checkout_gates.rollout.actions import (
     Action,
     ConsumeAnnotation,
     EmitEvent,
+    Notify,
     PageOwner,
     ResolvePage,
     RestoreRevision,
@@ -342,7 +343,7 @@ class Reconciler:
                     telemetry.ERRORS.labels("event").inc()
                     logger.warning("event not posted", reason=action.reason, error=describe(error))
                 crash_point("after-event")
-        pages = [a for a in actions if isinstance(a, PageOwner | ResolvePage)]
+        pages = [a for a in actions if isinstance(a, PageOwner | ResolvePage | Notify)]
         if pages:
             crash_point("before-page-delivery")
             async with io_wait():  # a slow pager holds no reconcile slot either
@@ -400,7 +401,7 @@ class Reconciler:
         return ""
 
     async def _send_pages(
-        self, rollout: CheckoutRollout, pages: Sequence[PageOwner | ResolvePage], now: datetime
+        self, rollout: CheckoutRollout, pages: Sequence[PageOwner | ResolvePage | Notify], now: datetime
     ) -> list[DeliveryOutcome]:
         owner = rollout.spec.owner
         secrets = await self.kube.secret_values(rollout.metadata.namespace, owner_secrets(owner))

@@ -35,6 +35,10 @@ from checkout_gates.rollout.actions import PageOwner, ResolvePage, Severity
 
 KIND = "alertmanager"
 ALERTNAME = "CheckoutRolloutHalted"
+# A notice (owner.notify), named apart so that routes can send it elsewhere than halts. A notice
+# that is never resolved (started, promoted, aborted) fires for NOTICE_FIRING_FOR only.
+NOTICE_ALERTNAME = "CheckoutRolloutNotice"
+NOTICE_FIRING_FOR = timedelta(minutes=15)
 DEFAULT_FIRING_FOR = timedelta(hours=24)
 MAX_ANNOTATION = 4096
 
@@ -69,8 +73,14 @@ def alert_annotations(page: PageOwner, context: PageContext) -> dict[str, str]:
 def firing_alert(
     page: PageOwner, context: PageContext, *, firing_for: timedelta = DEFAULT_FIRING_FOR
 ) -> dict[str, Any]:
+    labels = alert_labels(page.dedup_key, page.severity, context)
+    event = page.details.get("event", "")
+    if event:
+        labels |= {"alertname": NOTICE_ALERTNAME, "event": label_name(event)}
+        if event != "AwaitingApproval":
+            firing_for = min(firing_for, NOTICE_FIRING_FOR)
     alert: dict[str, Any] = {
-        "labels": alert_labels(page.dedup_key, page.severity, context),
+        "labels": labels,
         "annotations": alert_annotations(page, context),
         "startsAt": rfc3339(context.started()),
         "endsAt": rfc3339(context.at() + firing_for),
@@ -133,10 +143,8 @@ class AlertmanagerPager:
 
     async def active_alerts(self, dedup_key: str) -> list[dict[str, Any]]:
         """The not yet resolved alerts of a halt (silenced and inhibited ones included)."""
-        params: list[tuple[str, str | int | float | bool | None]] = [
-            ("filter", matcher("alertname", ALERTNAME)),
-            ("filter", matcher("dedup_key", dedup_key)),
-        ]
+        # By dedup key alone: it names one halt or one notice (whose alertname differs).
+        params: list[tuple[str, str | int | float | bool | None]] = [("filter", matcher("dedup_key", dedup_key))]
         try:
             response = await self.client.get(self.alerts_url, params=params)
         except httpx.TimeoutException as exc:

@@ -87,9 +87,10 @@ def required_secrets(target: PageTarget) -> list[SecretKeyRef]:
 
 
 def owner_secrets(owner: Owner) -> set[tuple[str, str]]:
-    """Every (Secret name, key) the owner's targets need, primary and escalation, and the
+    """Every (Secret name, key) the owner's targets need, primary, escalation and notify, and the
     destinations annotation of each of those Secrets (the same read)."""
-    refs = {(ref.name, ref.key) for target in [*owner.page, *owner.escalate_to] for ref in required_secrets(target)}
+    targets = [*owner.page, *owner.escalate_to, *owner.notify]
+    refs = {(ref.name, ref.key) for target in targets for ref in required_secrets(target)}
     return refs | {(name, DESTINATIONS_KEY) for name, _ in refs}
 
 

@@ -23,7 +23,8 @@ import structlog
 from checkout_gates.api.destinations import EgressPolicy
 from checkout_gates.api.spec import Owner, PageTarget
 from checkout_gates.paging.base import DeliveryError, PageContext, Pager, PagingError, SecretValues, make_pager
-from checkout_gates.rollout.actions import PageOwner, ResolvePage
+from checkout_gates.rollout.actions import Notify, PageOwner, ResolvePage
+from checkout_gates.rollout.notices import PREFIX as NOTIFY_PREFIX
 from checkout_gates.rollout.outcomes import DeliveryOutcome
 from checkout_gates.rollout.pages import ESCALATION_PREFIX, PRIMARY_PREFIX, target_name
 
@@ -127,7 +128,7 @@ async def send_page_actions(
 ) -> list[DeliveryOutcome]:
     """Send every page action's targets concurrently; one outcome per target, in action order.
 
-    Actions other than PageOwner and ResolvePage are ignored, so a decision's whole action
+    Actions other than PageOwner, ResolvePage and Notify are ignored, so a decision's whole action
     list may be passed in. A target outside ``egress`` (default: unrestricted) is an outcome with
     the refusal as its error; nothing is sent to it.
     """
@@ -172,6 +173,16 @@ async def send_page_actions(
             for index in action.escalation_targets:
                 resolve = _resolve(action, context)
                 add(ESCALATION_PREFIX, owner.escalate_to, index, key=action.dedup_key, resolved=True, call=resolve)
+        elif isinstance(action, Notify):
+            # A notice speaks the targets' page formats at severity info, dated when it was opened.
+            noticed = replace(context, triggered_at=action.triggered_at)
+            call = (
+                _resolve(ResolvePage(action.dedup_key, action.summary), noticed)
+                if action.resolved
+                else _trigger(PageOwner(action.dedup_key, action.summary, "info", action.details, ()), noticed)
+            )
+            for index in action.targets:
+                add(NOTIFY_PREFIX, owner.notify, index, key=action.dedup_key, resolved=action.resolved, call=call)
     return list(await asyncio.gather(*jobs))
 
 

@@ -41,7 +41,10 @@ def trigger_message(page: PageOwner, context: PageContext) -> dict[str, Any]:
     details.setdefault("rollout", context.rollout)
     details.setdefault("owner", context.owner)
     icon = SEVERITY_ICON.get(page.severity, ":information_source:")
-    title = f"Checkout rollout {context.rollout} halted ({page.severity})"
+    # A notice (owner.notify) carries the event it is about; a page is about a halt.
+    title = f"Checkout rollout {context.rollout} " + (
+        f"notice: {page.details['event']}" if "event" in page.details else f"halted ({page.severity})"
+    )
     summary = page.summary or title
     commands = [(key, details[key]) for key in COMMAND_KEYS if key in details]
     text_lines = [f"{icon} {title}: {summary}"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Literal
 
 from checkout_gates.api.status import CheckoutRolloutStatus, Weights
@@ -43,6 +44,21 @@ class ResolvePage:
     reason: str
     targets: tuple[int, ...] = ()
     escalation_targets: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Notify:
+    """Send a notice (or, ``resolved``, its resolution) to ``targets``, indexes into ``owner.notify``.
+
+    A notice is no page: it tells the owner something they may act on (a step waits for approval,
+    a rollout started, promoted or aborted), at severity info."""
+
+    dedup_key: str
+    summary: str
+    details: Mapping[str, str]
+    targets: tuple[int, ...]
+    triggered_at: datetime
+    resolved: bool = False
 
 
 @dataclass(frozen=True)
@@ -104,6 +120,7 @@ Action = (
     SetWeights
     | PageOwner
     | ResolvePage
+    | Notify
     | EmitEvent
     | ConsumeAnnotation
     | ScaleCanary

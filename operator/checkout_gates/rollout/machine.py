@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from checkout_gates.api.resource import CheckoutRollout
-from checkout_gates.api.spec import Gate
+from checkout_gates.api.spec import ApprovalStep, Gate
 from checkout_gates.api.status import (
     SEGMENT_LIMIT,
     TERMINAL_PHASES,
@@ -34,7 +34,7 @@ from checkout_gates.api.status import (
 from checkout_gates.gates.budget import guarantee, judge_gates
 from checkout_gates.gates.observations import SignalReading
 from checkout_gates.gates.verdicts import GateVerdict
-from checkout_gates.rollout import approvals, pages, release
+from checkout_gates.rollout import approvals, notices, pages, release
 from checkout_gates.rollout.actions import (
     ConsumeAnnotation,
     Decision,
@@ -113,6 +113,7 @@ def decide(rollout: CheckoutRollout, observations: Observations, now: datetime) 
     release.settle_error(draft, observations.workload)
     _reassert_weights(draft)
     _page(draft)
+    notices.follow(draft, rollout.status, _notice_details(draft))
     _summarize(draft)
     _remember_consumed(draft)
     return Decision(draft.status, tuple(draft.actions))
@@ -559,8 +560,11 @@ def _run_steps(draft: Draft, observations: Observations) -> None:
         elif step.approval is not None:
             if draft.status.phase != "AwaitingApproval":
                 draft.update(phase="AwaitingApproval")
-                draft.record("AwaitingApproval", step.approval.reason or f"step {index} needs an approval")
+                needed = step.approval.approvers
+                who = "an approval" if needed == 1 else f"{needed} approvers"
+                draft.record("AwaitingApproval", step.approval.reason or f"step {index} needs {who}")
                 draft.emit("AwaitingApproval", f"step {index}: annotate gates.checkout.dev/approve=<you> to go on")
+            _approval_deadline(draft, index, step.approval)
             return
         elif step.pause is not None:
             started = draft.status.step_started_at or draft.now
@@ -568,6 +572,25 @@ def _run_steps(draft: Draft, observations: Observations) -> None:
                 return
             draft.record("StepAdvanced", f"step {index}: paused for {step.pause.duration}")
             draft.start_step(index + 1)
+
+
+def _approval_deadline(draft: Draft, index: int, step: ApprovalStep) -> None:
+    """Nobody approved within the step's deadline: halt (exposure held) or abort, and page."""
+    deadline = step.deadline_seconds
+    started = draft.status.step_started_at
+    if deadline is None or started is None or draft.now < started + timedelta(seconds=deadline):
+        return
+    given = ", ".join(a.actor for a in draft.status.approvals) or "nobody"
+    reason = (
+        f"step {index} was not approved within {step.deadline} ({len(draft.status.approvals)} of {step.approvers} "
+        f"approvers: {given})"
+    )
+    if step.on_deadline == "abort":
+        abort(draft, reason, OPERATOR, page=True, slug="approval-deadline")
+    else:
+        halt(
+            draft, f"{reason}; exposure held; annotate retry to wait again, or approve", "approval-deadline", hold=True
+        )
 
 
 def _gate_step_passed(draft: Draft, names: list[str], window_seconds: float) -> bool:
@@ -642,6 +665,32 @@ def _page_details(draft: Draft) -> dict[str, str]:
             "value": "" if failing.value is None else f"{failing.value:.6g}",
             "baseline": "" if failing.baseline is None else f"{failing.baseline:.6g}",
         }
+    return details
+
+
+def _notice_details(draft: Draft) -> dict[str, str]:
+    """What a notice carries: where the rollout is, what the gates saw, and the command to act."""
+    meta, status = draft.rollout.metadata, draft.status
+    target = f"cro/{meta.name} -n {meta.namespace}"
+    details = {
+        "rollout": f"{meta.namespace}/{meta.name}",
+        "owner": draft.spec.owner.name,
+        "phase": status.phase,
+        "step": str(status.current_step),
+        "weights": f"stable {status.weights.stable}% / canary {status.weights.canary}%",
+        "gates": "; ".join(f"{g.name} {g.verdict} {g.segment}".strip() for g in status.gates)[:1000] or "none yet",
+        **_revision_details(status),
+    }
+    if status.phase == "AwaitingApproval":
+        needed = approvals.needed(draft)
+        given = ", ".join(a.actor for a in status.approvals)
+        details["approvals"] = f"{len(status.approvals)} of {needed}" + (f" ({given})" if given else "")
+        details["approve"] = f"kubectl annotate {target} gates.checkout.dev/approve=$USER"
+        steps = draft.spec.steps
+        approval = steps[status.current_step].approval if status.current_step < len(steps) else None
+        if approval is not None and approval.deadline is not None:
+            details["deadline"] = f"{approval.deadline} ({approval.on_deadline} after it)"
+    details["abort"] = f"kubectl annotate {target} gates.checkout.dev/abort=$USER"
     return details
 
 

@@ -130,10 +130,21 @@ def record_delivery(
     error: str,
     now: datetime,
 ) -> CheckoutRolloutStatus:
-    """The status with one delivery outcome recorded; a stale outcome (other page) changes nothing."""
+    """The status with one delivery outcome recorded, to the page or the notice of ``dedup_key``;
+    a stale outcome (of a page or notice no longer kept) changes nothing."""
     page = status.page
-    if page is None or page.dedup_key != dedup_key:
-        return status
+    if page is not None and page.dedup_key == dedup_key:
+        return status.model_copy(update={"page": _delivered(page, target, resolved, error, now)})
+    if any(notice.dedup_key == dedup_key for notice in status.notices):
+        notices = [
+            _delivered(notice, target, resolved, error, now) if notice.dedup_key == dedup_key else notice
+            for notice in status.notices
+        ]
+        return status.model_copy(update={"notices": notices})
+    return status
+
+
+def _delivered(page: PageState, target: str, resolved: bool, error: str, now: datetime) -> PageState:
     deliveries = []
     for delivery in page.deliveries:
         if delivery.target != target:
@@ -143,4 +154,4 @@ def record_delivery(
         if not error:
             update["resolved_at" if resolved else "delivered_at"] = now
         deliveries.append(delivery.model_copy(update=update))
-    return status.model_copy(update={"page": page.model_copy(update={"deliveries": deliveries})})
+    return page.model_copy(update={"deliveries": deliveries})
