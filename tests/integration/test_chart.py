@@ -899,7 +899,7 @@ def test_the_author_of_a_spec_change_cannot_approve_it_and_the_api_server_says_w
         assert annotations_of(kubectl, release, name)[STAMP] == "erin"
         result = annotate(actors.erin, release, name, f"{APPROVE}=erin")
         assert refused(result, f"you (erin) last changed the spec of {name}"), result.stderr
-        assert "the author of a change cannot approve it; another approver must" in result.stderr
+        assert "the author of a change cannot approve it or override its gates; another approver must" in result.stderr
         assert APPROVE not in annotations_of(kubectl, release, name)
         # She may still stop exposure, and another approver may approve.
         assert annotate(actors.erin, release, name, f"{ABORT}=erin").returncode == 0
@@ -907,6 +907,25 @@ def test_the_author_of_a_spec_change_cannot_approve_it_and_the_api_server_says_w
         # Once someone else changed the spec, she is no longer its author.
         assert patch_spec(actors.dan, release, name, {"onHalt": "abort"}).returncode == 0
         assert annotate(actors.erin, release, name, f"{APPROVE}=erin").returncode == 0
+    finally:
+        kubectl("delete", ROLLOUTS, name, "-n", release.rollouts, "--wait=false", check=False)
+
+
+def test_emergency_overrides_need_an_approver_a_reason_and_someone_other_than_the_author(
+    actors: Actors, kubectl: Kubectl, release: Release
+) -> None:
+    name = f"override-{uuid.uuid4().hex[:6]}"
+    actors.erin("apply", "-f", "-", input=yaml.safe_dump(rollout_document(name, release.rollouts)))
+    try:
+        for key in (f"{GROUP}/skip-step", f"{GROUP}/promote-full"):
+            result = annotate(actors.alice, release, name, f"{key}=alice")
+            assert refused(result, f"{key} overrides the gates: set {REASON} in the same request"), result.stderr
+            result = annotate(actors.mallory, release, name, f"{key}=mallory", f"{REASON}=outage")
+            assert refused(result, f"only members of {APPROVERS} may set"), result.stderr
+            result = annotate(actors.erin, release, name, f"{key}=erin", f"{REASON}=my own fix")
+            assert refused(result, "the author of a change cannot approve it or override its gates"), result.stderr
+        result = annotate(actors.alice, release, name, f"{GROUP}/promote-full=alice", f"{REASON}=3-D Secure outage")
+        assert result.returncode == 0, result.stderr
     finally:
         kubectl("delete", ROLLOUTS, name, "-n", release.rollouts, "--wait=false", check=False)
 

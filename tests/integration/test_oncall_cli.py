@@ -21,6 +21,7 @@ from checkout_gates_lab.testbed import ExternalCluster, Kubectl, LocalCluster, f
 from checkout_gates_lab.testbed.kube import ADMIN_USER
 
 from .operator_harness import Operator, Rollout, wait_for
+from .receivers import Receiver
 
 pytestmark = pytest.mark.integration
 
@@ -264,3 +265,26 @@ def test_status_watch_prints_every_change_until_a_terminal_phase(
     assert watching.returncode == 0, err
     updates = [json.loads(line) for line in out.splitlines()]
     assert updates[-1]["phase"] == "Aborted" and updates[-1]["weights"]["canary"] == 0
+
+
+def test_promote_full_needs_a_reason_and_jumps_past_every_step_with_one_record(
+    kube: Any, me: str, new_rollout: Callable[..., Rollout], receiver: Receiver
+) -> None:
+    rollout = new_rollout(
+        steps=LONG_GATE, owner={"name": "payments-oncall", "page": [{"webhook": {"url": f"{receiver.url}/page"}}]}
+    )
+    rollout.apply()
+    at_phase(rollout, "Progressing", 1)
+    unsaid = cli(kube.kubeconfig, "promote-full", rollout.name, "-n", rollout.namespace)
+    assert unsaid.returncode == 3 and "--reason" in unsaid.stderr
+    assert "gates.checkout.dev/promote-full" not in rollout.get()["metadata"].get("annotations", {})
+    reason = "the fix for the 3-D Secure outage must reach everyone now"
+    done = cli(kube.kubeconfig, "promote-full", rollout.name, "-n", rollout.namespace, "--reason", reason)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith(f"PromotedFull by {me}: step 1 -> step 4"), done.stdout
+    status = rollout.wait_phase("Promoted")
+    assert status["weights"] == {"stable": 0, "canary": 100}
+    records = [e for e in rollout.history() if e["action"] == "PromotedFull"]
+    assert [(e["actor"], reason in e["reason"]) for e in records] == [(me, True)]
+    (sent,) = wait_for(lambda: receiver.accepted("/page"), "the override told to the owner's pager")
+    assert sent["event"] == "trigger" and sent["severity"] == "warning" and "promoted by" in sent["summary"]

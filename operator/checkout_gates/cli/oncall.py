@@ -15,7 +15,7 @@ from typing import Any
 from checkout_gates.cli import cluster
 from checkout_gates.cli.common import EXIT_INVALID, usage_errors_exit_invalid
 from checkout_gates.cli.render import request_outcome, view_of
-from checkout_gates.rollout.annotations import REASON_KEY, Command, annotation_key
+from checkout_gates.rollout.annotations import EMERGENCY, REASON_KEY, Command, annotation_key
 
 EXIT_APPLIED, EXIT_IGNORED, EXIT_TIMEOUT, EXIT_ERROR = 0, 1, 2, EXIT_INVALID
 EXIT_INTERRUPTED = 130
@@ -27,6 +27,8 @@ SUMMARIES: dict[Command, str] = {
     "retry": "retry a halted rollout's step (an aborted one starts again from step 0)",
     "pause": "pause a progressing rollout where it is (approve resumes it)",
     "undo": "go back to the stable revision (on a promoted rollout: the one before it), through the gates",
+    "skip-step": "emergency: skip the step a rollout is at (needs --reason; recorded and sent to the owner's pagers)",
+    "promote-full": "emergency: promote past every remaining step (needs --reason; recorded and sent to the pagers)",
 }
 
 EPILOG = """\
@@ -71,6 +73,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 def run(arguments: argparse.Namespace) -> int:
     command: Command = arguments.request
     name, key = arguments.name, annotation_key(command)
+    if command in EMERGENCY and not (arguments.reason or "").strip():
+        print(
+            f"{command} overrides the gates: say why with --reason TEXT (it goes to the record and the page)",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
     try:
         kube = cluster.connect(arguments.kubeconfig, arguments.context)
         namespace = arguments.namespace or kube.namespace

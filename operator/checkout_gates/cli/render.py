@@ -273,7 +273,18 @@ def _parse_time(text: str) -> datetime | None:
 # --- on-call outcomes ---------------------------------------------------------------------------
 
 APPLIED_ACTIONS = frozenset(
-    {"Approved", "ApprovalRecorded", "Aborted", "Retried", "Paused", "Resumed", "Acknowledged", "UndoRequested"}
+    {
+        "Approved",
+        "ApprovalRecorded",
+        "StepSkipped",
+        "PromotedFull",
+        "Aborted",
+        "Retried",
+        "Paused",
+        "Resumed",
+        "Acknowledged",
+        "UndoRequested",
+    }
 )
 
 

@@ -179,10 +179,13 @@ async def send_page_actions(
             call = (
                 _resolve(ResolvePage(action.dedup_key, action.summary), noticed)
                 if action.resolved
-                else _trigger(PageOwner(action.dedup_key, action.summary, "info", action.details, ()), noticed)
+                else _trigger(PageOwner(action.dedup_key, action.summary, action.severity, action.details, ()), noticed)
+            )
+            prefix, notified = (
+                (PRIMARY_PREFIX, owner.page) if action.prefix == PRIMARY_PREFIX else (NOTIFY_PREFIX, owner.notify)
             )
             for index in action.targets:
-                add(NOTIFY_PREFIX, owner.notify, index, key=action.dedup_key, resolved=action.resolved, call=call)
+                add(prefix, notified, index, key=action.dedup_key, resolved=action.resolved, call=call)
     return list(await asyncio.gather(*jobs))
 
 

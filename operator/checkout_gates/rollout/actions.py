@@ -48,7 +48,8 @@ class ResolvePage:
 
 @dataclass(frozen=True)
 class Notify:
-    """Send a notice (or, ``resolved``, its resolution) to ``targets``, indexes into ``owner.notify``.
+    """Send a notice (or, ``resolved``, its resolution) to ``targets``, indexes into ``owner.notify``
+    (or, with prefix "page", into ``owner.page``).
 
     A notice is no page: it tells the owner something they may act on (a step waits for approval,
     a rollout started, promoted or aborted), at severity info."""
@@ -59,6 +60,9 @@ class Notify:
     targets: tuple[int, ...]
     triggered_at: datetime
     resolved: bool = False
+    severity: Severity = "info"
+    # Whose targets: "notify" (owner.notify), or "page" (owner.page: an override of the gates).
+    prefix: str = "notify"
 
 
 @dataclass(frozen=True)

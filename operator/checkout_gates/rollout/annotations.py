@@ -1,4 +1,5 @@
-"""The on-call interface: ``gates.checkout.dev/{approve,abort,retry,pause,undo}=<actor>``.
+"""The on-call interface: ``gates.checkout.dev/{approve,abort,retry,pause,undo}=<actor>``, and the
+emergency controls ``promote-full`` and ``skip-step`` (which need a reason).
 
 An annotation is consumed once: its effect and actor go into history, then the controller removes
 it. If the controller dies between the two, the annotation is still there on restart; the status
@@ -15,9 +16,12 @@ from typing import Literal
 from checkout_gates.api.spec import GROUP
 from checkout_gates.api.status import CheckoutRolloutStatus
 
-Command = Literal["abort", "retry", "pause", "approve", "undo"]
-# Abort wins over everything, so it is read first.
-COMMANDS: tuple[Command, ...] = ("abort", "retry", "pause", "approve", "undo")
+Command = Literal["abort", "retry", "pause", "approve", "undo", "skip-step", "promote-full"]
+# Abort wins over everything, so it is read first; the emergency controls lose to every other
+# command given at the same time (the safer one is taken).
+COMMANDS: tuple[Command, ...] = ("abort", "retry", "pause", "approve", "undo", "skip-step", "promote-full")
+# Overrides of the gates: approvers only, never without a reason, always paged and recorded.
+EMERGENCY: frozenset[Command] = frozenset({"skip-step", "promote-full"})
 REASON_KEY = f"{GROUP}/reason"
 # Who last changed the spec, stamped by admission (the chart's MutatingAdmissionPolicy writes the
 # request's user into it on every spec change, whatever the client sent), read into the history.

@@ -34,7 +34,7 @@ from checkout_gates.api.status import (
 from checkout_gates.gates.budget import guarantee, judge_gates
 from checkout_gates.gates.observations import SignalReading
 from checkout_gates.gates.verdicts import GateVerdict
-from checkout_gates.rollout import approvals, notices, pages, release
+from checkout_gates.rollout import approvals, emergency, notices, pages, release
 from checkout_gates.rollout.actions import (
     ConsumeAnnotation,
     Decision,
@@ -310,6 +310,10 @@ def _apply_request(draft: Draft, request: Request) -> None:
             ignore(f"nothing awaits approval in phase {phase}")
     elif request.command == "undo":
         refused = release.undo(draft, actor, reason)
+        if refused is not None:
+            ignore(refused)
+    else:
+        refused = emergency.override(draft, request.command, actor, draft.rollout.metadata.annotations.get(REASON_KEY))
         if refused is not None:
             ignore(refused)
 

@@ -59,6 +59,27 @@ def _open(draft: Draft, event: NoticeEvent, reason: str, step: int) -> None:
     draft.update(notices=[*draft.status.notices, notice][-NOTICE_LIMIT:])
 
 
+def override(draft: Draft, action: str, what: str) -> None:
+    """An emergency override of the gates (skip-step, promote-full) told to every page target
+    at severity warning: trigger only (no halt to resolve), one per override."""
+    owner = draft.spec.owner
+    meta = draft.rollout.metadata
+    notice = PageState(
+        dedup_key=pages.dedup_key(draft.rollout, draft.status.current_step, action.lower(), draft.status.epoch),
+        reason=action,
+        summary=f"{meta.namespace}/{meta.name}: {what}"[:1024],
+        triggered_at=draft.now,
+        deliveries=[
+            PageDelivery(target=pages.target_name(pages.PRIMARY_PREFIX, index, target.kind))
+            for index, target in enumerate(owner.page)
+        ],
+    )
+    draft.update(notices=[*draft.status.notices, notice][-NOTICE_LIMIT:])
+
+
+OVERRIDES = frozenset({"StepSkipped", "PromotedFull"})
+
+
 def _headline(event: NoticeEvent, step: int) -> str:
     return {
         "AwaitingApproval": f"step {step} waits for approval",
@@ -91,15 +112,20 @@ def _actions(notices: list[PageState], details: Mapping[str, str]) -> list[Notif
                 for d in notice.deliveries
                 if d.delivered_at is not None and d.resolved_at is None and d.attempts < 2 * MAX_ATTEMPTS
             ]
-        if due:
+        for prefix in (PREFIX, pages.PRIMARY_PREFIX):
+            targets = tuple(pages.parse_target_name(d.target)[1] for d in due if d.target.startswith(f"{prefix}["))
+            if not targets:
+                continue
             actions.append(
                 Notify(
                     dedup_key=notice.dedup_key,
                     summary=notice.summary if notice.resolved_at is None else f"resolved: {notice.summary}",
                     details={**details, "event": notice.reason} if notice.resolved_at is None else {},
-                    targets=tuple(pages.parse_target_name(d.target)[1] for d in due),
+                    targets=targets,
                     triggered_at=notice.triggered_at,
                     resolved=notice.resolved_at is not None,
+                    severity="warning" if notice.reason in OVERRIDES else "info",
+                    prefix=prefix,
                 )
             )
     return actions

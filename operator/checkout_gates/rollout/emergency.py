@@ -1,0 +1,59 @@
+"""Emergency controls: skip the current step, or promote at once past every remaining step.
+
+Both override what the gates and approvers would decide, so both need an approver (the chart's
+admission policy) and a reason (``gates.checkout.dev/reason``: the core refuses one without it),
+are recorded with who and why, and are sent to every page target of the owner at severity
+warning (a notice of the override: there is no halt to resolve): an override nobody hears of is
+how a payments incident starts. Neither runs on a Promoted, Aborted or adopting rollout, nor while a
+promotion is under way.
+"""
+
+from __future__ import annotations
+
+from checkout_gates.rollout import approvals, notices, release
+from checkout_gates.rollout.draft import Draft
+
+OVERRIDABLE = ("Progressing", "AwaitingApproval", "Halted", "Paused")
+REASON_LIMIT = 512
+
+
+def override(draft: Draft, command: str, actor: str, reason: str | None) -> str | None:
+    """Carry out ``skip-step`` or ``promote-full`` by ``actor``; why not, or None when done."""
+    if not (reason or "").strip():
+        return f"{command} needs a reason: set gates.checkout.dev/reason in the same request (--reason)"
+    why = (reason or "").strip()[:REASON_LIMIT]
+    if actor in approvals.authors(draft):
+        return f"{actor} made the change under rollout: the author of a change cannot override its gates"
+    phase = draft.status.phase
+    if phase not in OVERRIDABLE:
+        return f"cannot {command} in phase {phase}"
+    if release.adopting(draft) or release.promoting(draft):
+        return "the stable copy is taking a revision: nothing is left to skip"
+    steps, index = draft.spec.steps, draft.status.current_step
+    if index >= len(steps):
+        return "no step is left to skip"
+    target = index + 1 if command == "skip-step" else len(steps)
+    if command == "skip-step":
+        what = f"step {index} skipped ({_kind(draft, index)}) by {actor}: {why}"
+        action = "StepSkipped"
+    else:
+        what = f"promoted by {actor} past steps {index}..{len(steps) - 1}: {why}"
+        action = "PromotedFull"
+    draft.resolve_page()  # what it paged about is overridden; the override pages on its own
+    draft.update(phase="Progressing", halt_reason="", paused_from=None)
+    draft.start_step(target)
+    draft.record(action, what, actor)
+    draft.emit(action, what, warning=True)
+    notices.override(draft, action, what)
+    return None
+
+
+def _kind(draft: Draft, index: int) -> str:
+    step = draft.spec.steps[index]
+    if step.set_weight is not None:
+        return f"setWeight {step.set_weight}"
+    if step.gate is not None:
+        return f"gate {', '.join(step.gate.pass_)}"
+    if step.approval is not None:
+        return f"approval for {step.approval.approvers}"
+    return "pause"

@@ -1,0 +1,95 @@
+"""Emergency controls (rollout/emergency.py): skip-step and promote-full, by an approver with a
+reason, recorded, sent to the owner's page targets; never by the author, never without a reason.
+
+The API server's half (approvers only, a reason in the same request) is in
+tests/integration/test_chart.py; the CLI's in tests/integration/test_cli_oncall.py.
+"""
+
+from __future__ import annotations
+
+from checkout_gates.api.resource import CheckoutRollout
+from checkout_gates.rollout.actions import Notify, PageOwner, SetWeights
+
+from .rollouts import Driver, make_rollout, readings, rollout_doc
+
+SKIP = "gates.checkout.dev/skip-step"
+PROMOTE = "gates.checkout.dev/promote-full"
+REASON = "gates.checkout.dev/reason"
+STAMP = "gates.checkout.dev/spec-changed-by"
+
+
+def at_first_gate(author: str = "") -> Driver:
+    annotations = {STAMP: author} if author else {}
+    driver = Driver(CheckoutRollout.model_validate(rollout_doc(annotations=annotations)))
+    driver.step()
+    assert driver.status.phase == "Progressing" and driver.status.current_step == 1
+    return driver
+
+
+def request(driver: Driver, key: str, actor: str, reason: str = "") -> None:
+    annotations = {**driver.rollout.metadata.annotations, key: actor}
+    if reason:
+        annotations[REASON] = reason
+    driver.annotate(annotations)
+    driver.step()
+
+
+def test_promote_full_jumps_to_the_final_step_with_one_record_and_one_notice_to_the_pagers() -> None:
+    driver = at_first_gate()
+    request(driver, PROMOTE, "alice", "fix for the 3-D Secure outage must reach everyone now")
+    status = driver.status
+    assert status.phase == "Promoted" and status.weights.canary == 100
+    records = [e for e in status.history if e.action == "PromotedFull"]
+    assert len(records) == 1 and records[0].actor == "alice" and "3-D Secure outage" in records[0].reason
+    sent = [a for a in driver.actions if isinstance(a, Notify)]
+    assert sent and {a.prefix for a in sent} == {"page"} and {a.severity for a in sent} == {"warning"}
+    assert len({a.dedup_key for a in sent}) == 1 and sent[0].targets == (0,)
+    assert "promoted by alice past steps 1..5" in sent[0].summary
+    assert not [a for a in driver.actions if isinstance(a, PageOwner)], "no halt: nothing to resolve later"
+
+
+def test_skip_step_skips_one_step_only() -> None:
+    driver = at_first_gate()
+    request(driver, SKIP, "alice", "the gate's query is broken, fixed in the next release")
+    status = driver.status
+    assert status.current_step == 2 and status.phase == "AwaitingApproval", "the approval step is not skipped too"
+    (record,) = [e for e in status.history if e.action == "StepSkipped"]
+    assert "step 1 skipped (gate auth-approval, duplicate-charges) by alice" in record.reason
+
+
+def test_an_override_without_a_reason_is_refused() -> None:
+    driver = at_first_gate()
+    request(driver, PROMOTE, "alice")
+    assert driver.status.phase == "Progressing" and driver.status.current_step == 1
+    assert "needs a reason" in driver.status.history[-1].reason
+    assert not [a for a in driver.actions if isinstance(a, Notify)]
+
+
+def test_the_author_cannot_override_the_gates_of_his_own_change() -> None:
+    driver = at_first_gate(author="dana")
+    request(driver, SKIP, "dana", "trust me")
+    assert driver.status.current_step == 1 and driver.status.history[-1].action == "Ignored"
+    assert "cannot override its gates" in driver.status.history[-1].reason
+
+
+def test_a_halted_rollout_can_be_promoted_in_an_emergency_and_its_halt_page_is_resolved() -> None:
+    driver = Driver(make_rollout())
+    driver.step()
+    bad = readings(canary_approval=0.80)
+    for _ in range(4):
+        driver.step(bad)
+    assert driver.status.phase == "Halted" and driver.status.page is not None
+    request(driver, PROMOTE, "alice", "the decline is the provider's outage, not the release")
+    assert driver.status.phase == "Promoted"
+    assert driver.status.page is not None and driver.status.page.resolved_at is not None
+
+
+def test_nothing_to_override_once_promoted_or_aborted() -> None:
+    driver = at_first_gate()
+    request(driver, "gates.checkout.dev/abort", "bob")
+    weights = [a for a in driver.actions if isinstance(a, SetWeights)]
+    request(driver, PROMOTE, "alice", "go")
+    assert (
+        driver.status.phase == "Aborted" and "cannot promote-full in phase Aborted" in driver.status.history[-1].reason
+    )
+    assert [a for a in driver.actions if isinstance(a, SetWeights)] == weights
