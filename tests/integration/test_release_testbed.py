@@ -229,7 +229,10 @@ def test_an_hpa_is_mirrored_onto_the_stable_copy_and_the_replicas_it_sets_are_ne
     kubectl.apply(yaml.safe_dump(autoscaler(NAME, NAME, 4, 6)), "-n", namespace)
     wait_for(lambda: release.deployment(NAME)["spec"]["replicas"] == 4, "the HPA holding the Deployment at 4")
     v1 = adopt(release)  # and the Deployment at 0 since: the HPA does not wake it
-    mirror = kubectl.json("get", "hpa", f"{NAME}-stable", "-n", namespace)
+    # Mirrored once the copy took all traffic (a new HPA has no history to slow a scale-down).
+    found = lambda: kubectl("get", "hpa", f"{NAME}-stable", "-n", namespace, "-o", "json", check=False)  # noqa: E731
+    wait_for(lambda: found().returncode == 0, "the stable copy's HPA")
+    mirror = json.loads(found().stdout)
     assert mirror["spec"]["scaleTargetRef"]["name"] == f"{NAME}-stable"
     assert (mirror["spec"]["minReplicas"], mirror["spec"]["maxReplicas"]) == (4, 6)
     assert release.deployment(f"{NAME}-stable")["spec"]["replicas"] == 4

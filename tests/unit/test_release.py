@@ -94,8 +94,14 @@ class Cluster:
             self.copies.append(action.revision)
             if self.stable is None or self.stable.revision != action.revision:
                 self.previous = self.stable.revision if self.stable else ""
-                self.stable = Side(action.revision, action.replicas, self.start_up)
-            self.stable.replicas = action.replicas
+                kept = self.stable.replicas if self.stable is not None and action.keep_replicas else 0
+                self.stable = Side(action.revision, max(kept, action.replicas), self.start_up)
+            elif action.keep_replicas:  # a floor: an HPA sizes the copy above it
+                if self.stable.replicas < action.replicas:
+                    self.stable.ready_in = self.start_up
+                self.stable.replicas = max(self.stable.replicas, action.replicas)
+            else:
+                self.stable.replicas = action.replicas
 
         elif isinstance(action, RestoreRevision):
             kept = {self.previous, self.stable.revision if self.stable else ""} - {""}

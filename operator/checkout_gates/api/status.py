@@ -218,6 +218,8 @@ class Revisions(StatusModel):
     """Whether the stable copy is taking the canary's revision (all steps passed)."""
     replicas: int = 0
     """The stable copy's replicas at the last promotion (to re-create it with, should it vanish)."""
+    capacity: int = 0
+    """Under an HPA: the Ready stable replicas a move of all traffic to stable (promotion, abort) waits for, fixed when the move began (0: none under way)."""
     previous: Revision | None = None
     """The stable revision before the last promotion: what an undo of a promoted rollout goes back to."""
     undo: UndoIntent | None = None

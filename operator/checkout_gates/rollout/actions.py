@@ -96,7 +96,8 @@ class SetStableRevision:
     revision: str
     replicas: int
     reason: str
-    # An HPA scales the copy: ``replicas`` only for a copy that does not exist yet, never an update.
+    # An HPA scales the copy: ``replicas`` is a floor (a copy with fewer is scaled up to it, never
+    # one with more down), not a count to hold.
     keep_replicas: bool = False
 
 

@@ -85,6 +85,8 @@ def follow(draft: Draft, observations: Observed) -> None:
         return
     workload, error = observations.workload, observations.workload_error
     revs = revisions(draft)
+    if error is None and workload is not None and workload.autoscaler_error:
+        error = workload.autoscaler_error  # the Deployments are read; the HPA is not
     if error is not None:
         draft.update(revisions=revs.model_copy(update={"error": error[:ERROR_LIMIT]}))
     if adopting(draft):
@@ -184,6 +186,7 @@ def rearm(draft: Draft) -> None:
     update: dict[str, object] = {}
     if draft.status.phase == "Aborted" and not adopting(draft):
         update["promoting"] = False  # the retried rollout starts from step 0: no promotion under way
+        update["capacity"] = 0
         if _ref(draft).on_abort == "scaleDown":
             update["canary_ready_at"] = None  # it was scaled down: wait until it is Ready again
     promoting_now = bool(update.get("promoting", revs.promoting))
@@ -219,9 +222,13 @@ def promote(draft: Draft, observations: Observed) -> None:
     revision = revs.canary
     stable = workload.stable
     replicas = _stable_replicas(workload)
-    scaled = autoscaled(draft)  # an HPA sizes the copy: its replicas are not the operator's to set
-    resized = stable is not None and stable.replicas != replicas and not scaled
-    if stable is None or stable.revision != revision.hash or not stable.ready or resized:
+    scaled = autoscaled(draft)  # an HPA sizes the copy: only a floor is the operator's to set
+    if scaled:
+        revs = _pin_capacity(draft, workload)
+        replicas = revs.capacity  # all of checkout is about to move to stable: room for all of it
+    resized = stable is not None and (stable.replicas < replicas if scaled else stable.replicas != replicas)
+    short = scaled and stable is not None and stable.ready_replicas < replicas
+    if stable is None or stable.revision != revision.hash or not stable.ready or resized or short:
         if stable is None or stable.revision != revision.hash or resized:
             draft.actions.append(
                 SetStableRevision(
@@ -253,7 +260,7 @@ def promote(draft: Draft, observations: Observed) -> None:
         exposure_ceiling=None,
         revisions=Revisions(
             stable=revision,
-            replicas=replicas,
+            replicas=stable.replicas if stable is not None else replicas,
             previous=revs.stable if revs.stable is not None and revs.stable.hash != revision.hash else revs.previous,
         ),
     )
@@ -281,8 +288,41 @@ def tend(draft: Draft, observations: Observed) -> None:
         return
     if not _route_shows_no_canary(observations) or any(isinstance(a, ScaleCanary | SetWeights) for a in draft.actions):
         return  # the route as read now must give it nothing (a GitOps sync may have put it back)
+    if autoscaled(draft) and not _stable_has_room(draft, workload):
+        return  # the canary's pods stay until stable's HPA-sized copy has room for all of checkout
     why = "aborted" if aborted and not idle else "no rollout in progress"
     draft.actions.append(ScaleCanary(0, f"{why}: the canary gets no traffic"))
+
+
+def _pin_capacity(draft: Draft, workload: WorkloadState) -> Revisions:
+    """The stable replicas a move of all traffic to stable waits for, under an HPA: what both
+    sides run now (each sized by its HPA for its share), within the HPA's bounds; fixed when the
+    move begins, so that scaling stable up does not raise the bar it is measured against."""
+    revs = revisions(draft)
+    if revs.capacity > 0:
+        return revs
+    now = (workload.stable.replicas if workload.stable is not None else 0) + workload.canary.replicas
+    revs = revs.model_copy(update={"capacity": _bounded(workload, max(1, now))})
+    draft.update(revisions=revs)
+    return revs
+
+
+def _stable_has_room(draft: Draft, workload: WorkloadState) -> bool:
+    """After an abort under an HPA: stable (which took all traffic at once: stopping exposure
+    does not wait) is scaled up to what both sides ran, and the canary's pods are kept until it is
+    Ready with that many."""
+    stable, revs = workload.stable, revisions(draft)
+    if stable is None or revs.stable is None:
+        return True  # nothing to grow (stable-missing is _keep_stable's)
+    needed = _pin_capacity(draft, workload).capacity
+    if stable.replicas < needed:
+        draft.actions.append(
+            SetStableRevision(
+                revs.stable.hash, needed, f"stable takes all traffic: {needed} replicas first", keep_replicas=True
+            )
+        )
+        return False
+    return stable.ready and stable.ready_replicas >= needed
 
 
 def autoscaled(draft: Draft) -> bool:
@@ -297,6 +337,8 @@ def mirror_autoscaler(draft: Draft, observations: Observed) -> None:
     workload = observations.workload
     if workload is None or workload.stable is None or workload.autoscaler is None or not autoscaled(draft):
         return
+    if adopting(draft):
+        return  # not before the copy took all traffic: a new HPA has no history to slow a scale-down
     if not workload.autoscaler.stable_in_sync:
         ref = _ref(draft)
         draft.actions.append(
@@ -313,12 +355,21 @@ def _keep_stable(draft: Draft, workload: WorkloadState) -> None:
     stable revision (between rollouts it does); otherwise halt and page: nothing can rebuild it."""
     revs = revisions(draft)
     stable, copy = revs.stable, workload.stable
-    if stable is None or revs.promoting or (copy is not None and copy.revision == stable.hash):
+    if stable is None or revs.promoting:
         return
     ref = _ref(draft)
+    if copy is not None and copy.revision == stable.hash:
+        if copy.replicas == 0 and autoscaled(draft):
+            # Scaled to 0 by hand: an HPA never wakes a target at 0, and stable serves checkout.
+            replicas = _bounded(workload, max(1, revs.replicas))
+            draft.actions.append(
+                SetStableRevision(stable.hash, replicas, f"{ref.stable_name} at 0 replicas: woken", keep_replicas=True)
+            )
+            draft.emit("StableCopyWoken", f"{ref.stable_name} was at 0 replicas: scaled to {replicas}", warning=True)
+        return
     state = "is gone" if copy is None else f"runs revision {copy.revision or '(unknown)'}, not {stable.hash}"
     if workload.canary.revision == stable.hash:
-        replicas = revs.replicas or max(1, workload.canary.replicas)
+        replicas = _bounded(workload, revs.replicas or max(1, workload.canary.replicas))
         draft.actions.append(
             SetStableRevision(
                 stable.hash,
@@ -346,7 +397,7 @@ def settle_error(draft: Draft, workload: WorkloadState | None) -> None:
     """A read that succeeded with nothing left to write clears the last workload error; while a
     write is due, its own outcome says whether the error is still there."""
     revs = draft.status.revisions
-    if workload is None or revs is None or not revs.error:
+    if workload is None or revs is None or not revs.error or workload.autoscaler_error:
         return
     if not any(
         isinstance(a, ScaleCanary | SetStableRevision | RestoreRevision | SyncStableAutoscaler) for a in draft.actions
@@ -448,6 +499,11 @@ def _revision(deployment: DeploymentState) -> Revision:
     return Revision(hash=deployment.revision, images=list(deployment.images), author=deployment.changed_by)
 
 
+def _bounded(workload: WorkloadState, replicas: int) -> int:
+    """``replicas`` within the HPA's bounds (unbounded while the HPA cannot be read)."""
+    return workload.autoscaler.clamp(replicas) if workload.autoscaler is not None else replicas
+
+
 def _images(revision: Revision) -> str:
     return ", ".join(revision.images) or "no images"
 
@@ -474,6 +530,7 @@ def _start_revision(draft: Draft, desired: DeploymentState, reason: str, *, acti
                 "canary_ready_at": None,
                 "waiting_since": draft.now,
                 "promoting": False,
+                "capacity": 0,
             }
         ),
         gates=[],
@@ -536,9 +593,14 @@ def capacity_for(draft: Draft, workload: WorkloadState | None, weight: int) -> b
         return False  # cannot know; the step waits for a readable workload
     revs = revisions(draft)
     canary, wanted = workload.canary, canary_replicas(draft, workload, weight)
-    # Under an HPA the count is the HPA's (it may shrink a canary with 5% of the load): a Ready
-    # canary with pods is enough, and only a canary at 0 (which an HPA never wakes) is scaled.
-    needed = 1 if autoscaled(draft) else wanted
+    needed = wanted
+    if autoscaled(draft):
+        # The HPA sized the canary for the share it has now (it may shrink one at 5%): before a
+        # larger share moves onto it, it needs its part of what stable runs for the rest, and is
+        # scaled up to that (never down: above it, the count is the HPA's).
+        stable = workload.stable.replicas if workload.stable is not None else wanted
+        now = min(draft.status.weights.canary, 99)
+        needed = wanted = _bounded(workload, max(1, math.ceil(stable * weight / (100 - now))))
     on_revision = revs.canary is not None and canary.revision == revs.canary.hash
     if on_revision and canary.replicas >= needed and canary.ready and canary.ready_replicas >= needed:
         if revs.waiting_since is not None:

@@ -56,8 +56,9 @@ class WorkloadState:
     stable: DeploymentState | None
     """The stable copy (<name>-stable), None until the operator has created it."""
     autoscaler: AutoscalerState | None = None
-    """With an autoscalerRef: the HPA as read now (a rollout naming one that cannot be read has no
-    WorkloadState at all: the read fails)."""
+    """With an autoscalerRef: the HPA as read now; None when it cannot be read (then why, below:
+    the Deployments are still read and tended, and replicas the HPA would manage still are not set)."""
+    autoscaler_error: str = ""
 
 
 def template_revision(template: Mapping[str, Any]) -> str:

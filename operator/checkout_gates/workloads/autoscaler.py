@@ -44,9 +44,15 @@ class StableAutoscaler:
     def read(self) -> AutoscalerState:
         user = self._user()
         spec = user.get("spec") or {}
+        low = _int(spec.get("minReplicas"), 1)
+        if low < 1:
+            raise WorkloadError(
+                f"{HPA} {self.namespace}/{self.name} has minReplicas {low} (scale to zero): not supported with a "
+                "workloadRef, which holds the Deployment at 0 between rollouts itself; set minReplicas to 1 or more"
+            )
         mirror = self._read(self.stable_name)
         return AutoscalerState(
-            min_replicas=_int(spec.get("minReplicas"), 1),
+            min_replicas=low,
             max_replicas=_int(spec.get("maxReplicas"), 1),
             stable_in_sync=mirror is not None and self._ours(mirror) and mirror.get("spec") == self._mirrored(user),
         )

@@ -44,7 +44,7 @@ class Workload(Protocol):
     def set_stable(self, revision: str, replicas: int, keep_replicas: bool = False) -> None:
         """Make the stable side run the desired side's template, which must still be ``revision``
         (WorkloadError when it moved on: the newer one is for the next decision), at ``replicas``
-        (with ``keep_replicas``, only when it is created: an autoscaler sizes it after that)."""
+        (with ``keep_replicas``, at least ``replicas``: an autoscaler sizes it above that)."""
         ...
 
     def sync_stable_autoscaler(self) -> None:

@@ -97,10 +97,17 @@ class DeploymentWorkload:
         if user is None:
             raise WorkloadNotFoundError(f"Deployment {self.namespace}/{self.name} not found (spec.workloadRef.name)")
         stable = self._read(self.stable_name)
+        autoscaler, autoscaler_error = None, ""
+        if self._autoscaler is not None:
+            try:
+                autoscaler = self._autoscaler.read()
+            except WorkloadError as error:  # the HPA is the optional part: the Deployments still count
+                autoscaler_error = str(error)
         return WorkloadState(
             canary=state_of(user, template_revision(_template(user, self.name))),
             stable=None if stable is None else state_of(stable, self._stable_revision(stable)),
-            autoscaler=None if self._autoscaler is None else self._autoscaler.read(),
+            autoscaler=autoscaler,
+            autoscaler_error=autoscaler_error,
         )
 
     def sync_stable_autoscaler(self) -> None:
@@ -206,7 +213,8 @@ class DeploymentWorkload:
         existing = self._read(self.stable_name)
         if existing is not None and self._stable_revision(existing) == revision:
             # The copy has the revision already (the Deployment may have moved on since): replicas only.
-            if not keep_replicas and (existing.get("spec") or {}).get("replicas") != replicas:
+            now = (existing.get("spec") or {}).get("replicas")
+            if now != replicas and not (keep_replicas and isinstance(now, int) and now >= replicas):
                 self._scale(self.stable_name, replicas)
             return
         user = self._read(self.name)
@@ -220,8 +228,9 @@ class DeploymentWorkload:
             )
         wanted = stable_copy(user, rollout=self.rollout, revision=revision, replicas=replicas)
         if keep_replicas and existing is not None:
-            # An HPA sizes the copy: the new template rolls out at the replicas it has now.
-            wanted["spec"]["replicas"] = (existing.get("spec") or {}).get("replicas", replicas)
+            # An HPA sizes the copy: the new template rolls out at the replicas it has now, or the floor.
+            now = (existing.get("spec") or {}).get("replicas")
+            wanted["spec"]["replicas"] = max(now, replicas) if isinstance(now, int) else replicas
         what = f"Deployment {self.namespace}/{self.stable_name}"
         if existing is None:
             try:
