@@ -288,3 +288,26 @@ def test_promote_full_needs_a_reason_and_jumps_past_every_step_with_one_record(
     assert [(e["actor"], reason in e["reason"]) for e in records] == [(me, True)]
     (sent,) = wait_for(lambda: receiver.accepted("/page"), "the override told to the owner's pager")
     assert sent["event"] == "trigger" and sent["severity"] == "warning" and "promoted by" in sent["summary"]
+
+
+def test_spec_paused_from_git_holds_the_rollout_without_restarting_it(
+    kube: Any, cluster_ready: Kubectl, new_rollout: Callable[..., Rollout]
+) -> None:
+    rollout = new_rollout(steps=LONG_GATE)
+    rollout.apply()
+    at_phase(rollout, "Progressing", 1)
+    wait_for(lambda: rollout.route_weights() == (99, 1), "1% on the canary")
+
+    def patch(paused: bool) -> None:
+        body = json.dumps({"spec": {"paused": paused}})
+        cluster_ready("patch", "cro", rollout.name, "-n", rollout.namespace, "--type=merge", "-p", body)
+
+    patch(True)
+    status = at_phase(rollout, "Paused", 1)
+    assert status["weights"]["canary"] == 1 and rollout.route_weights() == (99, 1), "held, not restarted"
+    assert "paused by spec.paused" in status["message"]
+    patch(False)
+    at_phase(rollout, "Progressing", 1)
+    actions = [e["action"] for e in rollout.history()]
+    assert "Restarted" not in actions and actions.count("SpecChanged") == 2, actions
+    assert actions[-1] == "Resumed"

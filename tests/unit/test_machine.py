@@ -241,8 +241,10 @@ def test_spec_change_restarts_from_step_zero_keeping_history() -> None:
     driver = Driver(make_rollout())
     run_to_gate(driver)
     history = list(driver.status.history)
-    meta = driver.rollout.metadata.model_copy(update={"generation": 2})
-    driver.rollout = driver.rollout.model_copy(update={"metadata": meta})
+    document = driver.rollout.model_dump(mode="json", by_alias=True, exclude_none=True)
+    document["spec"]["analysis"]["failureLimit"] = 3  # a change of the spec (a generation alone is none)
+    document["metadata"]["generation"] = 2
+    driver.rollout = CheckoutRollout.model_validate(document)
     driver.step()
     assert driver.status.observed_generation == 2
     assert driver.status.history[: len(history)] == history

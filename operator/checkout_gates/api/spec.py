@@ -723,6 +723,8 @@ class CheckoutRolloutSpec(ApiModel):
     """What a halt does: hold keeps the weight and pages; abort sets the canary weight to 0 and pages."""
     workload_ref: WorkloadRef | None = None
     """The Deployment this rollout releases: a new revision of it starts a rollout, promotion makes it stable. Without one, the rollout only steps the weights between two Services someone else keeps running."""
+    paused: bool = False
+    """Hold the rollout where it is, declaratively (for GitOps): no step opens while true; gates, halts and aborts keep working. A change of this field alone does not restart the rollout; setting it back to false resumes a pause it made (not one on-call made with the pause annotation)."""
 
     @model_validator(mode="after")
     def _cross_field(self) -> CheckoutRolloutSpec:

@@ -253,6 +253,10 @@ class CheckoutRolloutStatus(StatusModel):
     """When the gates were last evaluated."""
     paused_from: Phase | None = None
     """The phase a pause will resume."""
+    paused_by_spec: bool = False
+    """Whether the pause is spec.paused's (set back to false, it resumes) rather than on-call's annotation."""
+    observed_spec: str = ""
+    """A fingerprint of the spec the status is for, spec.paused left out: a new generation that only toggles paused is no restart."""
     weights: Weights = Weights()
     """The weights the rollout wants."""
     router_target: Annotated[Weights | None, Field(description="The last weights confirmed applied to the router.")] = (

@@ -34,7 +34,7 @@ from checkout_gates.api.status import (
 from checkout_gates.gates.budget import guarantee, judge_gates
 from checkout_gates.gates.observations import SignalReading
 from checkout_gates.gates.verdicts import GateVerdict
-from checkout_gates.rollout import approvals, emergency, notices, pages, release
+from checkout_gates.rollout import approvals, emergency, notices, pages, paused, release
 from checkout_gates.rollout.actions import (
     ConsumeAnnotation,
     Decision,
@@ -97,6 +97,12 @@ def decide(rollout: CheckoutRollout, observations: Observations, now: datetime) 
                 observed_generation=rollout.metadata.generation,
             )
             abort(draft, forged, OPERATOR, page=True, slug="status-untrusted")
+    elif paused.only_paused_changed(draft):
+        paused.take_generation(draft)  # a pause or resume from the spec: no restart
+        _handle_requests(draft)
+        _track_router_errors(draft, observations)
+        _watch(draft, observations)
+        _check_router(draft, observations)
     elif draft.status.phase == "Pending" or draft.status.observed_generation != rollout.metadata.generation:
         _start(draft)
     else:
@@ -107,6 +113,7 @@ def decide(rollout: CheckoutRollout, observations: Observations, now: datetime) 
         _track_router_errors(draft, observations)
         _watch(draft, observations)
         _check_router(draft, observations)
+    paused.follow(draft)
     _run_steps(draft, observations)
     release.tend(draft, observations)
     release.mirror_autoscaler(draft, observations)
@@ -116,6 +123,8 @@ def decide(rollout: CheckoutRollout, observations: Observations, now: datetime) 
     notices.follow(draft, rollout.status, _notice_details(draft))
     _summarize(draft)
     _remember_consumed(draft)
+    if draft.status.observed_generation == rollout.metadata.generation:
+        draft.update(observed_spec=paused.fingerprint(draft.spec))
     return Decision(draft.status, tuple(draft.actions))
 
 
@@ -300,8 +309,10 @@ def _apply_request(draft: Draft, request: Request) -> None:
             refused = approvals.approve(draft, actor, reason)
             if refused is not None:
                 ignore(refused)
+        elif phase == "Paused" and paused.refusal_to_resume(draft) is not None:
+            ignore(paused.refusal_to_resume(draft) or "")
         elif phase == "Paused":
-            draft.update(phase="Progressing", paused_from=None)
+            draft.update(phase="Progressing", paused_from=None, paused_by_spec=False)
             draft.start_step(draft.status.current_step)
             release.rearm(draft)
             draft.record("Resumed", reason, actor)
@@ -760,6 +771,8 @@ def _step_message(draft: Draft) -> str:
     if index >= len(draft.spec.steps):
         return ""
     step = draft.spec.steps[index]
+    if phase == "Paused" and status.paused_by_spec:
+        return f"paused by spec.paused at step {index}; set it to false to resume"
     if phase == "Paused":
         return f"paused at step {index}; annotate gates.checkout.dev/approve=<you> to resume"
     if step.gate is not None:
