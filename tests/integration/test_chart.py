@@ -290,6 +290,11 @@ def test_admission_policies_need_kubernetes_1_36(helm: Helm) -> None:
     assert (
         sorted(doc["kind"] for doc in policies) == ["MutatingAdmissionPolicy"] * 2 + ["ValidatingAdmissionPolicy"] * 4
     )
+    floor = helm.template({"admissionPolicy": {"minimumApprovers": 2}})
+    (changes,) = [
+        d for d in floor if d["kind"] == "ValidatingAdmissionPolicy" and d["metadata"]["name"].endswith("-spec-changes")
+    ]
+    assert {"name": "minimum", "expression": "2"} in changes["spec"]["variables"]
     unstamped = [
         doc for doc in helm.template({"admissionPolicy": {"stampDeployments": False}}) if "Admission" in doc["kind"]
     ]
@@ -421,6 +426,7 @@ def release(helm: Helm, kubectl: Kubectl) -> Iterator[Release]:
     try:
         helm.install(installed.name, installed.namespace, values)
         kubectl.wait_established(f"{PLURAL}.{GROUP}")  # from the chart's crds/, unless already there
+        enforced(kubectl, installed)
         yield installed
     finally:
         helm("uninstall", installed.name, "--namespace", installed.namespace, check=False)
@@ -606,6 +612,44 @@ def test_deployer_role_creates_and_changes_rollouts_but_never_deletes_them(kubec
 
 
 # --- approvals bound to identity ------------------------------------------------------------------
+
+
+def enforced(kubectl: Kubectl, installed: Release) -> None:
+    """Wait until kube-apiserver enforces the new policies (their informers sync after install),
+    probed with server-side dry runs that store nothing."""
+    admin = kubectl.json("auth", "whoami")["status"]["userInfo"]["username"]
+    probe = rollout_document("probe", installed.rollouts, {APPROVE: admin, STAMP: "bob"})
+
+    def dry_run(document: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+        return kubectl("create", "--dry-run=server", "-o", "json", "-f", "-", input=json.dumps(document), check=False)
+
+    wait_for(lambda: "denied request" in dry_run(probe).stderr, "the approvals policy enforced", timeout=60)
+    del probe["metadata"]["annotations"][APPROVE]
+    wait_for(
+        lambda: (
+            (r := dry_run(probe)).returncode == 0 and json.loads(r.stdout)["metadata"]["annotations"][STAMP] == admin
+        ),
+        "the spec-changed-by stamp enforced",
+        timeout=60,
+    )
+    labels = {"app": "probe"}
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "probe", "namespace": installed.rollouts, "annotations": {TEMPLATE_STAMP: "bob"}},
+        "spec": {
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": {"containers": [{"name": "a", "image": "a"}]}},
+        },
+    }
+    wait_for(
+        lambda: (
+            (r := dry_run(deployment)).returncode == 0
+            and json.loads(r.stdout)["metadata"]["annotations"][TEMPLATE_STAMP] == admin
+        ),
+        "the template-changed-by stamp enforced",
+        timeout=60,
+    )
 
 
 @dataclass
@@ -966,10 +1010,15 @@ def test_a_rollout_names_its_own_approvers_and_no_request_makes_itself_one(
         result = annotate(actors.alice, release, name, f"{APPROVE}=alice")
         assert refused(result, f"only members of {REFUND_APPROVERS} may set {APPROVE} on {name}"), result.stderr
         assert annotate(actors.rita, release, name, f"{APPROVE}=rita").returncode == 0
-        # A deployer who adds his own group cannot approve in the same request: the stored list rules.
+        # A deployer who is not one of its approvers cannot widen the list (nor approve with it).
         owner = {**document["spec"]["owner"], "approvers": [REFUND_APPROVERS, DEPLOYERS]}
+        result = patch_spec(actors.dan, release, name, {"owner": owner})
+        assert refused(result, f"spec.owner.approvers names who may approve {name}: only a member of"), result.stderr
         result = patch_spec(actors.dan, release, name, {"owner": owner}, {APPROVE: "dan"})
-        assert refused(result, f"only members of {REFUND_APPROVERS} may set {APPROVE}"), result.stderr
+        assert result.returncode != 0 and "denied request" in result.stderr
+        # Its approvers who are not deployers change metadata only, like the chart's group.
+        result = patch_spec(actors.rita, release, name, {"onHalt": "abort"})
+        assert refused(result, f"members of {REFUND_APPROVERS} who are not in {DEPLOYERS} may change"), result.stderr
     finally:
         kubectl("delete", ROLLOUTS, name, "-n", release.rollouts, "--wait=false", check=False)
 
@@ -1004,8 +1053,13 @@ def test_a_deployment_records_who_changed_its_pod_template_and_nobody_rewrites_t
         actors.erin("set", "image", f"deployment/{name}", "app=checkout:v2", "-n", release.rollouts)
         assert stamp() == "erin"
         for change in (f"{TEMPLATE_STAMP}=alice", f"{TEMPLATE_STAMP}-"):
-            result = kubectl("annotate", "--overwrite", "deployment", name, "-n", release.rollouts, change, check=False)
-            assert refused(result, f"{TEMPLATE_STAMP} records who last changed the pod template"), result.stderr
+            kubectl("annotate", "--overwrite", "deployment", name, "-n", release.rollouts, change)
+            assert stamp() == "erin", "the stored stamp is put back"
+        # A full-object write that drops the stamp (kubectl replace, helm --force) is admitted, stamp kept.
+        stored = kubectl.json("get", "deployment", name, "-n", release.rollouts)
+        stored["metadata"]["annotations"].pop(TEMPLATE_STAMP)
+        kubectl("replace", "-f", "-", input=json.dumps(stored))
+        assert stamp() == "erin"
         # Scaling (spec.replicas, as the operator and HPAs do) is no template change: the stamp stays.
         kubectl("scale", "deployment", name, "-n", release.rollouts, "--replicas=2")
         assert stamp() == "erin"

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from checkout_gates.api.resource import CheckoutRollout
 from checkout_gates.rollout.actions import Notify, PageOwner, SetWeights
+from checkout_gates.rollout.pages import record_delivery
 
-from .rollouts import Driver, make_rollout, readings, rollout_doc
+from .rollouts import HEALTHY, Driver, make_rollout, readings, rollout_doc
 
 SKIP = "gates.checkout.dev/skip-step"
 PROMOTE = "gates.checkout.dev/promote-full"
@@ -93,3 +94,40 @@ def test_nothing_to_override_once_promoted_or_aborted() -> None:
         driver.status.phase == "Aborted" and "cannot promote-full in phase Aborted" in driver.status.history[-1].reason
     )
     assert [a for a in driver.actions if isinstance(a, SetWeights)] == weights
+
+
+FOUR_EYES = [
+    {"setWeight": 5},
+    {"gate": {"pass": ["auth-approval", "duplicate-charges"], "window": "1m"}},
+    {"approval": {"approvers": 2}},
+    {"setWeight": 100},
+]
+
+
+def test_one_person_cannot_override_a_step_that_asks_for_two() -> None:
+    for key, steps_before in ((SKIP, 6), (PROMOTE, 1)):
+        driver = Driver(CheckoutRollout.model_validate(rollout_doc(FOUR_EYES)))
+        for _ in range(steps_before):
+            driver.step(HEALTHY)
+        request(driver, key, "bob", "in a hurry")
+        assert driver.status.phase != "Promoted" and driver.status.history[-1].action == "Ignored"
+        assert "asks for 2 approvers: one person's" in driver.status.history[-1].reason
+
+
+def test_an_override_notice_is_retried_until_it_reaches_the_pager() -> None:
+    driver = at_first_gate()
+    request(driver, PROMOTE, "alice", "outage")
+    (notice,) = driver.status.notices
+    for _ in range(12):  # more failures than a notice of the owner.notify kind is given
+        status = record_delivery(
+            driver.status,
+            notice.deliveries[0].target,
+            dedup_key=notice.dedup_key,
+            resolved=False,
+            error="503",
+            now=driver.now,
+        )
+        driver.rollout = driver.rollout.model_copy(update={"status": status})
+        mark = len(driver.actions)
+        driver.step()
+        assert [a for a in driver.actions[mark:] if isinstance(a, Notify)], "still sent"

@@ -144,3 +144,78 @@ def test_a_repeated_approval_after_other_transitions_is_ignored_with_the_reason(
     approve(driver, "alice")
     assert driver.status.phase == "AwaitingApproval" and [a.actor for a in driver.status.approvals] == ["alice"]
     assert actions(driver)[-1] == ("Ignored", "alice") and "counts once" in driver.status.history[-1].reason
+
+
+def test_a_later_change_by_someone_else_does_not_launder_the_first_authors_change() -> None:
+    """dana wrote the change; erin edits it mid-rollout (a restart): dana is still an author."""
+    driver = awaiting_two(author="dana")
+    document = driver.rollout.model_dump(mode="json", by_alias=True, exclude_none=True)
+    document["spec"]["analysis"]["failureLimit"] = 3
+    document["metadata"]["generation"] += 1
+    document["metadata"]["annotations"] = {STAMP: "erin"}
+    driver.rollout = CheckoutRollout.model_validate(document)
+    for _ in range(8):
+        driver.step(HEALTHY)
+    assert driver.status.phase == "AwaitingApproval"
+    assert set(driver.status.authors) == {"dana", "erin"}
+    for actor in ("dana", "erin"):
+        approve(driver, actor)
+        assert driver.status.approvals == [] and "cannot approve" in driver.status.history[-1].reason
+
+
+def test_a_revision_restarted_by_someone_else_keeps_its_first_author() -> None:
+    document = release_rollout().model_dump(mode="json", by_alias=True, exclude_none=True)
+    document["spec"]["steps"] = [
+        {"setWeight": 5},
+        {"gate": {"pass": ["auth-approval", "duplicate-charges"], "window": "1m"}},
+        {"approval": {"approvers": 2}},
+    ]
+    cluster = Cluster()
+    driver = ReleaseDriver(CheckoutRollout.model_validate(document), cluster)
+    driver.until("Promoted")
+    cluster.set_image("v2")
+    cluster.authors["v2"] = "erin"
+    driver.step(HEALTHY)
+    cluster.set_image("v3")  # `kubectl rollout restart` by an SRE: a new revision, another author
+    cluster.authors["v3"] = "sre"
+    driver.until("AwaitingApproval", HEALTHY)
+    assert {"erin", "sre"} <= set(driver.status.authors)
+    driver.rollout = driver.rollout.model_copy(
+        update={
+            "metadata": driver.rollout.metadata.model_copy(
+                update={"annotations": {**driver.rollout.metadata.annotations, APPROVE: "erin"}}
+            )
+        }
+    )
+    driver.step(HEALTHY)
+    assert driver.status.approvals == [] and driver.status.history[-1].action == "Ignored"
+
+
+def test_a_pause_neither_wipes_the_approvals_given_nor_restarts_the_deadline() -> None:
+    driver = Driver(
+        CheckoutRollout.model_validate(
+            rollout_doc(
+                [
+                    {"setWeight": 5},
+                    {"gate": {"pass": ["auth-approval", "duplicate-charges"], "window": "1m"}},
+                    {"approval": {"approvers": 2, "deadline": "5m"}},
+                    {"setWeight": 100},
+                ]
+            )
+        )
+    )
+    for _ in range(6):
+        driver.step(HEALTHY)
+    approve(driver, "alice")
+    started = driver.status.step_started_at
+    driver.annotate({"gates.checkout.dev/pause": "dana"})
+    driver.step(HEALTHY)
+    assert driver.status.phase == "Paused"
+    approve(driver, "dana")  # resumes
+    assert driver.status.phase in {"Progressing", "AwaitingApproval"}
+    assert [a.actor for a in driver.status.approvals] == ["alice"] and driver.status.step_started_at == started
+    for _ in range(12):
+        driver.step(HEALTHY)
+    assert driver.status.phase == "Halted" and "approval-deadline" in (
+        driver.status.page.dedup_key if driver.status.page else ""
+    )

@@ -299,6 +299,8 @@ class CheckoutRolloutStatus(StatusModel):
     """On-call annotations already acted on."""
     notices: Annotated[list[PageState], Field(max_length=8)] = []
     """The last notices to owner.notify (no page: a step waiting for approval, a rollout started, promoted or aborted), with their delivery to each target."""
+    authors: Annotated[list[Annotated[str, Field(max_length=253)]], Field(max_length=16)] = []
+    """Everyone who changed the rollout's spec, or the Deployment to a revision under rollout, since the rollout last started from rest (as admission recorded them): none of them approves or overrides it."""
     approvals: Annotated[list[Approval], Field(max_length=5)] = []
     """The approvals the current approval step has so far (distinct people; emptied when the step changes)."""
     history: Annotated[list[HistoryEntry], Field(max_length=HISTORY_LIMIT)] = []

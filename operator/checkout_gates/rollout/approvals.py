@@ -9,6 +9,8 @@ why until the step changes, and the history records each one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from checkout_gates.api.status import Approval
 from checkout_gates.rollout.annotations import spec_author
 from checkout_gates.rollout.draft import Draft
@@ -16,14 +18,43 @@ from checkout_gates.rollout.draft import Draft
 REASON_LIMIT = 512
 
 
+AUTHORS_LIMIT = 16
+
+
 def authors(draft: Draft) -> set[str]:
-    """Who made the change under rollout, as admission recorded it: whoever last changed the
-    rollout's spec and, with a workloadRef, whoever changed the Deployment to the canary revision."""
-    found = {spec_author(draft.rollout.metadata.annotations)}
+    """Who made the change under rollout, as admission recorded it: everyone who changed the
+    rollout's spec or the Deployment to a revision of it since the rollout started from rest (not
+    only the last: a restart by someone else must not launder the first author's change)."""
+    found = {*draft.status.authors, spec_author(draft.rollout.metadata.annotations)}
     revisions = draft.status.revisions
     if draft.spec.workload_ref is not None and revisions is not None and revisions.canary is not None:
         found.add(revisions.canary.author)
     return found - {""}
+
+
+def remember_authors(draft: Draft) -> None:
+    """Keep the authors of this decision's state in status (the oldest kept first when full)."""
+    known = list(draft.status.authors)
+    for author in sorted(authors(draft) - set(known)):
+        known.append(author)
+    if known != draft.status.authors:
+        draft.update(authors=known[-AUTHORS_LIMIT:])
+
+
+def forget_authors(draft: Draft) -> None:
+    """A rollout starts from rest (first start, or a new revision after a promotion or an abort)."""
+    draft.update(authors=[])
+
+
+def keep_on_resume(draft: Draft, resume: Callable[[], None]) -> None:
+    """Resume (pause over) without dropping the approvals given or restarting the approval
+    step's deadline: a pause must not be a way to wait out, or wipe, four eyes."""
+    steps, index = draft.spec.steps, draft.status.current_step
+    waiting = index < len(steps) and steps[index].approval is not None
+    given, since = draft.status.approvals, draft.status.step_started_at
+    resume()
+    if waiting:
+        draft.update(approvals=given, step_started_at=since)
 
 
 def needed(draft: Draft) -> int:

@@ -33,6 +33,13 @@ def override(draft: Draft, command: str, actor: str, reason: str | None) -> str 
     if index >= len(steps):
         return "no step is left to skip"
     target = index + 1 if command == "skip-step" else len(steps)
+    for later in range(index, target):
+        approval = steps[later].approval
+        if approval is not None and approval.approvers > 1:
+            return (
+                f"step {later} asks for {approval.approvers} approvers: one person's {command} cannot stand in "
+                "for them (get the approvals, or abort)"
+            )
     if command == "skip-step":
         what = f"step {index} skipped ({_kind(draft, index)}) by {actor}: {why}"
         action = "StepSkipped"
@@ -41,6 +48,8 @@ def override(draft: Draft, command: str, actor: str, reason: str | None) -> str 
         action = "PromotedFull"
     draft.resolve_page()  # what it paged about is overridden; the override pages on its own
     draft.update(phase="Progressing", halt_reason="", paused_from=None)
+    if command == "promote-full":
+        draft.update(exposure_ceiling=None)  # the override vouches for the exposure: said and paged
     draft.start_step(target)
     draft.record(action, what, actor)
     draft.emit(action, what, warning=True)

@@ -123,6 +123,7 @@ def decide(rollout: CheckoutRollout, observations: Observations, now: datetime) 
     notices.follow(draft, rollout.status, _notice_details(draft))
     _summarize(draft)
     _remember_consumed(draft)
+    approvals.remember_authors(draft)
     if draft.status.observed_generation == rollout.metadata.generation:
         draft.update(observed_spec=paused.fingerprint(draft.spec))
     return Decision(draft.status, tuple(draft.actions))
@@ -160,6 +161,7 @@ def _start(draft: Draft) -> None:
         release.start(draft)
     else:
         draft.update(phase="Progressing", observed_generation=generation, halt_reason="", paused_from=None, gates=[])
+        approvals.forget_authors(draft)
         draft.start_step(0)
         draft.start_evidence()
         draft.record("Started", f"rollout of {draft.spec.canary.service} started ({len(draft.spec.steps)} steps)")
@@ -313,7 +315,7 @@ def _apply_request(draft: Draft, request: Request) -> None:
             ignore(paused.refusal_to_resume(draft) or "")
         elif phase == "Paused":
             draft.update(phase="Progressing", paused_from=None, paused_by_spec=False)
-            draft.start_step(draft.status.current_step)
+            approvals.keep_on_resume(draft, lambda: draft.start_step(draft.status.current_step))
             release.rearm(draft)
             draft.record("Resumed", reason, actor)
             draft.emit("Resumed", f"{actor} resumed the rollout at step {draft.status.current_step}")
@@ -604,7 +606,10 @@ def _approval_deadline(draft: Draft, index: int, step: ApprovalStep) -> None:
         abort(draft, reason, OPERATOR, page=True, slug="approval-deadline")
     else:
         halt(
-            draft, f"{reason}; exposure held; annotate retry to wait again, or approve", "approval-deadline", hold=True
+            draft,
+            f"{reason}; exposure held; annotate retry to wait again (the approvals start over), or abort",
+            "approval-deadline",
+            hold=True,
         )
 
 

@@ -45,6 +45,8 @@ def _open(draft: Draft, event: NoticeEvent, reason: str, step: int) -> None:
     key = pages.dedup_key(draft.rollout, step, slug, draft.status.epoch)
     if any(notice.dedup_key == key for notice in draft.status.notices):
         return
+    if event == WAITING:
+        _resolve_waiting(draft)  # one wait follows another (back-to-back approval steps, a restart)
     meta = draft.rollout.metadata
     notice = PageState(
         dedup_key=key,
@@ -56,7 +58,17 @@ def _open(draft: Draft, event: NoticeEvent, reason: str, step: int) -> None:
             for index in targets
         ],
     )
-    draft.update(notices=[*draft.status.notices, notice][-NOTICE_LIMIT:])
+    _keep(draft, notice)
+
+
+def _keep(draft: Draft, notice: PageState) -> None:
+    """Add ``notice``; when full, drop the oldest with nothing left to send (an open approval
+    notice is kept until its resolution went out)."""
+    kept = [*draft.status.notices, notice]
+    while len(kept) > NOTICE_LIMIT:
+        done = next((n for n in kept if not _actions([n], {})), kept[0])
+        kept.remove(done)
+    draft.update(notices=kept)
 
 
 def override(draft: Draft, action: str, what: str) -> None:
@@ -74,7 +86,7 @@ def override(draft: Draft, action: str, what: str) -> None:
             for index, target in enumerate(owner.page)
         ],
     )
-    draft.update(notices=[*draft.status.notices, notice][-NOTICE_LIMIT:])
+    _keep(draft, notice)
 
 
 OVERRIDES = frozenset({"StepSkipped", "PromotedFull"})
@@ -103,8 +115,10 @@ def _resolve_waiting(draft: Draft) -> None:
 def _actions(notices: list[PageState], details: Mapping[str, str]) -> list[Notify]:
     actions: list[Notify] = []
     for notice in notices:
+        # An override is retried like a page, without a limit: it must reach someone.
+        limit = 10**9 if notice.reason in OVERRIDES else MAX_ATTEMPTS
         if notice.resolved_at is None:
-            due = [d for d in notice.deliveries if d.delivered_at is None and d.attempts < MAX_ATTEMPTS]
+            due = [d for d in notice.deliveries if d.delivered_at is None and d.attempts < limit]
         else:
             # Resolved: only targets that got the trigger hear of the resolution.
             due = [

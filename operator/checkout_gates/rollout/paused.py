@@ -13,6 +13,7 @@ import hashlib
 import json
 
 from checkout_gates.api.spec import CheckoutRolloutSpec
+from checkout_gates.rollout import approvals
 from checkout_gates.rollout.annotations import spec_changed_by
 from checkout_gates.rollout.draft import Draft
 
@@ -61,7 +62,7 @@ def follow(draft: Draft) -> None:
     elif not draft.spec.paused and status.phase == "Paused" and status.paused_by_spec:
         phase = status.paused_from or "Progressing"
         draft.update(phase=phase, paused_from=None, paused_by_spec=False)
-        draft.start_step(status.current_step)
+        approvals.keep_on_resume(draft, lambda: draft.start_step(status.current_step))
         draft.record("Resumed", "spec.paused is false", actor)
         draft.emit("Resumed", f"spec.paused false: step {status.current_step} runs again")
 

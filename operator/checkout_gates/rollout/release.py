@@ -536,6 +536,8 @@ def _start_revision(draft: Draft, desired: DeploymentState, reason: str, *, acti
         gates=[],
         exposure_ceiling=None,
     )
+    if action == "Started":
+        draft.update(authors=[])  # a rollout from rest: the authors of the last one are done
     draft.start_step(0)
     draft.start_evidence()
     page = draft.status.page
