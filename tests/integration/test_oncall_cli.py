@@ -268,7 +268,7 @@ def test_status_watch_prints_every_change_until_a_terminal_phase(
 
 
 def test_promote_full_needs_a_reason_and_jumps_past_every_step_with_one_record(
-    kube: Any, me: str, new_rollout: Callable[..., Rollout], receiver: Receiver
+    kube: Any, me: str, new_rollout: Callable[..., Rollout], receiver: Receiver, operator: Operator
 ) -> None:
     rollout = new_rollout(
         steps=LONG_GATE, owner={"name": "payments-oncall", "page": [{"webhook": {"url": f"{receiver.url}/page"}}]}
@@ -288,6 +288,18 @@ def test_promote_full_needs_a_reason_and_jumps_past_every_step_with_one_record(
     assert [(e["actor"], reason in e["reason"]) for e in records] == [(me, True)]
     (sent,) = wait_for(lambda: receiver.accepted("/page"), "the override told to the owner's pager")
     assert sent["event"] == "trigger" and sent["severity"] == "warning" and "promoted by" in sent["summary"]
+
+    # The audit log: one line per transition of the history, with who and why.
+    def audited() -> list[dict[str, Any]]:
+        lines = [json.loads(line) for line in operator.logs.read_text().splitlines() if line.startswith("{")]
+        return [line for line in lines if line.get("event") == "audit" and line.get("rollout") == rollout.name]
+
+    history = rollout.history()
+    lines = wait_for(lambda: len(found := audited()) >= len(history) and found, "an audit line per transition")
+    assert [(line["action"], line["actor"]) for line in lines] == [(e["action"], e["actor"]) for e in history]
+    assert len({line["key"] for line in lines}) == len(lines)
+    (override,) = [line for line in lines if line["action"] == "PromotedFull"]
+    assert reason in override["reason"] and override["logger"] == "checkout_gates.audit"
 
 
 def test_spec_paused_from_git_holds_the_rollout_without_restarting_it(

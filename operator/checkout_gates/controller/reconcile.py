@@ -78,6 +78,8 @@ from checkout_gates.workloads.base import Workload, WorkloadError, WorkloadNotFo
 from checkout_gates.workloads.deployment import DeploymentWorkload
 
 log = structlog.get_logger("checkout_gates.controller")
+# Every transition, as one line each (docs/change-control.md): ship this logger to your audit store.
+AUDIT = structlog.get_logger("checkout_gates.audit")
 
 MAX_CONFLICTS = 5
 INVALID_RETRY = 60.0
@@ -185,6 +187,7 @@ class Reconciler:
                     logger.info("status conflict: re-reading and deciding again")
                     continue
                 crash_point("after-status-write")
+                _audit(rollout, status)
                 if status.phase != rollout.status.phase:
                     crash_point(_PHASE_CRASH_POINTS.get(status.phase, ""))
                 _count(rollout.status, status, readings)
@@ -506,6 +509,37 @@ _SERVER_META = ("managedFields",)
 def _without_server_fields(raw: Raw) -> Raw:
     meta = {k: v for k, v in raw.get("metadata", {}).items() if k not in _SERVER_META}
     return {**raw, "metadata": meta}
+
+
+def _audit(rollout: CheckoutRollout, after: CheckoutRolloutStatus) -> None:
+    """One audit line per transition the status write just recorded, on its own logger, after the
+    write (a line is never of a transition that did not happen; a crash between the two loses the
+    line, never the status history, which is the record). ``key`` tells a repeat apart."""
+    meta, before = rollout.metadata, rollout.status
+    known = {(e.time, e.action, e.actor) for e in before.history}
+    revisions = after.revisions
+    for entry in after.history:
+        if (entry.time, entry.action, entry.actor) in known:
+            continue
+        AUDIT.info(
+            "audit",
+            logger="checkout_gates.audit",
+            key=f"{meta.namespace}/{meta.name}/{meta.uid}/{entry.time.isoformat()}/{entry.action}/{entry.actor}",
+            namespace=meta.namespace,
+            rollout=meta.name,
+            uid=meta.uid,
+            time=entry.time.isoformat(),
+            actor=entry.actor,
+            action=entry.action,
+            reason=entry.reason,
+            step=entry.step,
+            canary_weight=entry.canary_weight,
+            generation=entry.generation,
+            phase=after.phase,
+            verdict=after.verdict,
+            stable_revision=revisions.stable.hash if revisions is not None and revisions.stable is not None else "",
+            canary_revision=revisions.canary.hash if revisions is not None and revisions.canary is not None else "",
+        )
 
 
 def _count(before: CheckoutRolloutStatus, after: CheckoutRolloutStatus, readings: Mapping[str, SignalReading]) -> None:
