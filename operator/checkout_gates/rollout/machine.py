@@ -97,15 +97,13 @@ def decide(rollout: CheckoutRollout, observations: Observations, now: datetime) 
                 observed_generation=rollout.metadata.generation,
             )
             abort(draft, forged, OPERATOR, page=True, slug="status-untrusted")
-    elif paused.only_paused_changed(draft):
-        paused.take_generation(draft)  # a pause or resume from the spec: no restart
-        _handle_requests(draft)
-        _track_router_errors(draft, observations)
-        _watch(draft, observations)
-        _check_router(draft, observations)
-    elif draft.status.phase == "Pending" or draft.status.observed_generation != rollout.metadata.generation:
+    elif draft.status.phase == "Pending" or (
+        draft.status.observed_generation != rollout.metadata.generation and not paused.only_paused_changed(draft)
+    ):
         _start(draft)
     else:
+        if draft.status.observed_generation != rollout.metadata.generation:
+            paused.take_generation(draft)  # a pause or resume from the spec: no restart
         # The workload first: a new revision restarts the rollout, and an abort given at the same
         # time must still win (it is applied next, to the restarted rollout).
         release.follow(draft, observations)
