@@ -131,3 +131,33 @@ def test_an_override_notice_is_retried_until_it_reaches_the_pager() -> None:
         mark = len(driver.actions)
         driver.step()
         assert [a for a in driver.actions[mark:] if isinstance(a, Notify)], "still sent"
+
+
+def test_promote_full_gets_a_rollout_out_of_an_ungated_exposure_halt_at_its_last_step() -> None:
+    """A spec edit at 25% onto steps with no gate before 100%: the promotion halts (it would go past
+    what was reached ungated); retry would only halt again, promote-full is the way out."""
+    driver = Driver(
+        CheckoutRollout.model_validate(
+            rollout_doc(
+                [
+                    {"setWeight": 25},
+                    {"gate": {"pass": ["auth-approval", "duplicate-charges"], "window": "1m"}},
+                    {"approval": {}},
+                    {"setWeight": 50},
+                ]
+            )
+        )
+    )
+    for _ in range(8):
+        driver.step(HEALTHY)
+    document = driver.rollout.model_dump(mode="json", by_alias=True, exclude_none=True)
+    document["spec"]["steps"] = [{"setWeight": 10}]
+    document["metadata"]["generation"] += 1
+    driver.rollout = CheckoutRollout.model_validate(document)
+    for _ in range(4):
+        driver.step(HEALTHY)
+    assert driver.status.phase == "Halted" and "ungated-exposure" in (
+        driver.status.page.dedup_key if driver.status.page else ""
+    )
+    request(driver, PROMOTE, "alice", "the edit was the fix; ship it")
+    assert driver.status.phase == "Promoted" and driver.status.weights.canary == 100

@@ -30,7 +30,7 @@ def override(draft: Draft, command: str, actor: str, reason: str | None) -> str 
     if release.adopting(draft) or release.promoting(draft):
         return "the stable copy is taking a revision: nothing is left to skip"
     steps, index = draft.spec.steps, draft.status.current_step
-    if index >= len(steps):
+    if index >= len(steps) and command == "skip-step":
         return "no step is left to skip"
     target = index + 1 if command == "skip-step" else len(steps)
     for later in range(index, target):
