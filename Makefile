@@ -50,7 +50,8 @@ demo: setup testbed
 
 crd: setup
 	$(VENV)/bin/checkout-gates crd > crds/checkoutrollouts.gates.checkout.dev.yaml
-	cp crds/checkoutrollouts.gates.checkout.dev.yaml charts/checkout-gates/crds/
+	$(VENV)/bin/checkout-gates crd --freeze > crds/checkoutfreezes.gates.checkout.dev.yaml
+	cp crds/checkoutrollouts.gates.checkout.dev.yaml crds/checkoutfreezes.gates.checkout.dev.yaml charts/checkout-gates/crds/
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

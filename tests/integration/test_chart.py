@@ -44,6 +44,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "checkout-gates"
 CRD_FILE = f"{PLURAL}.{GROUP}.yaml"
+FREEZE_CRD_FILE = f"checkoutfreezes.{GROUP}.yaml"
 ISTIO_CRD = Path(__file__).resolve().parent / "manifests" / "istio-virtualservice-crd.yaml"
 KUBE_VERSION = "1.36.0"  # for `helm template`, which does not ask a cluster
 APPROVERS = "checkout-approvers"
@@ -134,10 +135,11 @@ def test_lint_passes(helm: Helm) -> None:
 
 def test_chart_crd_is_the_generated_crd_byte_for_byte() -> None:
     copied = sorted(path.name for path in (CHART / "crds").iterdir())
-    assert copied == [CRD_FILE]
-    assert (CHART / "crds" / CRD_FILE).read_bytes() == (ROOT / "crds" / CRD_FILE).read_bytes(), (
-        f"charts/checkout-gates/crds/ must be a copy of crds/: cp crds/{CRD_FILE} charts/checkout-gates/crds/"
-    )
+    assert copied == sorted([CRD_FILE, FREEZE_CRD_FILE])
+    for name in copied:
+        assert (CHART / "crds" / name).read_bytes() == (ROOT / "crds" / name).read_bytes(), (
+            "charts/checkout-gates/crds/ must be a copy of crds/: make crd"
+        )
 
 
 def test_template_cluster_wide_by_default(helm: Helm) -> None:
@@ -404,7 +406,8 @@ def token_kubeconfig(kubectl: Kubectl, admin: Path, namespace: str, service_acco
 def release(helm: Helm, kubectl: Kubectl) -> Iterator[Release]:
     """The chart installed cluster-wide; its admission policy confined to one labelled namespace,
     so that the other test modules' rollouts (annotated by the admin) are not refused."""
-    suffix = uuid.uuid4().hex[:6]
+    # A letter first: Helm reads values as YAML 1.2, where e.g. "8e0104" would be a number.
+    suffix = "t" + uuid.uuid4().hex[:5]
     installed = Release(
         name=f"cg{suffix}",
         namespace=f"cg-ops-{suffix}",
@@ -498,6 +501,7 @@ NEEDED = [
     ("get", f"secrets/{PROMETHEUS_SECRET}", "rollouts"),
     ("list", "customresourcedefinitions.apiextensions.k8s.io", "cluster"),
     ("watch", "customresourcedefinitions.apiextensions.k8s.io", "cluster"),
+    ("list", f"checkoutfreezes.{GROUP}", "cluster"),
 ]
 
 FORBIDDEN = [
@@ -1189,7 +1193,8 @@ def test_the_operators_removal_of_a_pending_abort_and_its_reason_is_admitted(
 def test_namespaced_install_grants_rights_only_in_the_watched_namespaces(
     helm: Helm, kubectl: Kubectl, release: Release
 ) -> None:
-    suffix = uuid.uuid4().hex[:6]
+    # A letter first: Helm reads values as YAML 1.2, where e.g. "8e0104" would be a number.
+    suffix = "t" + uuid.uuid4().hex[:5]
     narrow = Release(
         name=f"cgn{suffix}",
         namespace=f"cgn-ops-{suffix}",

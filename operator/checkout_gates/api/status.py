@@ -163,6 +163,8 @@ class ConsumedAnnotation(StatusModel):
     """Its value (the actor and reason)."""
     epoch: int
     """The epoch it was consumed in."""
+    reason: str | None = None
+    """A fingerprint of the reason that went with it (a repeat with another reason is a new request)."""
 
 
 IMAGE_LIMIT = 8
@@ -188,6 +190,21 @@ class Approval(StatusModel):
     """When."""
     reason: Annotated[str, Field(max_length=512)] = ""
     """Why, as they gave it (gates.checkout.dev/reason)."""
+
+
+class FreezeState(StatusModel):
+    """The CheckoutFreeze that holds the rollout's exposure where it is."""
+
+    name: str
+    """The CheckoutFreeze (empty when freezes cannot be read: then exposure is held until they can)."""
+    reason: str
+    """Its reason."""
+    until: datetime
+    """When the window ends."""
+    broken_by: str = ""
+    """Who broke the glass for this window (gates.checkout.dev/break-freeze): exposure grows again."""
+    broken_reason: str = ""
+    """Why."""
 
 
 class UndoIntent(StatusModel):
@@ -297,6 +314,8 @@ class CheckoutRolloutStatus(StatusModel):
     """The open (or last) page."""
     consumed: list[ConsumedAnnotation] = []
     """On-call annotations already acted on."""
+    freeze: FreezeState | None = None
+    """The freeze window holding exposure now, if any."""
     notices: Annotated[list[PageState], Field(max_length=8)] = []
     """The last notices to owner.notify (no page: a step waiting for approval, a rollout started, promoted or aborted), with their delivery to each target."""
     authors: Annotated[list[Annotated[str, Field(max_length=253)]], Field(max_length=16)] = []

@@ -29,6 +29,7 @@ SUMMARIES: dict[Command, str] = {
     "undo": "go back to the stable revision (on a promoted rollout: the one before it), through the gates",
     "skip-step": "emergency: skip the step a rollout is at (needs --reason; recorded and sent to the owner's pagers)",
     "promote-full": "emergency: promote past every remaining step (needs --reason; recorded and sent to the pagers)",
+    "break-freeze": "emergency: let exposure grow in a CheckoutFreeze window (needs --reason; recorded and paged)",
 }
 
 EPILOG = """\

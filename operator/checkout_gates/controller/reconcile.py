@@ -44,6 +44,7 @@ from checkout_gates.api.status import CheckoutRolloutStatus, Weights
 from checkout_gates.apiserver import describe
 from checkout_gates.controller import telemetry
 from checkout_gates.controller.crashpoints import crash_point
+from checkout_gates.controller.freezes import ClusterFreezes, FreezeRead
 from checkout_gates.controller.kube import KubeApi
 from checkout_gates.controller.ports import ConflictError, KubernetesPort, Raw, RouterFactory, WorkloadFactory
 from checkout_gates.controller.scheduler import io_wait
@@ -114,11 +115,15 @@ class Reconciler:
         pager_client: httpx.AsyncClient | None = None,
         may_act: Callable[[], bool] = lambda: True,
         egress: EgressPolicy | None = None,
+        freezes: Callable[[], FreezeRead] | None = None,
     ) -> None:
         self.kube = kube
         self.egress = egress or EgressPolicy()
         self.routers = routers if routers is not None else _cluster_routers(kube)
         self.workloads = workloads if workloads is not None else _cluster_workloads(kube)
+        if freezes is None and isinstance(kube, KubeApi):
+            freezes = ClusterFreezes(kube.api_client).read
+        self.freezes = freezes  # None (a fake port): no freezes
         self.clock = clock
         self.may_act = may_act
         self.pager_client = pager_client or new_client()
@@ -158,6 +163,7 @@ class Reconciler:
             router = self.routers(rollout.spec, namespace)
             observed, router_error = await self._read_router(router)
             workload, workload_error, workload_missing = await self._read_workload(rollout)
+            frozen, freezes_error = await self.kube.run(self.freezes) if self.freezes is not None else ((), None)
             # An on-call abort or pause is applied first, with no queries: weights before evaluation.
             urgent = stops_exposure(rollout.metadata.annotations, rollout.status)
             if urgent:
@@ -172,6 +178,8 @@ class Reconciler:
                 workload=workload,
                 workload_error=workload_error,
                 workload_missing=workload_missing,
+                freezes=frozen,
+                freezes_error=freezes_error,
             )
             decision = decide(rollout, observations, now)
             status = observation_conditions(decision.status, rollout, router_error, readings, now)

@@ -9,6 +9,7 @@ leftover is recognised as already done instead of being applied twice.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -16,12 +17,21 @@ from typing import Literal
 from checkout_gates.api.spec import GROUP
 from checkout_gates.api.status import CheckoutRolloutStatus
 
-Command = Literal["abort", "retry", "pause", "approve", "undo", "skip-step", "promote-full"]
+Command = Literal["abort", "retry", "pause", "approve", "undo", "skip-step", "promote-full", "break-freeze"]
 # Abort wins over everything, so it is read first; the emergency controls lose to every other
 # command given at the same time (the safer one is taken).
-COMMANDS: tuple[Command, ...] = ("abort", "retry", "pause", "approve", "undo", "skip-step", "promote-full")
+COMMANDS: tuple[Command, ...] = (
+    "abort",
+    "retry",
+    "pause",
+    "approve",
+    "undo",
+    "skip-step",
+    "promote-full",
+    "break-freeze",
+)
 # Overrides of the gates: approvers only, never without a reason, always paged and recorded.
-EMERGENCY: frozenset[Command] = frozenset({"skip-step", "promote-full"})
+EMERGENCY: frozenset[Command] = frozenset({"skip-step", "promote-full", "break-freeze"})
 REASON_KEY = f"{GROUP}/reason"
 # Who last changed the spec, stamped by admission (the chart's MutatingAdmissionPolicy writes the
 # request's user into it on every spec change, whatever the client sent), read into the history.
@@ -37,6 +47,7 @@ class Request:
     command: Command
     actor: str
     key: str
+    reason: str = ""  # gates.checkout.dev/reason as it stood with the request
 
     @property
     def value(self) -> str:
@@ -50,16 +61,26 @@ def pending_requests(annotations: Mapping[str, str]) -> list[Request]:
         key = annotation_key(command)
         actor = annotations.get(key)
         if actor is not None:
-            found.append(Request(command, actor.strip() or "unknown", key))
+            found.append(Request(command, actor.strip() or "unknown", key, annotations.get(REASON_KEY, "")))
     return found
 
 
 def already_consumed(status: CheckoutRolloutStatus, request: Request) -> bool:
     """True for a leftover of a request this status already took into account."""
+    # The reason is part of what was taken into account (a request refused for want of one, then
+    # made again with one, is a new request), where the record kept it (older records did not).
     return any(
-        record.key == request.key and record.value == request.value and record.epoch == status.epoch
+        record.key == request.key
+        and record.value == request.value
+        and record.epoch == status.epoch
+        and (record.reason is None or record.reason == reason_fingerprint(request.reason))
         for record in status.consumed
     )
+
+
+def reason_fingerprint(reason: str) -> str:
+    """A short stand-in for a reason in status (reasons may be long)."""
+    return hashlib.sha256(reason.encode()).hexdigest()[:12]
 
 
 def request_reason(annotations: Mapping[str, str], request: Request) -> str:

@@ -10,7 +10,7 @@ promotion is under way.
 
 from __future__ import annotations
 
-from checkout_gates.rollout import approvals, notices, release
+from checkout_gates.rollout import approvals, freeze, notices, release
 from checkout_gates.rollout.draft import Draft
 
 OVERRIDABLE = ("Progressing", "AwaitingApproval", "Halted", "Paused")
@@ -27,6 +27,17 @@ def override(draft: Draft, command: str, actor: str, reason: str | None) -> str 
     phase = draft.status.phase
     if phase not in OVERRIDABLE:
         return f"cannot {command} in phase {phase}"
+    if command == "break-freeze":
+        refused = freeze.break_glass(draft, actor, why)
+        if refused is not None:
+            return refused
+        state = draft.status.freeze
+        assert state is not None
+        what = f"freeze {state.name} broken by {actor} until {state.until.isoformat()}: {why}"
+        draft.record("FreezeBroken", what, actor)
+        draft.emit("FreezeBroken", what, warning=True)
+        notices.override(draft, "FreezeBroken", what)
+        return None
     if release.adopting(draft) or release.promoting(draft):
         return "the stable copy is taking a revision: nothing is left to skip"
     steps, index = draft.spec.steps, draft.status.current_step

@@ -34,7 +34,7 @@ from checkout_gates.api.status import (
 from checkout_gates.gates.budget import guarantee, judge_gates
 from checkout_gates.gates.observations import SignalReading
 from checkout_gates.gates.verdicts import GateVerdict
-from checkout_gates.rollout import approvals, emergency, notices, pages, paused, release
+from checkout_gates.rollout import approvals, emergency, freeze, notices, pages, paused, release
 from checkout_gates.rollout.actions import (
     ConsumeAnnotation,
     Decision,
@@ -47,11 +47,13 @@ from checkout_gates.rollout.annotations import (
     Request,
     already_consumed,
     pending_requests,
+    reason_fingerprint,
     request_reason,
     spec_changed_by,
 )
 from checkout_gates.rollout.conditions import set_condition
 from checkout_gates.rollout.draft import OPERATOR, Draft, abort, halt, weights_pending
+from checkout_gates.rollout.freeze import Freeze
 from checkout_gates.rollout.plan import evaluation_due, watched_gate_names
 from checkout_gates.rollout.workload import WorkloadState
 
@@ -73,6 +75,9 @@ class Observations:
     workload: WorkloadState | None = None
     workload_error: str | None = None
     workload_missing: bool = False
+    # The CheckoutFreezes as read (cluster-scoped), and why they could not be (then growth is held).
+    freezes: tuple[Freeze, ...] = ()
+    freezes_error: str | None = None
 
 
 def decide(rollout: CheckoutRollout, observations: Observations, now: datetime) -> Decision:
@@ -112,6 +117,7 @@ def decide(rollout: CheckoutRollout, observations: Observations, now: datetime) 
         _watch(draft, observations)
         _check_router(draft, observations)
     paused.follow(draft)
+    freeze.follow(draft, observations.freezes, observations.freezes_error)
     _run_steps(draft, observations)
     release.tend(draft, observations)
     release.mirror_autoscaler(draft, observations)
@@ -231,7 +237,8 @@ def _remember_consumed(draft: Draft) -> None:
     requests = [a for a in draft.actions if isinstance(a, ConsumeAnnotation) and a.key != REASON_KEY]
     if not requests:
         return
-    consumed = [ConsumedAnnotation(key=r.key, value=r.value, epoch=draft.status.epoch) for r in requests]
+    reason = reason_fingerprint(draft.rollout.metadata.annotations.get(REASON_KEY, ""))
+    consumed = [ConsumedAnnotation(key=r.key, value=r.value, epoch=draft.status.epoch, reason=reason) for r in requests]
     kept = [c for c in draft.status.consumed if c.key not in {r.key for r in requests}]
     draft.update(consumed=kept + consumed)
 
@@ -537,6 +544,8 @@ def _run_steps(draft: Draft, observations: Observations) -> None:
             return
         index = draft.status.current_step
         if index >= len(draft.spec.steps):
+            if freeze.holds(draft) and not release.promoting(draft):
+                return  # a promotion grows exposure to all traffic: not in a freeze (one under way ends)
             if draft.spec.workload_ref is not None:
                 release.promote(draft, observations)
             else:
@@ -554,6 +563,8 @@ def _run_steps(draft: Draft, observations: Observations) -> None:
                     "ungated-exposure",
                 )
                 return
+            if step.set_weight > draft.status.weights.canary and freeze.holds(draft):
+                return  # no step grows exposure in a freeze; gates, approvals and aborts go on
             if step.set_weight != draft.status.weights.canary:
                 if not release.capacity_for(draft, observations.workload, step.set_weight):
                     return  # capacity before exposure: the canary's replicas for this weight first
@@ -757,7 +768,7 @@ def _summarize(draft: Draft) -> None:
     draft.update(
         conditions=conditions,
         verdict=summary,
-        message=status.halt_reason or _step_message(draft),
+        message=status.halt_reason or freeze.message(draft) + _step_message(draft),
         guarantee=guarantee(draft.spec.gates, alpha=draft.spec.analysis.alpha),
     )
 

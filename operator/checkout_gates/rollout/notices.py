@@ -89,7 +89,7 @@ def override(draft: Draft, action: str, what: str) -> None:
     _keep(draft, notice)
 
 
-OVERRIDES = frozenset({"StepSkipped", "PromotedFull"})
+OVERRIDES = frozenset({"StepSkipped", "PromotedFull", "FreezeBroken"})
 
 
 def _headline(event: NoticeEvent, step: int) -> str:
