@@ -197,7 +197,17 @@ def test_printer_columns_show_the_status(kubectl: Kubectl, namespace: str) -> No
     status = {"phase": "AwaitingApproval", "currentStep": 4, "weights": {"stable": 95, "canary": 5}, "verdict": "ok"}
     assert _status_patch(kubectl, namespace, name, status, "--subresource=status").returncode == 0
     table = kubectl("get", "cro", name, "-n", namespace).stdout.splitlines()
-    assert table[0].split() == ["NAME", "PHASE", "STEP", "CANARY", "VERDICT", "STABLE", "REVISION", "AGE"]
+    assert table[0].split() == [
+        "NAME",
+        "PHASE",
+        "STEP",
+        "CANARY",
+        "VERDICT",
+        "STABLE",
+        "REVISION",
+        "FROZEN-UNTIL",
+        "AGE",
+    ]
     assert table[1].split()[:5] == [name, "AwaitingApproval", "4", "5", "ok"]
 
 
