@@ -14,14 +14,20 @@ from checkout_gates.api.freeze import CheckoutFreezeSpec
 from checkout_gates.api.resource import CheckoutRollout
 from checkout_gates.cli.main import main
 from checkout_gates.rollout.actions import Notify, SetWeights
-from checkout_gates.rollout.freeze import Freeze, active
+from checkout_gates.rollout.freeze import Active, Freeze, active
 from checkout_gates.rollout.machine import Observations, decide
+from checkout_gates.rollout.plan import next_pass_delay
 from tests.unit.bad_specs import REPO
 
 from .rollouts import HEALTHY, T0, make_rollout, rollout_doc, with_annotations, with_status
 
 BREAK = "gates.checkout.dev/break-freeze"
 REASON = "gates.checkout.dev/reason"
+
+
+def first(freezes: list[Freeze], namespace: str, now: datetime) -> Active | None:
+    found = active(freezes, namespace, now)
+    return found[0] if found else None
 
 
 def freeze(name: str = "peak", **spec: Any) -> Freeze:
@@ -37,30 +43,30 @@ def window(start: datetime, minutes: float) -> dict[str, str]:
 
 def test_a_fixed_window_holds_from_its_start_up_to_its_end() -> None:
     peak = freeze(windows=[window(T0, 60)])
-    assert active([peak], "payments", T0 - timedelta(seconds=1)) is None
-    found = active([peak], "payments", T0)
+    assert first([peak], "payments", T0 - timedelta(seconds=1)) is None
+    found = first([peak], "payments", T0)
     assert found is not None and found.until == T0 + timedelta(minutes=60) and found.name == "peak"
-    assert active([peak], "payments", T0 + timedelta(minutes=60)) is None
+    assert first([peak], "payments", T0 + timedelta(minutes=60)) is None
 
 
 def test_a_recurring_window_is_in_its_time_zone_across_midnight_and_daylight_saving() -> None:
     # Fridays 22:00 to 02:00 Berlin time; 2026-03-27 is a Friday (CET, +01:00), 2026-03-28/29 DST starts.
     nightly = freeze(recurring=[{"days": ["Fri"], "from": "22:00", "to": "02:00", "timeZone": "Europe/Berlin"}])
     friday_2230 = datetime(2026, 3, 27, 21, 30, tzinfo=UTC)  # 22:30 in Berlin
-    found = active([nightly], "payments", friday_2230)
+    found = first([nightly], "payments", friday_2230)
     assert found is not None and found.until == datetime(2026, 3, 28, 1, 0, tzinfo=UTC)  # 02:00 CET
     saturday_0130 = datetime(2026, 3, 28, 0, 30, tzinfo=UTC)  # 01:30 Saturday in Berlin: still Friday's window
-    assert active([nightly], "payments", saturday_0130) is not None
-    assert active([nightly], "payments", datetime(2026, 3, 28, 1, 0, tzinfo=UTC)) is None
-    assert active([nightly], "payments", datetime(2026, 3, 26, 21, 30, tzinfo=UTC)) is None, "a Thursday"
+    assert first([nightly], "payments", saturday_0130) is not None
+    assert first([nightly], "payments", datetime(2026, 3, 28, 1, 0, tzinfo=UTC)) is None
+    assert first([nightly], "payments", datetime(2026, 3, 26, 21, 30, tzinfo=UTC)) is None, "a Thursday"
     # After the switch to CEST (+02:00) the same local times are an hour earlier in UTC.
-    april = active([nightly], "payments", datetime(2026, 4, 3, 20, 30, tzinfo=UTC))
+    april = first([nightly], "payments", datetime(2026, 4, 3, 20, 30, tzinfo=UTC))
     assert april is not None and april.until == datetime(2026, 4, 4, 0, 0, tzinfo=UTC)
 
 
 def test_a_freeze_for_some_namespaces_holds_only_their_rollouts() -> None:
     refunds = freeze(windows=[window(T0, 60)], namespaces=["refunds"])
-    assert active([refunds], "payments", T0) is None and active([refunds], "refunds", T0) is not None
+    assert first([refunds], "payments", T0) is None and first([refunds], "refunds", T0) is not None
 
 
 @pytest.mark.parametrize(
@@ -185,3 +191,70 @@ def test_freezes_that_cannot_be_read_hold_exposure_and_say_why() -> None:
     driver.error = None
     driver.step()
     assert driver.rollout.status.weights.canary == 5
+
+
+def test_a_break_is_for_its_own_freeze_and_window_and_survives_a_failed_list() -> None:
+    """alice breaks "peak"; a second, shorter freeze still holds; one failed list of the freezes
+    does not take the break back; and a later window of "peak" holds again."""
+    steps = [{"setWeight": 5}, {"setWeight": 50}, {"setWeight": 100}]
+    driver = FreezeDriver(CheckoutRollout.model_validate(rollout_doc(steps)), [])
+    start = driver.now
+    driver.freezes = [freeze(windows=[window(start, 60), window(start + timedelta(hours=2), 60)])]
+    driver.step()
+    driver.step(annotations={BREAK: "alice", REASON: "the peak's own fix"})
+    assert driver.rollout.status.freeze is None and driver.rollout.status.weights.canary > 0
+    driver.freezes.append(freeze("month-end", windows=[window(start, 30)]))
+    driver.step()
+    status = driver.rollout.status
+    assert status.freeze is not None and status.freeze.name == "month-end", "another freeze still holds"
+    driver.freezes = driver.freezes[:1]
+    driver.error = "cannot list CheckoutFreezes: HTTP 429"
+    driver.step()
+    driver.error = None
+    driver.step()
+    assert driver.rollout.status.freeze is None, "the failed list did not take alice's break back"
+
+
+def test_promote_full_in_a_freeze_is_refused_rather_than_left_to_run_unattended() -> None:
+    driver = FreezeDriver(make_rollout(), [])
+    driver.step()
+    driver.freezes = [freeze(windows=[window(driver.now, 60)])]
+    driver.step()
+    driver.step(annotations={"gates.checkout.dev/promote-full": "alice", REASON: "go"})
+    status = driver.rollout.status
+    assert status.history[-1].action == "Ignored" and "break-freeze first" in status.history[-1].reason
+
+
+def test_a_break_given_as_the_window_begins_finds_its_freeze() -> None:
+    driver = FreezeDriver(make_rollout(), [])
+    driver.step()
+    driver.freezes = [freeze(windows=[window(driver.now, 60)])]
+    driver.step(annotations={BREAK: "alice", REASON: "the fix"})
+    assert [e.action for e in driver.rollout.status.history].count("FreezeBroken") == 1
+
+
+def test_a_freeze_this_operator_cannot_read_holds_only_its_own_namespaces_and_can_be_broken() -> None:
+    unreadable = Freeze(
+        "typo", None, "spec.recurring.0.timeZone: 'Europe/Berln' is not a known time zone", ("refunds",)
+    )
+    assert active([unreadable], "payments", T0) == []
+    driver = FreezeDriver(CheckoutRollout.model_validate(rollout_doc()), [unreadable])
+    driver.rollout = driver.rollout.model_copy(
+        update={"metadata": driver.rollout.metadata.model_copy(update={"namespace": "refunds"})}
+    )
+    driver.step()
+    status = driver.rollout.status
+    assert status.freeze is not None and "Europe/Berln" in status.freeze.reason and status.weights.canary == 0
+    driver.step(annotations={BREAK: "alice", REASON: "the freeze is a typo; the fix must ship"})
+    assert driver.rollout.status.weights.canary == 5
+
+
+def test_a_frozen_rollout_does_not_pass_again_at_once_but_by_the_windows_end() -> None:
+    steps = [{"setWeight": 5}, {"setWeight": 50}]
+    driver = FreezeDriver(CheckoutRollout.model_validate(rollout_doc(steps)), [freeze(windows=[window(T0, 10)])])
+    driver.step()
+    status = driver.rollout.status
+    assert status.freeze is not None and status.phase == "Progressing" and status.weights.canary == 0
+    decided_at = driver.now - timedelta(seconds=30)  # the driver's clock moved on after the pass
+    delay = next_pass_delay(driver.rollout, decided_at, failed=False)
+    assert 1 <= delay <= (status.freeze.until - decided_at).total_seconds(), delay

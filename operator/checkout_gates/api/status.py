@@ -201,9 +201,18 @@ class FreezeState(StatusModel):
     """Its reason."""
     until: datetime
     """When the window ends."""
-    broken_by: str = ""
-    """Who broke the glass for this window (gates.checkout.dev/break-freeze): exposure grows again."""
-    broken_reason: str = ""
+
+
+class FreezeBreak(StatusModel):
+    """A break-glass (gates.checkout.dev/break-freeze): this freeze no longer holds the rollout until ``until``."""
+
+    name: str
+    """The CheckoutFreeze broken (empty: the freezes could not be read)."""
+    until: datetime
+    """The end of the window it was broken for (unreadable freezes: an hour)."""
+    by: str
+    """Who broke it."""
+    reason: str
     """Why."""
 
 
@@ -315,7 +324,9 @@ class CheckoutRolloutStatus(StatusModel):
     consumed: list[ConsumedAnnotation] = []
     """On-call annotations already acted on."""
     freeze: FreezeState | None = None
-    """The freeze window holding exposure now, if any."""
+    """The freeze window holding exposure now, if any (not one broken for this rollout)."""
+    freeze_breaks: Annotated[list[FreezeBreak], Field(max_length=8)] = []
+    """Break-glasses of freezes in force for this rollout."""
     notices: Annotated[list[PageState], Field(max_length=8)] = []
     """The last notices to owner.notify (no page: a step waiting for approval, a rollout started, promoted or aborted), with their delivery to each target."""
     authors: Annotated[list[Annotated[str, Field(max_length=253)]], Field(max_length=16)] = []

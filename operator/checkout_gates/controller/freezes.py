@@ -55,10 +55,18 @@ class ClusterFreezes:
             return (), "cannot list CheckoutFreezes: the API server sent no JSON"
         found = []
         for item in document.get("items") or [] if isinstance(document, dict) else []:
-            name = str((item.get("metadata") or {}).get("name", "")) if isinstance(item, dict) else ""
+            if not isinstance(item, dict):
+                continue
+            name = str((item.get("metadata") or {}).get("name", ""))
+            spec = item.get("spec") or {}
             try:
-                found.append(Freeze(name, CheckoutFreezeSpec.model_validate(item.get("spec") or {})))
+                found.append(Freeze(name, CheckoutFreezeSpec.model_validate(spec)))
             except ValidationError as error:
-                # Admission validated it; a freeze this version cannot read is still a freeze.
-                return (), f"CheckoutFreeze {name} cannot be read: {error.errors()[0]['msg']}"
+                # Admission cannot check a time zone: one this operator cannot read is still a
+                # freeze, of the namespaces it names (all when it names none), and only those.
+                raw = spec.get("namespaces") if isinstance(spec, dict) else None
+                namespaces = tuple(str(n) for n in raw) if isinstance(raw, list) else ()
+                first = error.errors()[0]
+                where = ".".join(str(part) for part in first["loc"])
+                found.append(Freeze(name, None, f"spec.{where}: {first['msg']}"[:300], namespaces))
         return tuple(found), None

@@ -1,11 +1,13 @@
-"""Emergency controls: skip the current step, or promote at once past every remaining step.
+"""Emergency controls: skip the current step, promote at once past every remaining step, or break
+the CheckoutFreeze that holds the rollout.
 
-Both override what the gates and approvers would decide, so both need an approver (the chart's
-admission policy) and a reason (``gates.checkout.dev/reason``: the core refuses one without it),
-are recorded with who and why, and are sent to every page target of the owner at severity
-warning (a notice of the override: there is no halt to resolve): an override nobody hears of is
-how a payments incident starts. Neither runs on a Promoted, Aborted or adopting rollout, nor while a
-promotion is under way.
+Each overrides what the gates, approvers or change control would decide, so each needs an
+approver (the chart's admission policy) who is not the change's author, and a reason
+(``gates.checkout.dev/reason``: the core refuses one without it); each is recorded with who and
+why, and sent to every page target of the owner at severity warning (a notice of the override:
+there is no halt to resolve): an override nobody hears of is how a payments incident starts.
+None runs on a Promoted, Aborted or adopting rollout, nor while a promotion is under way; skip
+and promote are refused in a freeze (they would run unattended when it ends: break it first).
 """
 
 from __future__ import annotations
@@ -28,16 +30,21 @@ def override(draft: Draft, command: str, actor: str, reason: str | None) -> str 
     if phase not in OVERRIDABLE:
         return f"cannot {command} in phase {phase}"
     if command == "break-freeze":
-        refused = freeze.break_glass(draft, actor, why)
-        if refused is not None:
-            return refused
         state = draft.status.freeze
-        assert state is not None
-        what = f"freeze {state.name} broken by {actor} until {state.until.isoformat()}: {why}"
+        refused = freeze.break_glass(draft, actor, why)
+        if refused is not None or state is None:
+            return refused
+        until = draft.status.freeze_breaks[-1].until
+        what = f"freeze {state.name or '(unreadable)'} broken by {actor} until {until.isoformat()}: {why}"
         draft.record("FreezeBroken", what, actor)
         draft.emit("FreezeBroken", what, warning=True)
         notices.override(draft, "FreezeBroken", what)
         return None
+    if freeze.holds(draft):
+        # An override now would run unattended once the window ends: break the freeze first.
+        return (
+            f"a CheckoutFreeze holds exposure: {command} would wait for its end; break-freeze first (with its reason)"
+        )
     if release.adopting(draft) or release.promoting(draft):
         return "the stable copy is taking a revision: nothing is left to skip"
     steps, index = draft.spec.steps, draft.status.current_step

@@ -91,6 +91,8 @@ def decide(rollout: CheckoutRollout, observations: Observations, now: datetime) 
             consume.append(ConsumeAnnotation(REASON_KEY, reason))
         return Decision(draft.status, tuple(consume))
 
+    # Before the requests: a break-freeze given as the window begins finds the freeze it breaks.
+    freeze.follow(draft, observations.freezes, observations.freezes_error)
     forged = _untrustworthy(rollout)
     if forged is not None:
         if draft.status.phase != "Aborted" or draft.status.halt_reason != forged:

@@ -116,6 +116,8 @@ def next_pass_delay(rollout: CheckoutRollout, now: datetime, *, failed: bool) ->
             # A new revision is noticed within one interval, also between rollouts (Flagger polls
             # its targets likewise); the Deployments are read, not watched, so no watch on them all.
             delays.append(spec.interval_seconds())
+    if status.freeze is not None:
+        delays.append((status.freeze.until - now).total_seconds())  # the window's end lets it go on
     if status.phase not in TERMINAL_PHASES:
         delays.append(until_next_evaluation(spec, status, now))
         pause = pause_left(spec, status, now)
@@ -128,6 +130,8 @@ def waits_on_router(spec: CheckoutRolloutSpec, status: CheckoutRolloutStatus) ->
     """Whether the rollout stands at a setWeight step or at the promotion after the last step:
     both complete once the router has confirmed their weights, and on nothing else."""
     index = status.current_step
+    if status.freeze is not None and (index >= len(spec.steps) or spec.steps[index].set_weight is not None):
+        return False  # a freeze holds the step: nothing completes it until the window ends
     return status.phase == "Progressing" and (index >= len(spec.steps) or spec.steps[index].set_weight is not None)
 
 
