@@ -3,16 +3,20 @@ and its CRD. The operator against kube-apiserver is tests/integration/test_freez
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from kubernetes.client import ApiClient
+from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from checkout_gates.api.crd import freeze_crd_yaml
 from checkout_gates.api.freeze import CheckoutFreezeSpec
 from checkout_gates.api.resource import CheckoutRollout
 from checkout_gates.cli.main import main
+from checkout_gates.controller.freezes import ClusterFreezes
 from checkout_gates.rollout.actions import Notify, SetWeights
 from checkout_gates.rollout.freeze import Active, Freeze, active
 from checkout_gates.rollout.machine import Observations, decide
@@ -258,3 +262,51 @@ def test_a_frozen_rollout_does_not_pass_again_at_once_but_by_the_windows_end() -
     decided_at = driver.now - timedelta(seconds=30)  # the driver's clock moved on after the pass
     delay = next_pass_delay(driver.rollout, decided_at, failed=False)
     assert 1 <= delay <= (status.freeze.until - decided_at).total_seconds(), delay
+
+
+# --- the reader --------------------------------------------------------------------------------------
+
+
+class FakeList:
+    def __init__(self, answer: Any) -> None:
+        self.answer, self.calls = answer, 0
+
+    def list_cluster_custom_object(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return type("Response", (), {"data": json.dumps(self.answer).encode()})()
+
+
+def reader(answer: Any, clock: list[float]) -> tuple[ClusterFreezes, FakeList]:
+    freezes = ClusterFreezes(ApiClient(), clock=lambda: clock[0])
+    fake = FakeList(answer)
+    freezes._api = fake
+    return freezes, fake
+
+
+def test_the_reader_lists_once_per_few_seconds_and_tells_a_missing_crd_from_a_refusal() -> None:
+    clock = [100.0]
+    good = {"items": [{"metadata": {"name": "peak"}, "spec": {"reason": "peak", "windows": [window(T0, 60)]}}]}
+    freezes, fake = reader(good, clock)
+    found, error = freezes.read()
+    assert [f.name for f in found] == ["peak"] and error is None
+    freezes.read()
+    assert fake.calls == 1, "cached"
+    clock[0] += 6
+    freezes.read()
+    assert fake.calls == 2
+    assert reader(ApiException(status=404), clock)[0].read() == ((), None), "no CRD: no freeze"
+    found, error = reader(ApiException(status=403, reason="Forbidden"), clock)[0].read()
+    assert found == () and error is not None and "HTTP 403" in error
+
+
+def test_the_reader_keeps_a_freeze_it_cannot_read_as_one_of_its_namespaces() -> None:
+    typo = {
+        "reason": "peak",
+        "recurring": [{"days": ["Fri"], "from": "22:00", "to": "02:00", "timeZone": "Europe/Berln"}],
+    }
+    answer = {"items": [{"metadata": {"name": "typo"}, "spec": {**typo, "namespaces": ["refunds"]}}]}
+    (found,), error = reader(answer, [0.0])[0].read()
+    assert error is None and found.spec is None and found.namespaces == ("refunds",)
+    assert "timeZone" in found.error and "Europe/Berlin" in found.error
