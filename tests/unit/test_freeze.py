@@ -310,3 +310,17 @@ def test_the_reader_keeps_a_freeze_it_cannot_read_as_one_of_its_namespaces() -> 
     (found,), error = reader(answer, [0.0])[0].read()
     assert error is None and found.spec is None and found.namespaces == ("refunds",)
     assert "timeZone" in found.error and "Europe/Berlin" in found.error
+
+
+def test_a_passing_list_failure_serves_the_last_good_list_for_a_minute_then_fails_closed() -> None:
+    clock = [0.0]
+    good = {"items": [{"metadata": {"name": "peak"}, "spec": {"reason": "peak", "windows": [window(T0, 60)]}}]}
+    freezes, fake = reader(good, clock)
+    assert freezes.read()[1] is None
+    fake.answer = ApiException(status=429, reason="Too Many Requests")
+    clock[0] += 10
+    found, error = freezes.read()
+    assert error is None and [f.name for f in found] == ["peak"]
+    clock[0] += 60
+    found, error = freezes.read()
+    assert found == () and error is not None and "HTTP 429" in error

@@ -25,6 +25,9 @@ from checkout_gates.rollout.freeze import Freeze
 
 log = structlog.get_logger(__name__)
 FRESH_FOR = 5.0
+# A failed list within this long of a good one serves the good one: a passing 429 or a restarting
+# apiserver must not hold every rollout (and flap Frozen / FreezeEnded into every history).
+GOOD_FOR = 60.0
 FreezeRead = tuple[tuple[Freeze, ...], str | None]
 
 
@@ -33,6 +36,7 @@ class ClusterFreezes:
         self._api: Any = CustomObjectsApi(api_client)
         self._clock = clock
         self._last: tuple[float, FreezeRead] | None = None
+        self._good: tuple[float, FreezeRead] | None = None
 
     def read(self) -> FreezeRead:
         """The freezes and why they could not be read (synchronous: run it off the event loop)."""
@@ -40,6 +44,11 @@ class ClusterFreezes:
         if self._last is not None and now - self._last[0] < FRESH_FOR:
             return self._last[1]
         result = self._list()
+        if result[1] is None:
+            self._good = (now, result)
+        elif self._good is not None and now - self._good[0] < GOOD_FOR:
+            log.warning("CheckoutFreezes not listed: the last list serves", error=result[1])
+            result = self._good[1]
         self._last = (now, result)
         return result
 
