@@ -62,6 +62,8 @@ class ClusterFreezes:
             return (), f"cannot list CheckoutFreezes: HTTP {error.status} {error.reason}: {server_message(error)}"
         except ValueError:
             return (), "cannot list CheckoutFreezes: the API server sent no JSON"
+        except Exception as error:  # a connection reset, a timeout: an error to hold on, never a failed pass
+            return (), f"cannot list CheckoutFreezes: {type(error).__name__}: {str(error)[:200]}"
         found = []
         for item in document.get("items") or [] if isinstance(document, dict) else []:
             if not isinstance(item, dict):
