@@ -674,16 +674,24 @@ def _page(draft: Draft) -> None:
     draft.actions.extend(pages.page_actions(draft.status.page, _page_details(draft), severity))
 
 
-def _page_details(draft: Draft) -> dict[str, str]:
+def _where(draft: Draft) -> dict[str, str]:
+    """Where the rollout is, as every page and notice says it."""
     meta, status = draft.rollout.metadata, draft.status
-    failing = next((g for g in status.gates if g.verdict != "Pass"), None)
-    target = f"cro/{meta.name} -n {meta.namespace}"
-    details = {
+    return {
         "rollout": f"{meta.namespace}/{meta.name}",
         "owner": draft.spec.owner.name,
         "phase": status.phase,
         "step": str(status.current_step),
         "weights": f"stable {status.weights.stable}% / canary {status.weights.canary}%",
+    }
+
+
+def _page_details(draft: Draft) -> dict[str, str]:
+    meta, status = draft.rollout.metadata, draft.status
+    failing = next((g for g in status.gates if g.verdict != "Pass"), None)
+    target = f"cro/{meta.name} -n {meta.namespace}"
+    details = {
+        **_where(draft),
         "reason": status.halt_reason,
         **_revision_details(status),
         "abort": f"kubectl annotate {target} gates.checkout.dev/abort=$USER",
@@ -704,11 +712,7 @@ def _notice_details(draft: Draft) -> dict[str, str]:
     meta, status = draft.rollout.metadata, draft.status
     target = f"cro/{meta.name} -n {meta.namespace}"
     details = {
-        "rollout": f"{meta.namespace}/{meta.name}",
-        "owner": draft.spec.owner.name,
-        "phase": status.phase,
-        "step": str(status.current_step),
-        "weights": f"stable {status.weights.stable}% / canary {status.weights.canary}%",
+        **_where(draft),
         "gates": "; ".join(f"{g.name} {g.verdict} {g.segment}".strip() for g in status.gates)[:1000] or "none yet",
         **_revision_details(status),
     }
