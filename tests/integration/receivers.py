@@ -6,6 +6,7 @@ The fixture ``receiver`` is registered in conftest.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Iterator
@@ -41,6 +42,10 @@ class Receiver:
     def seen(self, path: str) -> list[Received]:
         with self.lock:
             return [r for r in self.requests if r.path == path]
+
+    def audit_records(self, path: str) -> list[dict[str, Any]]:
+        """The audit records the sink took at ``path``, in the order they came, repeats included."""
+        return [record for body in self.accepted(path) for record in body["records"]]
 
 
 def pagerduty_answer(body: Any) -> tuple[int, dict[str, Any]]:
@@ -111,6 +116,13 @@ def make_handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
+    with serving() as state:
+        yield state
+
+
+@contextlib.contextmanager
+def serving() -> Iterator[Receiver]:
+    """A receiver on a free loopback port for the block's duration."""
     state = Receiver()
     server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(state))
     server.daemon_threads = True

@@ -254,6 +254,39 @@ def test_the_chart_makes_the_installer_say_where_rollouts_may_send_requests(helm
     assert "--egress-unrestricted" in unrestricted["spec"]["template"]["spec"]["containers"][0]["args"]
 
 
+def test_the_audit_sink_is_passed_with_its_token_and_ca_mounted_from_the_cluster(helm: Helm) -> None:
+    (plain,) = of_kind(helm.template(), "Deployment")
+    assert not [a for a in plain["spec"]["template"]["spec"]["containers"][0]["args"] if a.startswith("--audit")]
+    values = {
+        "audit": {
+            "url": "https://audit.internal:8443/checkout-gates",
+            "tokenSecret": {"name": "audit-sink", "key": "token"},
+            "caConfigMap": {"name": "audit-ca", "key": "ca.crt"},
+        }
+    }
+    (deployment,) = of_kind(helm.template(values), "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert [a for a in container["args"] if a.startswith("--audit")] == [
+        "--audit-url=https://audit.internal:8443/checkout-gates",
+        "--audit-token-file=/etc/checkout-gates/audit-token/token",
+        "--audit-ca-file=/etc/checkout-gates/audit-ca/ca.crt",
+    ]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["audit-token"]["secret"] == {
+        "secretName": "audit-sink",
+        "items": [{"key": "token", "path": "token"}],
+    }
+    assert volumes["audit-ca"]["configMap"] == {"name": "audit-ca", "items": [{"key": "ca.crt", "path": "ca.crt"}]}
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["audit-token"]["readOnly"] and mounts["audit-ca"]["mountPath"] == "/etc/checkout-gates/audit-ca"
+    args = ["template", "cg", str(CHART), "--kube-version", KUBE_VERSION, "--set", "egress.unrestricted=true"]
+    orphan = helm(*args, "--set", "audit.tokenSecret.name=audit-sink", "--set", "audit.tokenSecret.key=t", check=False)
+    assert orphan.returncode != 0 and "need audit.url" in orphan.stderr
+    keyless = helm(*args, "--set", "audit.url=https://a", "--set", "audit.tokenSecret.name=audit-sink", check=False)
+    assert keyless.returncode != 0 and "audit.tokenSecret needs name and key" in keyless.stderr
+
+
 def test_the_network_policy_lets_out_dns_the_apiserver_and_the_listed_rules_only(helm: Helm, kubectl: Kubectl) -> None:
     assert not of_kind(helm.template(), "NetworkPolicy"), "off by default"
     refused = helm("template", "cg", str(CHART), "--kube-version", KUBE_VERSION, "--set", "egress.unrestricted=true",

@@ -8,7 +8,10 @@ restart. What must hold afterwards, for every point:
 - every step advanced exactly once (StepAdvanced entries unique, none missing);
 - the HTTPRoute's weights are status.weights, and status says the router confirmed them;
 - one page per halt: Alertmanager holds one alert for the halt's dedup key;
-- no history entry twice (same time, action, actor and step).
+- no history entry twice (same time, action, actor and step);
+- the audit sink holds every transition, once per key, as the status history says it; only a
+  crash between the sink's answer and the status write that records it sends records again, with
+  the same keys.
 
 The order of a pass and where each point sits are in controller/crashpoints.py and reconcile.py.
 """
@@ -29,6 +32,7 @@ from checkout_gates_lab.testbed import Alertmanager, ExternalCluster, Kubectl, L
 
 from .checkout_traffic import CheckoutTraffic
 from .operator_harness import ABORT, APPROVE
+from .receivers import Receiver, serving
 from .reliability import LiveRollout, OperatorProcess, assert_clean_history
 
 pytestmark = pytest.mark.integration
@@ -57,7 +61,10 @@ POINTS = (
     # The promotion waits for the router: crash with 100% patched but unconfirmed, then confirmed
     # but not yet Promoted; the restarted operator confirms and promotes once.
     Point("after-weights-patch", "promote", skip=3, label="promotion"),
-    Point("after-outcome-write", "promote", skip=3, label="promotion"),
+    # Outcome writes: each confirmed weight (1, 5, 25, 100%) and each pass that recorded a
+    # transition with no weights to confirm (its audit records delivered): the 100% confirmation
+    # is the 8th (Started+1%, 1% step, 5%, 5% step, AwaitingApproval, Approved+25%, 25% step, 100%).
+    Point("after-outcome-write", "promote", skip=7, label="promotion"),
     Point("after-event", "promote", skip=2),  # the StepAdvanced event of the first gate step
     Point("mid-approval", "promote"),
     Point("after-annotation-removed", "promote"),
@@ -65,6 +72,9 @@ POINTS = (
     Point("after-halt-write", "halt"),
     Point("before-page-delivery", "halt"),
     Point("after-page-delivery", "halt"),
+    # The sink took the records of a step; the restarted operator sends them again, same keys.
+    Point("before-audit-delivery", "promote", skip=2),
+    Point("after-audit-delivery", "promote", skip=2),
     Point("after-abort-write", "abort"),
 )
 
@@ -84,10 +94,11 @@ class Run:
     alerts: list[dict[str, Any]] = field(default_factory=list)
     alerts_before_resolution: list[dict[str, Any]] = field(default_factory=list)
     annotations: dict[str, str] = field(default_factory=dict)
+    audit: list[dict[str, Any]] = field(default_factory=list)
     error: BaseException | None = None
 
 
-def drive(run: Run, alertmanager: Alertmanager) -> None:
+def drive(run: Run, alertmanager: Alertmanager, sink: Receiver) -> None:
     """Crash, restart without the variable, and take the rollout to its end."""
     rollout, operator, point = run.rollout, run.operator, run.point
     started = time.monotonic()
@@ -118,7 +129,9 @@ def drive(run: Run, alertmanager: Alertmanager) -> None:
             if point.flow == "halt":
                 page = status.get("page") or {}
                 done = phase == "Aborted" and all(d.get("resolvedAt") for d in page.get("deliveries", []))
-            if done and not rollout.annotations():
+            exported = (status.get("audit") or {}).get("delivered") == status.get("epoch")
+            if done and exported and not rollout.annotations():
+                run.audit = sink.audit_records(audit_path(point))
                 run.finished_after = time.monotonic() - started
                 run.status = status
                 run.route = rollout.route_weights()
@@ -132,12 +145,23 @@ def drive(run: Run, alertmanager: Alertmanager) -> None:
 
 
 @pytest.fixture(scope="module")
+def sink() -> Iterator[Receiver]:
+    with serving() as receiver:
+        yield receiver
+
+
+def audit_path(point: Point) -> str:
+    return f"/audit/{point.id}"
+
+
+@pytest.fixture(scope="module")
 def runs(
     kube: LocalCluster | ExternalCluster,
     cluster_ready: Kubectl,
     scraping_prometheus: Prometheus,
     traffic: CheckoutTraffic,
     alertmanager: Alertmanager,
+    sink: Receiver,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[dict[str, Run]]:
     workdir = tmp_path_factory.mktemp("crash-points")
@@ -152,7 +176,8 @@ def runs(
             rollout.service.canary.approval = 0.80
         if point.flow == "abort":
             rollout.service.canary.duplicates_per_second = 2.0
-        operator = OperatorProcess(kube.kubeconfig, workdir / f"{point.id}.log", args=["-n", rollout.namespace])
+        audit = ["--audit-url", f"{sink.url}{audit_path(point)}"]
+        operator = OperatorProcess(kube.kubeconfig, workdir / f"{point.id}.log", args=["-n", rollout.namespace, *audit])
         prepared[point.id] = Run(point, rollout, operator, workdir / f"{point.id}.crashed")
     for run in prepared.values():
         run.operator.start(
@@ -165,7 +190,7 @@ def runs(
         run.rollout.apply()
     started = time.monotonic()
     with ThreadPoolExecutor(len(prepared)) as pool:
-        futures = {name: pool.submit(drive, run, alertmanager) for name, run in prepared.items()}
+        futures = {name: pool.submit(drive, run, alertmanager, sink) for name, run in prepared.items()}
         for name, future in futures.items():
             prepared[name].error = future.exception()
     print(f"\nall crash points driven in {time.monotonic() - started:.0f}s")
@@ -221,8 +246,31 @@ def test_crash_and_restart_changes_nothing(runs: dict[str, Run], point: str) -> 
         assert alerts[0]["labels"]["dedup_key"] == page["dedupKey"]
         assert all(d["deliveredAt"] for d in page["deliveries"])
         assert run.rollout.condition("PageDelivered", status)["status"] == "True"
+    assert_audited_once(run, status)
     if run.point.flow == "halt":
         assert run.alerts == [], "the page resolved by on-call's abort"
         assert status["phase"] == "Aborted" and weights["canary"] == 0
         assert actions.count("Aborted") == 1
         assert all(d["resolvedAt"] for d in status["page"]["deliveries"])
+
+
+def assert_audited_once(run: Run, status: dict[str, Any]) -> None:
+    """The sink holds the status history, once per key; repeats only where the crash made them."""
+    history = status["history"]
+    assert status["epoch"] == len(history), "the whole history is in the status (fewer than 50)"
+    meta = run.rollout.get()["metadata"]
+    by_key: dict[str, dict[str, Any]] = {}
+    for record in run.audit:
+        assert by_key.setdefault(record["key"], record) == record, f"a repeat differs: {record['key']}"
+    expected = [
+        (f"{meta['namespace']}/{meta['name']}/{meta['uid']}/{e['seq']}", e["seq"], e["action"], e["actor"], e["reason"])
+        for e in history
+    ]
+    got = [(r["key"], r["seq"], r["action"], r["actor"], r["reason"]) for r in by_key.values()]
+    assert sorted(got, key=lambda r: r[1]) == expected
+    assert [e["seq"] for e in history] == list(range(1, len(history) + 1))
+    repeats = len(run.audit) - len(by_key)
+    if run.point.name == "after-audit-delivery":
+        assert repeats > 0, "the batch the sink took before the crash came again"
+    else:
+        assert repeats == 0, f"{repeats} records sent twice without a crash between delivery and record"

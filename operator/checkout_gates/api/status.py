@@ -34,6 +34,7 @@ TERMINAL_PHASES: frozenset[Phase] = frozenset({"Aborted", "Promoted"})
 VerdictName = Literal["Pass", "Fail", "Inconclusive"]
 
 HISTORY_LIMIT = 50
+EVIDENCE_LIMIT = 512
 SEGMENT_LIMIT = 20
 
 
@@ -152,6 +153,27 @@ class HistoryEntry(StatusModel):
     """The canary's weight after it."""
     generation: int
     """The spec generation it happened under."""
+    seq: Annotated[int, Field(ge=0)] = 0
+    """Its place in the rollout's record (1 for the first transition, the epoch it made); with the rollout's uid, its audit record's key."""
+    revision: Annotated[str, Field(max_length=64)] = ""
+    """The canary revision it concerns (a rollout with a workloadRef)."""
+    evidence: Annotated[str, Field(max_length=EVIDENCE_LIMIT)] = ""
+    """What the gates said when it happened: each gate's verdict with its deciding segment and values."""
+
+
+class AuditExport(StatusModel):
+    """How far the history has reached the operator's audit sink (checkout-gates run --audit-url)."""
+
+    delivered: Annotated[int, Field(ge=0)] = 0
+    """The seq of the last history entry the sink accepted: every entry up to it has been delivered."""
+    lost: Annotated[int, Field(ge=0)] = 0
+    """Entries that left the history (it keeps the last 50) before the sink accepted them."""
+    failures: Annotated[int, Field(ge=0)] = 0
+    """Failed deliveries in a row (the retry waits longer after each)."""
+    error: Annotated[str, Field(max_length=1024)] = ""
+    """The last delivery error, scrubbed."""
+    attempted_at: datetime | None = None
+    """When the last delivery was tried."""
 
 
 class ConsumedAnnotation(StatusModel):
@@ -335,3 +357,5 @@ class CheckoutRolloutStatus(StatusModel):
     """The approvals the current approval step has so far (distinct people; emptied when the step changes)."""
     history: Annotated[list[HistoryEntry], Field(max_length=HISTORY_LIMIT)] = []
     """The last transitions, who did what and why."""
+    audit: AuditExport | None = None
+    """The history's delivery to the audit sink, when the operator has one."""

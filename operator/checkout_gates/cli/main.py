@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 
 from checkout_gates import __version__
-from checkout_gates.cli import backtest, crd_command, evaluate, lint, oncall, plan, run, status
+from checkout_gates.cli import audit, backtest, crd_command, evaluate, lint, oncall, plan, run, status
 from checkout_gates.cli.common import internal_error
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
@@ -28,6 +28,7 @@ COMMANDS: tuple[Register, ...] = (
     plan.register,
     status.register,
     oncall.register,
+    audit.register,
 )
 PLUGIN_GROUP = "checkout_gates.commands"
 

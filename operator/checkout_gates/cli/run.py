@@ -6,8 +6,10 @@ import argparse
 import asyncio
 import os
 import sys
+from pathlib import Path
 
 from checkout_gates.api.destinations import EgressPolicy
+from checkout_gates.audit.webhook import WebhookSink
 from checkout_gates.controller.leadership import DEFAULT_LEASE_NAME, ElectionConfig, default_identity, default_namespace
 from checkout_gates.controller.logs import configure as configure_logs
 
@@ -40,6 +42,30 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--egress-unrestricted",
         action="store_true",
         help="let rollouts name any destination (the default when no --egress-allow is given; says so in the log)",
+    )
+    audit = parser.add_argument_group(
+        "audit sink",
+        "every transition of every rollout, delivered at least once to a JSON webhook with a dedup key "
+        "per record (docs/change-control.md); besides the audit lines on the log, which are always written",
+    )
+    audit.add_argument(
+        "--audit-url",
+        metavar="URL",
+        default=os.environ.get("CHECKOUT_GATES_AUDIT_URL") or None,
+        help='POST the audit records here as {"records": [...]} (default: $CHECKOUT_GATES_AUDIT_URL; none)',
+    )
+    audit.add_argument(
+        "--audit-token-file",
+        metavar="PATH",
+        default=os.environ.get("CHECKOUT_GATES_AUDIT_TOKEN_FILE") or None,
+        help="send the token in this file as 'Authorization: Bearer', read at every delivery "
+        "(default: $CHECKOUT_GATES_AUDIT_TOKEN_FILE)",
+    )
+    audit.add_argument(
+        "--audit-ca-file",
+        metavar="PATH",
+        default=os.environ.get("CHECKOUT_GATES_AUDIT_CA_FILE") or None,
+        help="trust this CA bundle for an https sink (default: the system's)",
     )
     election = parser.add_argument_group(
         "leader election",
@@ -101,6 +127,20 @@ def egress_policy(arguments: argparse.Namespace) -> EgressPolicy:
     return EgressPolicy.of(arguments.egress_allow)
 
 
+def audit_sink_from(arguments: argparse.Namespace) -> WebhookSink | None:
+    """The audit sink the flags ask for, or None; ValueError for an unusable URL or file."""
+    if not arguments.audit_url:
+        if arguments.audit_token_file or arguments.audit_ca_file:
+            raise ValueError("--audit-token-file and --audit-ca-file need --audit-url")
+        return None
+    token = Path(arguments.audit_token_file) if arguments.audit_token_file else None
+    ca = Path(arguments.audit_ca_file) if arguments.audit_ca_file else None
+    for flag, path in (("--audit-token-file", token), ("--audit-ca-file", ca)):
+        if path is not None and not path.is_file():
+            raise ValueError(f"{flag} {path}: no such file")
+    return WebhookSink(arguments.audit_url, token_file=token, ca_file=ca)
+
+
 def _split(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     return host or "0.0.0.0", int(port)
@@ -123,6 +163,7 @@ def run(arguments: argparse.Namespace) -> int:
     try:
         election = election_config(arguments)
         egress = egress_policy(arguments)
+        audit_sink = audit_sink_from(arguments)
     except ValueError as error:
         print(f"checkout-gates run: {error}", file=sys.stderr)
         return 2
@@ -135,7 +176,13 @@ def run(arguments: argparse.Namespace) -> int:
     host, port = _split(arguments.metrics_address)
     start_http_server(port, addr=host, registry=REGISTRY)
     health_host, health_port = _split(arguments.health_address)
-    memo = kopf.Memo(api_client=api_client, concurrency=arguments.concurrency, leader_election=election, egress=egress)
+    memo = kopf.Memo(
+        api_client=api_client,
+        concurrency=arguments.concurrency,
+        leader_election=election,
+        egress=egress,
+        audit_sink=audit_sink,
+    )
     asyncio.run(
         kopf.operator(
             standalone=True,

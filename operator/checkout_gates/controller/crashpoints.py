@@ -22,6 +22,8 @@ before any action, so there is no point "after the weights patch, before the sta
 - ``after-event``: an Event is posted; pages and outcomes still due;
 - ``before-page-delivery``: a page (or its resolution) is about to be sent;
 - ``after-page-delivery``: the page reached its targets; status does not yet record the delivery;
+- ``before-audit-delivery``: audit records are about to go to the sink (``run --audit-url``);
+- ``after-audit-delivery``: the sink took them; status does not yet say so (they go again, same keys);
 - ``after-outcome-write``: the second write (router confirmation, deliveries) is stored.
 """
 
@@ -45,6 +47,8 @@ CRASH_POINTS = (
     "after-event",
     "before-page-delivery",
     "after-page-delivery",
+    "before-audit-delivery",
+    "after-audit-delivery",
     "after-outcome-write",
 )
 # Reached only by rollouts with a workloadRef; exercised on the kwok testbed

@@ -22,6 +22,7 @@ import structlog
 from checkout_gates.api.destinations import EgressPolicy
 from checkout_gates.api.spec import GROUP, PLURAL, VERSION
 from checkout_gates.api.status import CheckoutRolloutStatus
+from checkout_gates.audit.port import AuditSink
 from checkout_gates.controller.kube import KubeApi
 from checkout_gates.controller.leadership import ElectionConfig, ElectionThread, KubeLeaseStore, LeaderElector
 from checkout_gates.controller.reconcile import Reconciler
@@ -80,15 +81,18 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         log.warning("egress unrestricted: rollouts may make the operator query any address (see run --egress-allow)")
     else:
         log.info("egress allowlist", destinations=[str(destination) for destination in egress.allowed])
+    audit_sink: AuditSink | None = memo.get("audit_sink")
+    if audit_sink is not None:
+        log.info("audit sink", sink=audit_sink.description)
     if election is None:
-        reconciler = Reconciler(KubeApi(api_client), egress=egress)
+        reconciler = Reconciler(KubeApi(api_client), egress=egress, audit_sink=audit_sink)
         memo["reconciler"] = reconciler
         memo["scheduler"] = Scheduler(reconciler.reconcile, concurrency=memo.get("concurrency", 16))
         log.info("operator started")
         return
     store = KubeLeaseStore(api_client, election.namespace, election.name)
     elector = LeaderElector(store, election)
-    reconciler = Reconciler(KubeApi(api_client), may_act=elector.is_leader, egress=egress)
+    reconciler = Reconciler(KubeApi(api_client), may_act=elector.is_leader, egress=egress, audit_sink=audit_sink)
     scheduler = Scheduler(reconciler.reconcile, concurrency=memo.get("concurrency", 16), active=False)
     elector.on_started_leading = scheduler.activate
     elector.on_stopped_leading = scheduler.deactivate

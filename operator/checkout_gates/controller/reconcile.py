@@ -12,7 +12,8 @@ the process at: read and decide; ``before-status-write``; the status write;
 ``after-status-write`` (and ``after-halt-write`` / ``after-abort-write`` /
 ``after-promotion-write`` when it moved the phase); the weights patch; ``after-weights-patch``;
 annotation removal (``mid-approval`` before an approval's); ``after-annotation-removed``; Events;
-``after-event``; ``before-page-delivery``; pages; ``after-page-delivery``; the outcome write;
+``after-event``; ``before-page-delivery``; pages; ``after-page-delivery``; audit records not yet
+delivered (``before-audit-delivery``, ``after-audit-delivery``); the outcome write;
 ``after-outcome-write``. A weights patch never precedes the status write that intends it.
 
 With leader election (controller/leadership.py) ``may_act`` says whether this replica leads;
@@ -42,6 +43,7 @@ from checkout_gates.api.resource import CheckoutRollout, Problem, parse_rollout
 from checkout_gates.api.spec import CheckoutRolloutSpec
 from checkout_gates.api.status import CheckoutRolloutStatus, Weights
 from checkout_gates.apiserver import describe
+from checkout_gates.audit.port import AuditDeliveryError, AuditSink
 from checkout_gates.controller import telemetry
 from checkout_gates.controller.crashpoints import crash_point
 from checkout_gates.controller.freezes import ClusterFreezes, FreezeRead
@@ -54,6 +56,7 @@ from checkout_gates.metrics.port import MetricsSource
 from checkout_gates.metrics.prometheus import PrometheusSource
 from checkout_gates.paging.base import PageContext, owner_secrets
 from checkout_gates.paging.delivery import new_client, send_page_actions
+from checkout_gates.rollout import audit
 from checkout_gates.rollout.actions import (
     Action,
     ConsumeAnnotation,
@@ -71,7 +74,7 @@ from checkout_gates.rollout.annotations import stops_exposure
 from checkout_gates.rollout.conditions import observation_conditions
 from checkout_gates.rollout.machine import Observations, decide
 from checkout_gates.rollout.outcomes import DeliveryOutcome, Outcomes, apply_outcomes
-from checkout_gates.rollout.plan import RETRY_SOON, next_pass_delay, reads_needed
+from checkout_gates.rollout.plan import MIN_DELAY, RETRY_SOON, next_pass_delay, reads_needed
 from checkout_gates.rollout.workload import WorkloadState
 from checkout_gates.routing.base import Router, RoutingError
 from checkout_gates.routing.factory import make_router
@@ -116,6 +119,7 @@ class Reconciler:
         may_act: Callable[[], bool] = lambda: True,
         egress: EgressPolicy | None = None,
         freezes: Callable[[], FreezeRead] | None = None,
+        audit_sink: AuditSink | None = None,
     ) -> None:
         self.kube = kube
         self.egress = egress or EgressPolicy()
@@ -124,6 +128,7 @@ class Reconciler:
         if freezes is None and isinstance(kube, KubeApi):
             freezes = ClusterFreezes(kube.api_client).read
         self.freezes = freezes  # None (a fake port): no freezes
+        self.audit_sink = audit_sink
         self.clock = clock
         self.may_act = may_act
         self.pager_client = pager_client or new_client()
@@ -134,6 +139,8 @@ class Reconciler:
     async def close(self) -> None:
         await self._sources.aclose()
         await self.pager_client.aclose()
+        if self.audit_sink is not None:
+            await self.audit_sink.aclose()
         self.kube.close()
 
     # --- the pass ----------------------------------------------------------------------------
@@ -203,13 +210,16 @@ class Reconciler:
                     logger.info("phase changed", phase=status.phase, reason=status.halt_reason or status.message)
             decided = rollout.model_copy(update={"status": status})
             outcomes = await self._carry_out(raw, decided, decision.actions, now, logger)
+            outcomes = await self._export_audit(decided, outcomes, now, logger)
             if outcomes is not None:
                 recorded = await self._record_outcomes(namespace, name, outcomes, now, raw)
                 if recorded is not None:  # e.g. the router confirmed: a setWeight step completes next pass
                     decided = decided.model_copy(update={"status": recorded})
             # From the end of the pass: the next evaluation is due an interval after this one's
             # `now`, not an interval after this pass (and its queries and writes) finished.
-            return next_pass_delay(decided, self.clock(), failed=outcomes is not None and outcomes.failed)
+            delay = next_pass_delay(decided, self.clock(), failed=outcomes is not None and outcomes.failed)
+            audit_due = self._audit_due(decided, self.clock())
+            return delay if audit_due is None else min(delay, max(audit_due, MIN_DELAY))
         log.warning("status kept conflicting; retrying soon", rollout=f"{namespace}/{name}")
         return RETRY_SOON
 
@@ -376,6 +386,55 @@ class Reconciler:
             return None
         return outcomes
 
+    async def _export_audit(
+        self, rollout: CheckoutRollout, outcomes: Outcomes | None, now: datetime, logger: Any
+    ) -> Outcomes | None:
+        """Deliver the history entries the audit sink has yet to take (after the status write
+        that recorded them: a record is never of a transition that did not happen), to record how
+        far it got with the other outcomes. A crash before that record sends them again, same keys."""
+        if self.audit_sink is None or not self.may_act():
+            return outcomes
+        wait = self._audit_due(rollout, now)
+        if wait is not None and wait > 0:
+            return outcomes  # a failed delivery waits its backoff (the pass returns by then)
+        sent = audit.pending(rollout)
+        if not sent.records and not sent.lost:
+            return outcomes
+        if sent.lost:
+            telemetry.AUDIT_LOST.inc(sent.lost)
+            logger.error(
+                "audit records lost: they left the status history before the audit sink took them",
+                lost=sent.lost,
+                through_seq=sent.gone_through,
+            )
+        error = ""
+        if sent.records:
+            crash_point("before-audit-delivery")
+            try:
+                async with io_wait():
+                    await self.audit_sink.send(sent.records)
+                telemetry.AUDIT_RECORDS.labels("delivered").inc(len(sent.records))
+                crash_point("after-audit-delivery")
+            except AuditDeliveryError as failure:
+                error = str(failure)
+                telemetry.AUDIT_RECORDS.labels("failed").inc(len(sent.records))
+                logger.warning("audit records not delivered", records=len(sent.records), error=error)
+        outcomes = outcomes if outcomes is not None else Outcomes()
+        outcomes.audit_sent, outcomes.audit_error = sent, error
+        return outcomes
+
+    def _audit_due(self, rollout: CheckoutRollout, now: datetime) -> float | None:
+        """Seconds until records the sink has yet to take are sent (again); None when none wait."""
+        if self.audit_sink is None:
+            return None
+        export = rollout.status.audit
+        if export is not None and rollout.status.epoch <= export.delivered:
+            return None
+        backoff = audit.retry_after(export)
+        if backoff is None or export is None or export.attempted_at is None:
+            return 0.0
+        return max(0.0, (export.attempted_at - now).total_seconds() + backoff)
+
     async def _change_workload(
         self,
         rollout: CheckoutRollout,
@@ -522,32 +581,10 @@ def _without_server_fields(raw: Raw) -> Raw:
 def _audit(rollout: CheckoutRollout, after: CheckoutRolloutStatus) -> None:
     """One audit line per transition the status write just recorded, on its own logger, after the
     write (a line is never of a transition that did not happen; a crash between the two loses the
-    line, never the status history, which is the record). ``key`` tells a repeat apart."""
-    meta, before = rollout.metadata, rollout.status
-    known = {(e.time, e.action, e.actor) for e in before.history}
-    revisions = after.revisions
-    for entry in after.history:
-        if (entry.time, entry.action, entry.actor) in known:
-            continue
-        AUDIT.info(
-            "audit",
-            logger="checkout_gates.audit",
-            key=f"{meta.namespace}/{meta.name}/{meta.uid}/{entry.time.isoformat()}/{entry.action}/{entry.actor}",
-            namespace=meta.namespace,
-            rollout=meta.name,
-            uid=meta.uid,
-            time=entry.time.isoformat(),
-            actor=entry.actor,
-            action=entry.action,
-            reason=entry.reason,
-            step=entry.step,
-            canary_weight=entry.canary_weight,
-            generation=entry.generation,
-            phase=after.phase,
-            verdict=after.verdict,
-            stable_revision=revisions.stable.hash if revisions is not None and revisions.stable is not None else "",
-            canary_revision=revisions.canary.hash if revisions is not None and revisions.canary is not None else "",
-        )
+    line, never the status history, nor the sink's record of it). The same record as the sink's:
+    ``key`` (rollout, uid, seq) tells a repeat apart."""
+    for record in audit.new_records(rollout, after):
+        AUDIT.info("audit", logger="checkout_gates.audit", phase=after.phase, **record)
 
 
 def _count(before: CheckoutRolloutStatus, after: CheckoutRolloutStatus, readings: Mapping[str, SignalReading]) -> None:

@@ -34,6 +34,17 @@ RECONCILE_SECONDS = Histogram(
 ERRORS = Counter("checkout_gates_errors_total", "Errors by where they happened.", ["where"], registry=REGISTRY)
 CONFLICTS = Counter("checkout_gates_status_conflicts_total", "Status writes refused with 409.", registry=REGISTRY)
 ROLLOUTS = Gauge("checkout_gates_rollouts", "Rollouts this operator carries.", registry=REGISTRY)
+AUDIT_RECORDS = Counter(
+    "checkout_gates_audit_records_total",
+    "Audit records sent to the audit sink, by outcome (delivered, failed; a failed one is sent again).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+AUDIT_LOST = Counter(
+    "checkout_gates_audit_lost_total",
+    "Audit records that left the status history before the audit sink took them (alert on any).",
+    registry=REGISTRY,
+)
 PREEMPTED = Counter(
     "checkout_gates_passes_preempted_total",
     "Passes cut short by an on-call abort or pause, whose pass went ahead at once.",

@@ -13,7 +13,7 @@ from typing import Any
 from checkout_gates.api.resource import CheckoutRollout
 from checkout_gates.api.spec import CheckoutRolloutSpec
 from checkout_gates.api.status import HISTORY_LIMIT, CheckoutRolloutStatus, HistoryEntry, Weights
-from checkout_gates.rollout import pages
+from checkout_gates.rollout import audit, pages
 from checkout_gates.rollout.actions import Action, EmitEvent, SetWeights
 
 OPERATOR = "checkout-gates"
@@ -33,7 +33,11 @@ class Draft:
         self.status = self.status.model_copy(update=fields)
 
     def record(self, action: str, reason: str, actor: str = OPERATOR) -> None:
-        """A transition: history entry plus a new epoch (which retires consumed annotations)."""
+        """A transition: history entry plus a new epoch (which retires consumed annotations).
+        The entry is numbered by that epoch and carries the gates' evidence and the canary
+        revision of the moment: it is the audit record (rollout/audit.py)."""
+        revisions = self.status.revisions
+        revision = revisions.canary.hash if revisions is not None and revisions.canary is not None else ""
         entry = HistoryEntry(
             time=self.now,
             actor=actor,
@@ -42,6 +46,9 @@ class Draft:
             step=self.status.current_step,
             canary_weight=self.status.weights.canary,
             generation=self.rollout.metadata.generation,
+            seq=self.status.epoch + 1,
+            revision=revision,
+            evidence=audit.evidence(self.status.gates),
         )
         history = [*self.status.history, entry][-HISTORY_LIMIT:]
         self.update(history=history, epoch=self.status.epoch + 1)

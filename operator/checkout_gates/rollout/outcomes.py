@@ -13,6 +13,7 @@ from datetime import datetime
 
 from checkout_gates.api.resource import CheckoutRollout
 from checkout_gates.api.status import CheckoutRolloutStatus, Weights
+from checkout_gates.rollout import audit
 from checkout_gates.rollout.conditions import set_condition
 from checkout_gates.rollout.pages import record_delivery
 
@@ -41,6 +42,9 @@ class Outcomes:
     deliveries: list[DeliveryOutcome] = field(default_factory=list)
     # Workload actions carried out: None when there were none, "" when all succeeded, else why not.
     workload_error: str | None = None
+    # Audit records sent to the sink, and why they were not accepted ("" when they were).
+    audit_sent: audit.Pending | None = None
+    audit_error: str = ""
 
     @property
     def failed(self) -> bool:
@@ -100,6 +104,8 @@ def apply_outcomes(rollout: CheckoutRollout, outcomes: Outcomes, now: datetime) 
             now=now,
             generation=generation,
         )
+    if outcomes.audit_sent is not None:
+        status = audit.exported(status, outcomes.audit_sent, outcomes.audit_error, now)
     if conditions is not status.conditions:
         status = status.model_copy(update={"conditions": conditions})
     return status
