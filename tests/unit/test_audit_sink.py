@@ -152,6 +152,15 @@ async def test_a_failing_sink_stops_nothing_and_is_retried_with_a_growing_wait()
     assert {r["key"]: r for r in sink.received} == {r["key"]: r for r in trail_of(rollout)}
 
 
+def test_nothing_to_send_is_no_reason_for_a_sooner_pass() -> None:
+    fresh = a_rollout_with_history(first_seq=1, count=0, delivered=None)
+    assert not audit.waiting(fresh.status), "no history yet"
+    emptied = fresh.status.model_copy(update={"epoch": 9})  # an epoch ahead of an emptied history
+    assert not audit.waiting(emptied)
+    assert audit.waiting(a_rollout_with_history(first_seq=3, count=2, delivered=3).status)
+    assert not audit.waiting(a_rollout_with_history(first_seq=3, count=2, delivered=4).status)
+
+
 def test_the_backoff_doubles_to_five_minutes() -> None:
     waits = [audit.retry_after(AuditExport(failures=n)) for n in range(1, 10)]
     assert waits[:3] == [5.0, 10.0, 20.0] and waits[-1] == audit.RETRY_MAX
@@ -251,6 +260,7 @@ def test_the_trail_is_the_status_history_and_the_stored_records_once_each_in_ord
     assert [r["seq"] for r in records] == list(range(1, 101)) and differing == []
     assert gaps({r["seq"] for r in records}, 100) == []
     assert gaps({1, 2, 5, 9}, 10) == [(3, 4), (6, 8), (10, 10)]
+    assert gaps({1, 10**18}, 10**18) == [(2, 10**18 - 1)], "a hostile number is no loop"
 
 
 def test_a_stored_record_that_says_something_else_than_the_status_is_named() -> None:

@@ -146,13 +146,13 @@ def merge(rollout: Live | None, stored: Iterable[Record]) -> tuple[list[Record],
 def gaps(seen: set[int], last: int) -> list[tuple[int, int]]:
     """The runs of numbers from 1 to ``last`` not in ``seen``."""
     runs: list[tuple[int, int]] = []
-    for seq in range(1, last + 1):
-        if seq in seen:
-            continue
-        if runs and runs[-1][1] == seq - 1:
-            runs[-1] = (runs[-1][0], seq)
-        else:
-            runs.append((seq, seq))
+    expected = 1  # from the numbers seen, not by counting up to `last` (a record may say 10**18)
+    for seq in sorted(s for s in seen if 1 <= s <= last):
+        if seq > expected:
+            runs.append((expected, seq - 1))
+        expected = seq + 1
+    if expected <= last:
+        runs.append((expected, last))
     return runs
 
 

@@ -427,9 +427,9 @@ class Reconciler:
         """Seconds until records the sink has yet to take are sent (again); None when none wait."""
         if self.audit_sink is None:
             return None
-        export = rollout.status.audit
-        if export is not None and rollout.status.epoch <= export.delivered:
+        if not audit.waiting(rollout.status):
             return None
+        export = rollout.status.audit
         backoff = audit.retry_after(export)
         if backoff is None or export is None or export.attempted_at is None:
             return 0.0

@@ -133,6 +133,14 @@ def exported(status: CheckoutRolloutStatus, sent: Pending, error: str, now: date
     return status if after == before else status.model_copy(update={"audit": after})
 
 
+def waiting(status: CheckoutRolloutStatus) -> bool:
+    """Whether the history holds a record the sink has not taken (by the history, not the epoch:
+    an epoch ahead of an emptied history has nothing left to send)."""
+    entries = numbered(status)
+    delivered = status.audit.delivered if status.audit is not None else 0
+    return bool(entries) and entries[-1][0] > delivered
+
+
 def retry_after(export: AuditExport | None) -> float | None:
     """Seconds until a failed delivery is tried again; None when the last one succeeded."""
     if export is None or not export.failures:
