@@ -162,6 +162,7 @@ def test_nothing_to_send_is_no_reason_for_a_sooner_pass() -> None:
 
 
 def test_the_backoff_doubles_to_five_minutes() -> None:
+    assert audit.retry_after(AuditExport(failures=5000)) == audit.RETRY_MAX, "days of refusals: no overflow"
     waits = [audit.retry_after(AuditExport(failures=n)) for n in range(1, 10)]
     assert waits[:3] == [5.0, 10.0, 20.0] and waits[-1] == audit.RETRY_MAX
     assert audit.retry_after(AuditExport()) is None and audit.retry_after(None) is None
@@ -205,6 +206,9 @@ def test_a_rollout_new_to_the_sink_sends_its_whole_history_and_counts_nothing_lo
     rollout = a_rollout_with_history(first_seq=200, count=50, delivered=None)
     sent = audit.pending(rollout)
     assert sent.lost == 0 and len(sent.records) == 50 and sent.through == 249
+    failed = audit.exported(rollout.status, sent, "answered 503", T0)
+    again = audit.pending(rollout.model_copy(update={"status": failed}))
+    assert again.lost == 0, "its past before the sink is not lost, also after a failed first delivery"
 
 
 def test_entries_written_before_seq_existed_are_numbered_by_their_place() -> None:
@@ -361,7 +365,25 @@ async def test_a_token_file_that_went_away_is_a_failed_delivery_not_a_crash(tmp_
     sink = WebhookSink("http://127.0.0.1:9/x", token_file=tmp_path / "gone")
     with pytest.raises(AuditDeliveryError, match="token file"):
         await sink.send([])
+    (tmp_path / "gone").write_bytes(b"\xff\xfe")
+    with pytest.raises(AuditDeliveryError, match="not UTF-8"):
+        await sink.send([])
+    (tmp_path / "gone").write_text("t\u00f6ken")  # no HTTP header carries it
+    with pytest.raises(AuditDeliveryError):
+        await sink.send([])
     await sink.aclose()
+
+
+async def test_a_sink_that_raises_anything_or_hangs_is_a_failed_delivery_and_the_pass_records_its_outcomes() -> None:
+    class Broken(MemorySink):
+        async def send(self, records: Sequence[Mapping[str, Any]]) -> None:
+            raise RuntimeError("a bug in a sink")
+
+    cluster = AuditedCluster(three_steps(), Broken())
+    await cluster.run_pass()
+    status = cluster.server.rollout().status
+    assert status.router_target == status.weights, "the router's confirmation was still recorded"
+    assert status.audit is not None and status.audit.error == "audit sink: RuntimeError"
 
 
 @pytest.mark.parametrize(

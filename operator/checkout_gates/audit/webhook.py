@@ -32,7 +32,7 @@ class WebhookSink:
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"audit sink URL {url!r}: want http(s)://host[:port]/path")
+            raise ValueError(f"audit sink URL {parts.scheme}://{parts.netloc}...: want http(s)://host[:port]/path")
         if parts.username or parts.password:
             raise ValueError("audit sink URL: give credentials with --audit-token-file, not in the URL")
         self.url = url
@@ -50,12 +50,13 @@ class WebhookSink:
         if self.token_file is not None:
             try:
                 token = self.token_file.read_text().strip()
-            except OSError as error:
-                raise AuditDeliveryError(f"audit sink token file {self.token_file}: {error.strerror}") from None
+            except (OSError, UnicodeError) as error:
+                why = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
+                raise AuditDeliveryError(f"audit sink token file {self.token_file}: {why}") from None
             headers["Authorization"] = f"Bearer {token}"
         try:
             answer = await self.client.post(self.url, json={"records": list(records)}, headers=headers)
-        except httpx.HTTPError as error:
+        except (httpx.HTTPError, UnicodeError, ValueError) as error:  # a token no header may carry, too
             # The exception's text may carry the URL; its kind is what is safe and useful to say.
             raise AuditDeliveryError(f"{self.description}: {type(error).__name__}") from None
         if not 200 <= answer.status_code < 300:

@@ -87,6 +87,9 @@ def run_audit(arguments: argparse.Namespace) -> int:
         return EXIT_ERROR
     live = rollout if rollout is not None and rollout.metadata.uid == uid else None
     records, differing = merge(live, [r for r in mine if r.get("uid") == uid])
+    if not records and live is None:
+        print(f"{namespace}/{name}: no records of uid {uid} in the files given", file=sys.stderr)
+        return EXIT_ERROR
     for key in differing:
         print(f"record {key} differs between the status and the records given: the status's is shown", file=sys.stderr)
     _print(records, arguments.output, sys.stdout)
@@ -159,6 +162,7 @@ def gaps(seen: set[int], last: int) -> list[tuple[int, int]]:
 def _read(source: str) -> Iterator[Record]:
     """The audit records in one file of JSON lines; anything else on a line is skipped."""
     if source == "-":
+        sys.stdin.reconfigure(errors="replace")  # type: ignore[union-attr]
         yield from _records_in(sys.stdin)
         return
     with Path(source).open(encoding="utf-8", errors="replace") as stream:
@@ -172,7 +176,7 @@ def _records_in(lines: Iterable[str]) -> Iterator[Record]:
             continue
         try:
             document = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past what the parser takes
             continue
         found = document.get("records") if isinstance(document, dict) else None
         for candidate in found if isinstance(found, list) else [document]:
@@ -183,13 +187,15 @@ def _records_in(lines: Iterable[str]) -> Iterator[Record]:
 def _is_record(candidate: Any) -> bool:
     if not isinstance(candidate, dict) or candidate.get("event", "audit") != "audit":
         return False
-    return isinstance(candidate.get("key"), str) and isinstance(candidate.get("seq"), int) and candidate["seq"] > 0
+    seq = candidate.get("seq")
+    fields = isinstance(candidate.get("key"), str) and isinstance(candidate.get("uid"), str)
+    return fields and isinstance(seq, int) and not isinstance(seq, bool) and seq > 0
 
 
 def _last_uid(records: list[Record]) -> str | None:
     """The uid of the latest rollout object of that name in the records."""
     latest = max(records, key=lambda r: str(r.get("time", "")), default=None)
-    return str(latest["uid"]) if latest is not None else None
+    return str(latest.get("uid")) if latest is not None else None
 
 
 def _print(records: list[Record], output: str, out: TextIO) -> None:

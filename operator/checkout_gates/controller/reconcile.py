@@ -101,6 +101,8 @@ QUERY_BUCKET_SECONDS = float(os.environ.get("CHECKOUT_GATES_QUERY_BUCKET", "1"))
 # The most one evaluation's gate queries may take together (each query's own timeout is at most
 # 60 s, api/quantities.py): well inside the scheduler's pass deadline.
 READ_DEADLINE = 75.0
+# The most one delivery to the audit sink may take (a sink answering a byte at a time included).
+AUDIT_DEADLINE = 15.0
 
 
 def utc_now() -> datetime:
@@ -411,12 +413,15 @@ class Reconciler:
         if sent.records:
             crash_point("before-audit-delivery")
             try:
-                async with io_wait():
+                async with io_wait(), asyncio.timeout(AUDIT_DEADLINE):
                     await self.audit_sink.send(sent.records)
                 telemetry.AUDIT_RECORDS.labels("delivered").inc(len(sent.records))
                 crash_point("after-audit-delivery")
-            except AuditDeliveryError as failure:
-                error = str(failure)
+            except (AuditDeliveryError, TimeoutError) as failure:
+                error = str(failure) or f"no answer from the audit sink within {AUDIT_DEADLINE:g}s"
+            except Exception as failure:  # never the pass's end: the rollout's outcomes still get written
+                error = f"audit sink: {type(failure).__name__}"
+            if error:
                 telemetry.AUDIT_RECORDS.labels("failed").inc(len(sent.records))
                 logger.warning("audit records not delivered", records=len(sent.records), error=error)
         outcomes = outcomes if outcomes is not None else Outcomes()

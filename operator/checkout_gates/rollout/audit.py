@@ -110,7 +110,9 @@ def pending(rollout: CheckoutRollout) -> Pending:
     lost = max(0, gone_through - delivered) if export is not None else 0
     waiting = [(seq, entry) for seq, entry in entries if seq > delivered]
     records = [record(rollout.metadata, seq, entry) for seq, entry in waiting[:BATCH_LIMIT]]
-    return Pending(records, lost, gone_through if lost else 0)
+    # Carried even when nothing is lost: what is gone from the history is never waited for (a
+    # rollout new to the sink, whose first delivery fails, must not count its past as lost).
+    return Pending(records, lost, gone_through)
 
 
 def exported(status: CheckoutRolloutStatus, sent: Pending, error: str, now: datetime) -> CheckoutRolloutStatus:
@@ -145,7 +147,7 @@ def retry_after(export: AuditExport | None) -> float | None:
     """Seconds until a failed delivery is tried again; None when the last one succeeded."""
     if export is None or not export.failures:
         return None
-    return float(min(RETRY_FIRST * 2 ** (export.failures - 1), RETRY_MAX))
+    return float(min(RETRY_FIRST * 2 ** min(export.failures - 1, 16), RETRY_MAX))  # no overflow after days down
 
 
 def _rfc3339(moment: datetime) -> str:
