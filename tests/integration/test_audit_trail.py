@@ -37,6 +37,20 @@ def cli(kubeconfig: Path, *args: str, stdin: str | None = None) -> subprocess.Co
     return subprocess.run(command, capture_output=True, text=True, env=env, input=stdin, timeout=120, check=False)
 
 
+def promoted_and_delivered(rollout: Rollout, timeout: float) -> dict[str, Any]:
+    """The status once the rollout is Promoted and the sink has taken every transition."""
+    status: dict[str, Any] = wait_for(
+        lambda: (
+            (s := rollout.status).get("phase") == "Promoted"
+            and (s.get("audit") or {}).get("delivered") == s["epoch"]
+            and s
+        ),
+        "promoted, with every transition delivered",
+        timeout=timeout,
+    )
+    return status
+
+
 @pytest.fixture
 def audited(
     kube: LocalCluster | ExternalCluster,
@@ -64,15 +78,7 @@ def test_every_transition_reaches_the_sink_once_and_the_cli_prints_the_whole_tra
     wait_for(lambda: rollout.status.get("currentStep", 0) >= 20, "a third of the steps", timeout=180)
     operator.stop()  # and a new process takes over halfway
     operator.start()
-    status = wait_for(
-        lambda: (
-            (s := rollout.status).get("phase") == "Promoted"
-            and (s.get("audit") or {}).get("delivered") == s["epoch"]
-            and s
-        ),
-        "promoted, with every transition delivered",
-        timeout=300,
-    )
+    status = promoted_and_delivered(rollout, timeout=300)
     assert status["epoch"] == TRANSITIONS and len(status["history"]) == 50, "the status has rolled over"
     received = receiver.audit_records("/audit")
     uid = rollout.get()["metadata"]["uid"]
@@ -132,15 +138,7 @@ def test_the_sink_being_down_holds_nothing_and_the_records_follow_when_it_answer
             lambda: ((s := rollout.status).get("audit") or {}).get("failures", 0) >= 1 and s, "a refused delivery"
         )
         assert "answered 503" in failing["audit"]["error"] and "/audit" not in failing["audit"]["error"]
-        status = wait_for(
-            lambda: (
-                (s := rollout.status).get("phase") == "Promoted"
-                and (s.get("audit") or {}).get("delivered") == s["epoch"]
-                and s
-            ),
-            "promoted, and delivered once the sink answered",
-            timeout=180,
-        )
+        status = promoted_and_delivered(rollout, timeout=180)
         assert status["audit"]["failures"] == 0 and status["audit"]["lost"] == 0
         keys = [r["key"] for r in receiver.audit_records("/audit")]
         assert len(keys) == len(set(keys)) == status["epoch"]
